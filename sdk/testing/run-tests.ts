@@ -1,0 +1,33 @@
+// `npm test`: runs every test file with node:test against one real Postgres — DATABASE_URL if
+// set, otherwise an embedded server started here — after installing the engine once into a
+// template database that each test file clones.
+import { spawn } from "node:child_process";
+import { startEmbeddedPostgres, type EmbeddedServer } from "../db/embedded.js";
+import { prepareTemplate } from "./database.js";
+
+const patterns = process.argv.slice(2);
+const files = patterns.length > 0 ? patterns : ["sql/test/**/*.test.ts", "sdk/test/**/*.test.ts"];
+
+let embedded: EmbeddedServer | undefined;
+let adminUrl = process.env.DATABASE_URL;
+if (!adminUrl) {
+  embedded = await startEmbeddedPostgres();
+  adminUrl = embedded.url;
+  console.log(`# embedded Postgres on port ${embedded.port}`);
+} else {
+  console.log("# Postgres from DATABASE_URL");
+}
+const template = `aiki_template_${process.pid}`;
+await prepareTemplate(adminUrl, template);
+
+const code = await new Promise<number>((resolve) => {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
+    { stdio: "inherit", env: { ...process.env, AIKI_TEST_ADMIN_URL: adminUrl, AIKI_TEST_TEMPLATE: template } },
+  );
+  child.on("exit", (status, signal) => resolve(status ?? (signal ? 1 : 0)));
+});
+
+await embedded?.stop();
+process.exit(code);

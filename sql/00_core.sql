@@ -1,0 +1,211 @@
+-- aiki engine: shared core — the clock, ids, validation, retry arithmetic and wake-ups.
+--
+-- The model, in one page
+-- ----------------------
+-- A *run* is one execution of a workflow version. Its fate is decided only by the functions in
+-- this folder, each taking the run's row lock before it moves the run between states:
+--
+--   scheduled ─┐
+--              ├─> pending ─> running ─┬─> completed | failed | cancelled
+--   retrying ──┘      ^                ├─> sleeping ─┐
+--                     │                ├─> waiting  ─┤  (timer, event, child, resume)
+--                     └────────────────┴─> paused   ─┘
+--
+-- Workers claim pending runs (claim.sql), replay the handler against the run's journal
+-- (steps), append to the journal under their lease token (steps.sql), and suspend the run when
+-- the code waits (waits.sql). `available_at` is the single time column that drives claiming;
+-- timers are promoted to pending by whichever worker claims next, so no daemon is needed.
+--
+-- Lock order, everywhere: a parent run before its children, a run before its steps and events.
+-- Functions that finish a child therefore read the (immutable) parent_id first and lock the
+-- parent, then the child. Nothing waits for a lock while holding a child's lock.
+--
+-- SQLSTATE catalogue (mapped one-for-one to error classes in sdk/errors.ts)
+--   AK001 lease_lost          the caller's lease token is stale, expired, or the run left `running`
+--   AK002 not_found           no run with that id / idempotency key
+--   AK003 invalid_input       a name, version, duration, option or payload is malformed
+--   AK004 idempotency_conflict same idempotency key, different workflow version or input
+--   AK005 invalid_transition  the run's status does not allow this act (e.g. send to a finished run)
+--   AK006 non_determinism     a step key is recorded with another kind or name than the code asks
+--   AK007 payload_too_large   a JSON payload exceeds aiki._max_payload_bytes()
+
+-- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
+-- transaction timestamp, so every statement of a transaction agrees on "now".
+create or replace function aiki.now() returns timestamptz
+language sql stable parallel safe
+as $$
+  select coalesce(nullif(current_setting('aiki.fake_now', true), '')::timestamptz, now())
+$$;
+
+-- Time-ordered UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version and variant bits, random rest.
+-- Uses the wall clock, not aiki.now(): ids order inserts, they never decide a run's fate.
+create or replace function aiki._uuidv7() returns uuid
+language sql volatile parallel safe
+as $$
+  select encode(
+    -- gen_random_uuid() is v4 (version bits 0100, variant 10); setting bits 52 and 53 (set_bit
+    -- counts from each byte's low bit) turns the version into 0111.
+    set_bit(set_bit(
+      overlay(uuid_send(gen_random_uuid())
+              placing substring(int8send(floor(extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
+              from 1 for 6),
+      52, 1), 53, 1),
+    'hex')::uuid
+$$;
+
+create or replace function aiki._max_payload_bytes() returns integer
+language sql immutable parallel safe
+as $$ select 1048576 $$;
+
+-- Raises AK003 unless p_value is a name: 1-128 chars of letters, digits and `_ . : / -`,
+-- starting with a letter or digit. `@` is reserved as the workflow@version separator.
+create or replace function aiki._check_name(p_what text, p_value text) returns text
+language plpgsql immutable
+as $$
+begin
+  if p_value is null or p_value !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' then
+    raise exception using errcode = 'AK003',
+      message = format('invalid %s %s', p_what, coalesce(quote_literal(left(p_value, 200)), 'null')),
+      hint = 'use 1-128 letters, digits or _ . : / - starting with a letter or digit';
+  end if;
+  return p_value;
+end
+$$;
+
+create or replace function aiki._check_version(p_value text) returns text
+language plpgsql immutable
+as $$
+begin
+  if p_value is null or p_value !~ '^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$' then
+    raise exception using errcode = 'AK003',
+      message = format('invalid version %s', coalesce(quote_literal(left(p_value, 200)), 'null')),
+      hint = 'use 1-64 letters, digits or _ . + - starting with a letter or digit, e.g. 1.0.0';
+  end if;
+  return p_value;
+end
+$$;
+
+-- Step keys come from the SDK (`charge-card#1`), idempotency and concurrency keys from users:
+-- any printable text up to 256 characters.
+create or replace function aiki._check_key(p_what text, p_value text) returns text
+language plpgsql immutable
+as $$
+begin
+  if p_value is null or length(p_value) = 0 or length(p_value) > 256 or p_value ~ '[[:cntrl:]]' then
+    raise exception using errcode = 'AK003',
+      message = format('invalid %s %s', p_what, coalesce(quote_literal(left(p_value, 200)), 'null')),
+      hint = 'use 1-256 printable characters';
+  end if;
+  return p_value;
+end
+$$;
+
+create or replace function aiki._check_payload(p_what text, p_value jsonb) returns jsonb
+language plpgsql immutable
+as $$
+begin
+  if pg_column_size(p_value) > aiki._max_payload_bytes() then
+    raise exception using errcode = 'AK007',
+      message = format('%s is %s bytes, over the limit of %s bytes',
+                       p_what, pg_column_size(p_value), aiki._max_payload_bytes());
+  end if;
+  return p_value;
+end
+$$;
+
+create or replace function aiki._check_duration(p_what text, p_ms bigint) returns interval
+language plpgsql immutable
+as $$
+begin
+  -- 100 years bounds every timer so timestamp arithmetic cannot overflow.
+  if p_ms is null or p_ms < 0 or p_ms > 3153600000000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid %s %s ms', p_what, coalesce(p_ms::text, 'null')),
+      hint = 'use a duration between 0 and 100 years, in milliseconds';
+  end if;
+  return p_ms * interval '1 millisecond';
+end
+$$;
+
+-- Validates a retry policy and returns it normalised:
+--   {"type": "never" | "fixed" | "exponential" | "jittered",
+--    "maxAttempts": n >= 1, "baseDelayMs": ms, "maxDelayMs": ms, "factor": f >= 1}
+-- maxAttempts counts every attempt, the first included.
+create or replace function aiki._check_retry(p_policy jsonb) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_type text;
+  v_policy jsonb;
+begin
+  if p_policy is null or p_policy = 'null'::jsonb then
+    return '{"type": "never", "maxAttempts": 1}'::jsonb;
+  end if;
+  if jsonb_typeof(p_policy) <> 'object' then
+    raise exception using errcode = 'AK003', message = 'invalid retry policy: expected a JSON object';
+  end if;
+  v_type := coalesce(p_policy->>'type', 'exponential');
+  if v_type not in ('never', 'fixed', 'exponential', 'jittered') then
+    raise exception using errcode = 'AK003',
+      message = format('invalid retry policy type %s', quote_literal(left(v_type, 100))),
+      hint = 'use never, fixed, exponential or jittered';
+  end if;
+  begin
+    v_policy := jsonb_build_object(
+      'type', v_type,
+      'maxAttempts', case when v_type = 'never' then 1 else coalesce((p_policy->>'maxAttempts')::integer, 3) end,
+      'baseDelayMs', coalesce((p_policy->>'baseDelayMs')::bigint, 1000),
+      'maxDelayMs', coalesce((p_policy->>'maxDelayMs')::bigint, 3600000),
+      'factor', coalesce((p_policy->>'factor')::numeric, 2));
+  exception when invalid_text_representation or numeric_value_out_of_range then
+    raise exception using errcode = 'AK003',
+      message = format('invalid retry policy %s: numbers expected', left(p_policy::text, 200));
+  end;
+  if (v_policy->>'maxAttempts')::integer not between 1 and 10000
+     or (v_policy->>'baseDelayMs')::bigint < 0
+     or (v_policy->>'maxDelayMs')::bigint not between 0 and 3153600000000
+     or (v_policy->>'factor')::numeric not between 1 and 100 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid retry policy %s', left(p_policy::text, 200)),
+      hint = 'maxAttempts 1-10000, delays 0 to 100 years, factor 1-100';
+  end if;
+  return v_policy;
+end
+$$;
+
+-- Delay before attempt p_failed_attempts + 1, or null when the policy allows no more attempts.
+create or replace function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
+language plpgsql volatile
+as $$
+declare
+  v_base numeric := (p_policy->>'baseDelayMs')::numeric;
+  v_max numeric := (p_policy->>'maxDelayMs')::numeric;
+  v_ms numeric;
+begin
+  if p_failed_attempts >= (p_policy->>'maxAttempts')::integer then
+    return null;
+  end if;
+  v_ms := case p_policy->>'type'
+    when 'fixed' then v_base
+    -- least() before power() overflow: cap the exponent, the result is capped by maxDelayMs anyway.
+    when 'exponential' then v_base * power((p_policy->>'factor')::numeric, least(p_failed_attempts - 1, 60))
+    when 'jittered' then random()::numeric * v_base * power((p_policy->>'factor')::numeric, least(p_failed_attempts - 1, 60))
+  end;
+  return least(v_ms, v_max) * interval '1 millisecond';
+end
+$$;
+
+-- Wake workers of a queue. Postgres folds identical notifications of one transaction into one,
+-- so a batch that readies many runs of a queue signals it once.
+create or replace function aiki._notify_queue(p_queue text) returns void
+language sql volatile
+as $$
+  select pg_notify('aiki_wake', p_queue)
+$$;
+
+-- Tell clients that wait for a run's status (SDK waitForStatus) to look again.
+create or replace function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) returns void
+language sql volatile
+as $$
+  select pg_notify('aiki_status', p_run_id::text || ' ' || p_status::text)
+$$;

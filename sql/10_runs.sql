@@ -1,0 +1,388 @@
+-- aiki engine: runs — start, read, list, and the operator verbs cancel, pause and resume.
+--
+-- start_workflow is the only way a top-level run comes to exist (children: children.sql).
+-- Every terminal transition goes through _finish, which also delivers the outcome to a parent
+-- that waits for it. Readers get a run as JSON from _run_json, the same shape claim returns.
+
+-- JSON view of one run; with p_journal, its steps in the order they were first written.
+create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
+language sql stable
+as $$
+  select jsonb_build_object(
+    'id', p_run.id,
+    'workflow', p_run.workflow,
+    'version', p_run.version,
+    'status', p_run.status,
+    'queue', p_run.queue,
+    'priority', p_run.priority,
+    'attempt', p_run.attempt,
+    'input', p_run.input,
+    'output', p_run.output,
+    'error', p_run.error,
+    'parent_id', p_run.parent_id,
+    'parent_step_key', p_run.parent_step_key,
+    'idempotency_key', p_run.idempotency_key,
+    'concurrency_key', p_run.concurrency_key,
+    'lease_token', p_run.lease_token,
+    'lease_expires_at', p_run.lease_expires_at,
+    'available_at', p_run.available_at,
+    'deadline_at', p_run.deadline_at,
+    'created_at', p_run.created_at,
+    'started_at', p_run.started_at,
+    'finished_at', p_run.finished_at)
+  || case when p_journal then jsonb_build_object('journal', coalesce((
+       select jsonb_agg(jsonb_build_object(
+                'key', s.step_key, 'kind', s.kind, 'name', s.name, 'status', s.status,
+                'attempts', s.attempts, 'output', s.output, 'error', s.error,
+                'child_id', s.child_id, 'wake_at', s.wake_at)
+              order by s.created_at, s.step_key)
+       from aiki.steps s where s.run_id = p_run.id), '[]'::jsonb))
+     else '{}'::jsonb end
+$$;
+
+-- Inserts a run, or finds the one its idempotency key names. Shared by start_workflow and
+-- start_children. Raises AK003 on bad input, AK004 when the key names a different start.
+create or replace function aiki._insert_run(
+  p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text,
+  p_priority integer, p_start_at timestamptz, p_delay_ms bigint, p_concurrency_key text,
+  p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer,
+  p_parent_id uuid, p_parent_step_key text,
+  out run_id uuid, out created boolean)
+language plpgsql
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_start timestamptz;
+  v_existing aiki.runs;
+begin
+  perform aiki._check_name('workflow name', p_workflow);
+  perform aiki._check_version(p_version);
+  perform aiki._check_name('queue name', p_queue);
+  perform aiki._check_payload('workflow input', p_input);
+  if p_idempotency_key is not null then
+    perform aiki._check_key('idempotency key', p_idempotency_key);
+  end if;
+  if p_concurrency_key is not null then
+    perform aiki._check_key('concurrency key', p_concurrency_key);
+  end if;
+  if p_priority is null or p_priority not between -1000000 and 1000000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
+      hint = 'use an integer between -1000000 and 1000000; higher runs first';
+  end if;
+  if p_max_lease_expiries is null or p_max_lease_expiries not between 1 and 1000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid max lease expiries %s', coalesce(p_max_lease_expiries::text, 'null'));
+  end if;
+  if p_start_at is not null and p_delay_ms is not null then
+    raise exception using errcode = 'AK003', message = 'give either a start time or a delay, not both';
+  end if;
+  if p_start_at is not null and not isfinite(p_start_at) then
+    raise exception using errcode = 'AK003', message = format('invalid start time %s', p_start_at);
+  end if;
+  v_start := coalesce(p_start_at, v_now + aiki._check_duration('start delay', coalesce(p_delay_ms, 0)));
+
+  insert into aiki.runs (
+    id, parent_id, available_at, deadline_at, created_at, updated_at, priority,
+    max_lease_expiries, status, workflow, version, queue, concurrency_key, idempotency_key,
+    parent_step_key, retry, input)
+  values (
+    aiki._uuidv7(), p_parent_id, v_start,
+    case when p_timeout_ms is not null then v_now + aiki._check_duration('run timeout', p_timeout_ms) end,
+    v_now, v_now, p_priority, p_max_lease_expiries,
+    case when v_start > v_now then 'scheduled' else 'pending' end::aiki.run_status,
+    p_workflow, p_version, p_queue, p_concurrency_key, p_idempotency_key,
+    p_parent_step_key, aiki._check_retry(p_retry), p_input)
+  on conflict (workflow, idempotency_key) where idempotency_key is not null do nothing
+  returning id into run_id;
+
+  if run_id is not null then
+    created := true;
+    if v_start <= v_now then
+      perform aiki._notify_queue(p_queue);
+    end if;
+    return;
+  end if;
+
+  -- The key is taken. A concurrent insert of the same key has committed by now (the insert
+  -- above waited for it), so this statement's fresh snapshot sees it.
+  select * into v_existing from aiki.runs r
+  where r.workflow = p_workflow and r.idempotency_key = p_idempotency_key;
+  if v_existing.version <> p_version or v_existing.input is distinct from p_input then
+    raise exception using errcode = 'AK004',
+      message = format('idempotency key %s of workflow %s already started run %s with another %s',
+                       quote_literal(p_idempotency_key), p_workflow, v_existing.id,
+                       case when v_existing.version <> p_version then 'version' else 'input' end),
+      hint = 'use a new idempotency key, or repeat the original start exactly';
+  end if;
+  run_id := v_existing.id;
+  created := false;
+end
+$$;
+
+-- Starts a workflow run. Idempotent on (workflow, idempotency key): the same start returns the
+-- existing run with created = false; a different version or input under the key raises AK004.
+-- Notifies the queue when the run is claimable now. Called by clients and workers.
+create or replace function aiki.start_workflow(
+  p_workflow text,
+  p_version text,
+  p_input jsonb default 'null',
+  p_idempotency_key text default null,
+  p_queue text default 'default',
+  p_priority integer default 0,
+  p_start_at timestamptz default null,
+  p_delay_ms bigint default null,
+  p_concurrency_key text default null,
+  p_timeout_ms bigint default null,
+  p_retry jsonb default null,
+  p_max_lease_expiries integer default 5)
+returns table (run_id uuid, created boolean)
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select r.run_id, r.created
+  from aiki._insert_run(p_workflow, p_version, p_input, p_idempotency_key, p_queue, p_priority,
+                        p_start_at, p_delay_ms, p_concurrency_key, p_timeout_ms, p_retry,
+                        p_max_lease_expiries, null, null) r
+$$;
+
+-- One run with its journal. Raises AK002 when there is no such run.
+create or replace function aiki.get_run(p_run_id uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+begin
+  select * into v_run from aiki.runs where id = p_run_id;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
+  end if;
+  return aiki._run_json(v_run, true);
+end
+$$;
+
+-- The run a workflow's idempotency key names, with its journal. Raises AK002 when none.
+create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+begin
+  select * into v_run from aiki.runs where workflow = p_workflow and idempotency_key = p_idempotency_key;
+  if not found then
+    raise exception using errcode = 'AK002',
+      message = format('no run of workflow %s has idempotency key %s',
+                       coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
+  end if;
+  return aiki._run_json(v_run, true);
+end
+$$;
+
+-- Runs newest first, filtered by workflow, status and creation time; page with p_before_id.
+create or replace function aiki.list_runs(
+  p_workflow text default null,
+  p_status aiki.run_status default null,
+  p_created_after timestamptz default '-infinity',
+  p_created_before timestamptz default 'infinity',
+  p_limit integer default 100,
+  p_before_id uuid default null)
+returns table (id uuid, workflow text, version text, status aiki.run_status, queue text,
+               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_limit is null or p_limit not between 1 and 10000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid limit %s', coalesce(p_limit::text, 'null')), hint = 'use 1-10000';
+  end if;
+  return query
+    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at
+    from aiki.runs r
+    where (p_workflow is null or r.workflow = p_workflow)
+      and (p_status is null or r.status = p_status)
+      and r.created_at > p_created_after and r.created_at < p_created_before
+      and (p_before_id is null or r.id < p_before_id)
+    order by r.id desc
+    limit p_limit;
+end
+$$;
+
+-- Makes a suspended run claimable now. Caller holds the run's lock.
+create or replace function aiki._wake(p_run_id uuid) returns void
+language plpgsql
+as $$
+declare
+  v_queue text;
+begin
+  update aiki.runs
+     set status = 'pending', available_at = aiki.now(), updated_at = aiki.now()
+   where id = p_run_id and status in ('sleeping', 'waiting')
+  returning queue into v_queue;
+  if found then
+    perform aiki._notify_queue(v_queue);
+  end if;
+end
+$$;
+
+-- Hands a finished child's outcome to the parent's waits for it. The parent wakes once the
+-- last child it waits for has finished (fan-in wakes it once), or at once if it also waits
+-- for a timer or an event. Caller holds the parent's lock, then the child's.
+create or replace function aiki._deliver_to_parent(
+  p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb)
+returns void
+language plpgsql
+as $$
+begin
+  update aiki.steps
+     set status = 'completed', completed_at = aiki.now(), wake_at = null,
+         output = jsonb_build_object('status', p_status, 'output', p_output, 'error', p_error)
+   where run_id = p_parent_id and kind = 'wait_child' and status = 'waiting' and child_id = p_child_id;
+  if found and not exists (
+       select 1 from aiki.steps
+        where run_id = p_parent_id and kind = 'wait_child' and status = 'waiting') then
+    perform aiki._wake(p_parent_id);
+  end if;
+end
+$$;
+
+-- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
+create or replace function aiki._finish(
+  p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb)
+returns void
+language plpgsql
+as $$
+begin
+  update aiki.runs
+     set status = p_status, output = p_output, error = p_error,
+         finished_at = aiki.now(), updated_at = aiki.now(), available_at = null,
+         lease_owner = null, lease_token = null, lease_expires_at = null
+   where id = p_run.id;
+  perform aiki._notify_status(p_run.id, p_status);
+  if p_run.parent_id is not null then
+    perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
+  end if;
+end
+$$;
+
+-- Locks a run for an operator act: the parent first (lock order), then the run.
+-- Raises AK002 when the run does not exist.
+create or replace function aiki._lock_run(p_run_id uuid) returns aiki.runs
+language plpgsql
+as $$
+declare
+  v_run aiki.runs;
+  v_parent_id uuid;
+begin
+  select parent_id into v_parent_id from aiki.runs where id = p_run_id;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
+  end if;
+  if v_parent_id is not null then
+    perform 1 from aiki.runs where id = v_parent_id for update;
+  end if;
+  select * into v_run from aiki.runs where id = p_run_id for update;
+  return v_run;
+end
+$$;
+
+-- Cancels a run and, top-down, all its unfinished descendants. A worker running one of them
+-- learns it on its next write (AK001). A parent waiting for the run is woken with status
+-- `cancelled`. Idempotent on a cancelled run; AK005 on a completed or failed one.
+create or replace function aiki.cancel(p_run_id uuid, p_reason text default null)
+returns aiki.run_status
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_descendants integer;
+  v_error jsonb := jsonb_build_object('name', 'Cancelled', 'message', coalesce(left(p_reason, 2000), 'cancelled'));
+begin
+  v_run := aiki._lock_run(p_run_id);
+  if v_run.status = 'cancelled' then
+    return v_run.status;
+  end if;
+  if v_run.status in ('completed', 'failed') then
+    raise exception using errcode = 'AK005',
+      message = format('run %s is already %s and cannot be cancelled', p_run_id, v_run.status);
+  end if;
+
+  -- Descendants are locked parent-before-child (ordered by depth) to keep the global lock order.
+  with recursive tree (id, depth) as (
+    select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
+    union all
+    select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+  ), locked as (
+    select r.id from aiki.runs r join tree t on t.id = r.id
+    where r.status not in ('completed', 'failed', 'cancelled')
+    order by t.depth
+    for update of r
+  ), cancelled as (
+    update aiki.runs r
+       set status = 'cancelled', error = v_error, finished_at = aiki.now(), updated_at = aiki.now(),
+           available_at = null, lease_owner = null, lease_token = null, lease_expires_at = null
+      from locked where r.id = locked.id
+    returning r.id, aiki._notify_status(r.id, 'cancelled')
+  )
+  select count(*) into v_descendants from cancelled;
+
+  perform aiki._finish(v_run, 'cancelled', null, v_error);
+  return 'cancelled';
+end
+$$;
+
+-- Holds a run: nothing but resume moves it again. A running worker learns it on its next write.
+-- Waits keep collecting events and child outcomes meanwhile. Idempotent; AK005 when finished.
+create or replace function aiki.pause(p_run_id uuid) returns aiki.run_status
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+begin
+  select * into v_run from aiki.runs where id = p_run_id for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
+  end if;
+  if v_run.status in ('completed', 'failed', 'cancelled') then
+    raise exception using errcode = 'AK005',
+      message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
+  end if;
+  update aiki.runs
+     set status = 'paused', available_at = null, updated_at = aiki.now(),
+         lease_owner = null, lease_token = null, lease_expires_at = null
+   where id = p_run_id and status <> 'paused';
+  if found then
+    perform aiki._notify_status(p_run_id, 'paused');
+  end if;
+  return 'paused';
+end
+$$;
+
+-- Releases a paused run to be claimed now. Its replay re-suspends on waits still open, so
+-- resume need not know what the run waited for. AK005 unless the run is paused.
+create or replace function aiki.resume(p_run_id uuid) returns aiki.run_status
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+begin
+  select * into v_run from aiki.runs where id = p_run_id for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
+  end if;
+  if v_run.status <> 'paused' then
+    raise exception using errcode = 'AK005',
+      message = format('run %s is %s, not paused; only a paused run can be resumed', p_run_id, v_run.status);
+  end if;
+  update aiki.runs set status = 'pending', available_at = aiki.now(), updated_at = aiki.now()
+   where id = p_run_id;
+  perform aiki._notify_queue(v_run.queue);
+  perform aiki._notify_status(p_run_id, 'pending');
+  return 'pending';
+end
+$$;

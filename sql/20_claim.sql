@@ -1,0 +1,303 @@
+-- aiki engine: claim — how workers take runs, keep them, and give them back.
+--
+--   claim      promote due timers, then lease up to N pending runs (SKIP LOCKED), with journals
+--   heartbeat  renew every lease a worker holds, in one statement
+--   release    give a leased run back unharmed (graceful shutdown)
+--
+-- Timers need no daemon: every claim first promotes a bounded batch of runs whose
+-- available_at has passed (scheduled starts, sleeps, wait timeouts, retries, expired leases),
+-- so any live worker keeps every queue's timers moving, and the claim's `next_due_at` tells an
+-- idle worker exactly when to look again.
+--
+-- Concurrency limits. A queue without a concurrency limit claims its unkeyed runs on the fast
+-- path: one SKIP LOCKED statement and no other coordination. Runs with a concurrency key, and
+-- every run of a queue with a limit, are claimed on the slow path under a per-queue advisory
+-- lock, because "how many are running" must not change between counting and leasing.
+
+-- Promotes up to p_limit due timers to pending. Runs past their deadline, and expired leases
+-- that reached max_lease_expiries (a crash loop), fail instead. Failing a child needs its
+-- parent's lock, which we hold no right to wait for while holding the child's (lock order):
+-- such a run is taken with SKIP LOCKED on the parent or left for the next claim.
+create or replace function aiki._promote_due(p_now timestamptz, p_limit integer) returns integer
+language plpgsql
+as $$
+declare
+  v_ids uuid[];
+  v_skip uuid[] := '{}';
+  v_run aiki.runs;
+  v_count integer;
+begin
+  select array_agg(id) into v_ids from (
+    select id from aiki.runs
+    where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
+      and available_at <= p_now
+    order by available_at
+    limit p_limit
+    for update skip locked) due;
+  if v_ids is null then
+    return 0;
+  end if;
+
+  for v_run in
+    select * from aiki.runs
+    where id = any(v_ids)
+      and (deadline_at <= p_now or (status = 'running' and lease_expiries + 1 >= max_lease_expiries))
+  loop
+    if v_run.parent_id is not null then
+      perform 1 from aiki.runs where id = v_run.parent_id for update skip locked;
+      if not found and exists (select 1 from aiki.runs where id = v_run.parent_id) then
+        v_skip := v_skip || v_run.id;
+        continue;
+      end if;
+    end if;
+    if v_run.deadline_at <= p_now then
+      perform aiki._finish(v_run, 'failed', null, jsonb_build_object(
+        'name', 'DeadlineExceeded',
+        'message', format('run passed its deadline %s', v_run.deadline_at)));
+    else
+      perform aiki._finish(v_run, 'failed', null, jsonb_build_object(
+        'name', 'CrashLoop',
+        'message', format('run lost its lease %s times; its workers keep dying', v_run.lease_expiries + 1)));
+    end if;
+  end loop;
+
+  -- Timed-out waits and finished sleeps of the suspended runs become journal entries.
+  update aiki.steps s
+     set status = 'completed', completed_at = p_now, wake_at = null,
+         output = case when s.kind = 'event' then '{"timeout": true}'::jsonb end
+    from aiki.runs r
+   where r.id = any(v_ids) and r.status in ('sleeping', 'waiting')
+     and s.run_id = r.id and s.status = 'waiting' and s.wake_at <= p_now;
+
+  with promoted as (
+    update aiki.runs
+       set status = 'pending', updated_at = p_now,
+           lease_expiries = lease_expiries + (status = 'running')::integer,
+           lease_owner = null, lease_token = null, lease_expires_at = null
+     where id = any(v_ids) and not (id = any(v_skip))
+       and status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
+    returning queue
+  )
+  select count(*) into v_count from (
+    select aiki._notify_queue(queue) from (select distinct queue from promoted) q) n;
+  return v_count;
+end
+$$;
+
+-- The slow path of claim for one queue, under the queue's advisory lock: picks up to p_want
+-- pending runs in claim order such that the queue's concurrency limit and, per concurrency key,
+-- the queue's key limit hold. With p_keyed_only, unkeyed runs are left to the fast path.
+-- Scans every pending run of the queue (the window needs them all): O(backlog), which is why
+-- unlimited queues keep unkeyed runs off this path.
+create or replace function aiki._claim_limited(
+  p_queue text, p_workflows text[], p_want integer, p_now timestamptz, p_keyed_only boolean)
+returns uuid[]
+language plpgsql
+as $$
+declare
+  v_queue aiki.queues;
+  v_want integer := p_want;
+begin
+  perform pg_advisory_xact_lock(hashtextextended('aiki.claim:' || p_queue, 0));
+  select * into v_queue from aiki.queues where name = p_queue;
+  if v_queue.concurrency_limit is not null then
+    v_want := least(v_want, v_queue.concurrency_limit
+                            - (select count(*) from aiki.runs where status = 'running' and queue = p_queue));
+    if v_want <= 0 then
+      return '{}';
+    end if;
+  end if;
+  return array(
+    select r.id from aiki.runs r
+    where r.id = any(array(
+      select c.id from (
+        select p.id, p.priority, p.available_at, p.concurrency_key,
+               row_number() over (partition by p.concurrency_key
+                                  order by p.priority desc, p.available_at) as key_rank
+        from aiki.runs p
+        where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
+          and (not p_keyed_only or p.concurrency_key is not null)
+          and (p_workflows is null or p.workflow || '@' || p.version = any(p_workflows))
+      ) c
+      where c.concurrency_key is null
+         or c.key_rank + (select count(*) from aiki.runs x
+                          where x.status = 'running' and x.queue = p_queue
+                            and x.concurrency_key = c.concurrency_key)
+            <= coalesce(v_queue.key_concurrency_limit, 1)
+      order by c.priority desc, c.available_at
+      limit v_want))
+      and r.status = 'pending'
+    for update skip locked);
+end
+$$;
+
+-- Leases up to p_limit runs for p_worker from p_queues (in that order), restricted to the
+-- `workflow@version` pairs in p_workflows (null: any), highest priority first, then oldest due.
+-- Returns {"runs": [run with "journal" and "lease_token"], "next_due_at": timestamptz | null}:
+-- next_due_at is the earliest future timer of any queue, so an idle worker can sleep until then.
+-- Locks: due timers (SKIP LOCKED), then claimed runs (SKIP LOCKED); on the slow path, the
+-- queue's advisory lock first. Never blocks on a row lock. Raises AK003 on bad arguments.
+create or replace function aiki.claim(
+  p_worker text,
+  p_workflows text[] default null,
+  p_queues text[] default array['default'],
+  p_limit integer default 1,
+  p_lease_ms integer default 30000)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_lease interval;
+  v_ids uuid[] := '{}';
+  v_queue text;
+  v_settings aiki.queues;
+  v_want integer;
+  v_result jsonb;
+begin
+  perform aiki._check_key('worker id', p_worker);
+  if p_limit is null or p_limit not between 1 and 1000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid claim limit %s', coalesce(p_limit::text, 'null')), hint = 'use 1-1000';
+  end if;
+  if p_lease_ms is null or p_lease_ms not between 100 and 86400000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid lease %s ms', coalesce(p_lease_ms::text, 'null')),
+      hint = 'use 100 ms to 1 day';
+  end if;
+  if p_queues is null or cardinality(p_queues) = 0 then
+    raise exception using errcode = 'AK003', message = 'claim needs at least one queue';
+  end if;
+  v_lease := p_lease_ms * interval '1 millisecond';
+
+  perform aiki._promote_due(v_now, greatest(p_limit, 100));
+
+  foreach v_queue in array p_queues loop
+    v_want := p_limit - cardinality(v_ids);
+    exit when v_want <= 0;
+    select * into v_settings from aiki.queues where name = v_queue;
+    continue when v_settings.paused;
+    if v_settings.concurrency_limit is null then
+      v_ids := v_ids || array(
+        select id from aiki.runs
+        where status = 'pending' and queue = v_queue and available_at <= v_now
+          and concurrency_key is null
+          and (p_workflows is null or workflow || '@' || version = any(p_workflows))
+        order by priority desc, available_at
+        limit v_want
+        for update skip locked);
+      v_want := p_limit - cardinality(v_ids);
+      if v_want > 0 and exists (select 1 from aiki.runs
+                                where status = 'pending' and queue = v_queue and concurrency_key is not null) then
+        v_ids := v_ids || aiki._claim_limited(v_queue, p_workflows, v_want, v_now, true);
+      end if;
+    else
+      v_ids := v_ids || aiki._claim_limited(v_queue, p_workflows, v_want, v_now, false);
+    end if;
+  end loop;
+
+  -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.
+  with leased as (
+    update aiki.runs
+       set status = 'running', lease_owner = p_worker, lease_token = gen_random_uuid(),
+           lease_expires_at = least(v_now + v_lease, greatest(coalesce(deadline_at, 'infinity'), v_now)),
+           available_at = least(v_now + v_lease, greatest(coalesce(deadline_at, 'infinity'), v_now)),
+           started_at = coalesce(started_at, v_now), updated_at = v_now
+     where id = any(v_ids)
+    returning *
+  )
+  select jsonb_build_object(
+    'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at), '[]'::jsonb),
+    'next_due_at', (select min(available_at) from aiki.runs
+                    where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
+                      and available_at > v_now))
+  into v_result
+  from leased;
+  return v_result;
+end
+$$;
+
+-- Renews every lease p_worker still holds (never past a run's deadline) and records the worker
+-- as alive. Returns the renewed runs; a run the worker thinks it holds but that is missing here
+-- was lost (expired and reclaimed, cancelled or paused) and must be abandoned quietly.
+create or replace function aiki.heartbeat(p_worker text, p_lease_ms integer default 30000)
+returns table (run_id uuid, lease_token uuid, lease_expires_at timestamptz)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+begin
+  perform aiki._check_key('worker id', p_worker);
+  if p_lease_ms is null or p_lease_ms not between 100 and 86400000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid lease %s ms', coalesce(p_lease_ms::text, 'null')), hint = 'use 100 ms to 1 day';
+  end if;
+  insert into aiki.workers (id, started_at, last_seen) values (p_worker, v_now, v_now)
+  on conflict (id) do update set last_seen = excluded.last_seen;
+  return query
+    update aiki.runs r
+       set lease_expires_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
+           available_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
+           updated_at = v_now
+     where r.status = 'running' and r.lease_owner = p_worker and r.lease_expires_at > v_now
+    returning r.id, r.lease_token, r.lease_expires_at;
+end
+$$;
+
+-- Locks a run the caller leases, for a journal write: raises AK002 when there is no such run and
+-- AK001 when the lease token is not the current one, the lease expired, or the run left
+-- `running` (cancelled, paused, finished). With p_lock_parent, locks the parent first, for
+-- writes that may finish the run (lock order).
+create or replace function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_parent boolean)
+returns aiki.runs
+language plpgsql
+as $$
+declare
+  v_run aiki.runs;
+  v_parent_id uuid;
+begin
+  if p_lock_parent then
+    select parent_id into v_parent_id from aiki.runs where id = p_run_id;
+    if v_parent_id is not null then
+      perform 1 from aiki.runs where id = v_parent_id for update;
+    end if;
+  end if;
+  select * into v_run from aiki.runs where id = p_run_id for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
+  end if;
+  if v_run.status <> 'running' then
+    raise exception using errcode = 'AK001',
+      message = format('lease lost: run %s is %s', p_run_id, v_run.status);
+  end if;
+  if v_run.lease_token is distinct from p_lease_token then
+    raise exception using errcode = 'AK001',
+      message = format('lease lost: run %s was claimed again by %s', p_run_id, v_run.lease_owner);
+  end if;
+  if v_run.lease_expires_at <= aiki.now() then
+    raise exception using errcode = 'AK001',
+      message = format('lease lost: the lease on run %s expired at %s', p_run_id, v_run.lease_expires_at);
+  end if;
+  return v_run;
+end
+$$;
+
+-- Gives a leased run back to be claimed at once, without counting a lease expiry.
+-- Used by workers that stop before a run is done. AK001 when the lease is already lost.
+create or replace function aiki.release(p_run_id uuid, p_lease_token uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+begin
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
+  update aiki.runs
+     set status = 'pending', available_at = aiki.now(), updated_at = aiki.now(),
+         lease_owner = null, lease_token = null, lease_expires_at = null
+   where id = p_run_id;
+  perform aiki._notify_queue(v_run.queue);
+end
+$$;

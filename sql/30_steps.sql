@@ -1,0 +1,218 @@
+-- aiki engine: steps — the journal writes a worker makes under its lease, and the run's end.
+--
+--   complete_step  record a task result or a deterministic value (now, random, uuid)
+--   fail_step      record a task failure; the retry policy decides: retry inline, suspend, or fail
+--   complete_run   the handler returned
+--   fail_run       the handler threw; the run's retry policy decides: retry or fail
+--
+-- Every write is fenced by (run id, lease token): a worker that lost its lease gets AK001 and
+-- writes nothing, so a stale worker can never overwrite what a newer lease holder wrote.
+-- A completed step is never written again: recording it twice returns the first record.
+
+-- JSON view of one step, the same shape as a journal entry.
+create or replace function aiki._step_json(p_step aiki.steps) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'key', p_step.step_key, 'kind', p_step.kind, 'name', p_step.name, 'status', p_step.status,
+    'attempts', p_step.attempts, 'output', p_step.output, 'error', p_step.error,
+    'child_id', p_step.child_id, 'wake_at', p_step.wake_at)
+$$;
+
+-- Raises AK006 when the journal holds p_step_key with another kind or name than the code asks.
+create or replace function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text)
+returns void
+language plpgsql immutable
+as $$
+begin
+  if p_step.kind <> p_kind or p_step.name <> p_name then
+    raise exception using errcode = 'AK006',
+      message = format('non-determinism at step %s: the journal recorded %s %s, the code now calls %s %s',
+                       quote_literal(p_step.step_key), p_step.kind, quote_literal(p_step.name),
+                       p_kind, quote_literal(p_name)),
+      hint = 'workflow code must make the same durable calls in the same order on every replay; '
+             'deploy changed code as a new workflow version';
+  end if;
+end
+$$;
+
+-- Locks the step row if it exists (after the run's lock), checking it against the code.
+create or replace function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step_kind, p_name text)
+returns aiki.steps
+language plpgsql
+as $$
+declare
+  v_step aiki.steps;
+begin
+  select * into v_step from aiki.steps where run_id = p_run_id and step_key = p_step_key for update;
+  if found then
+    perform aiki._check_determinism(v_step, p_kind, p_name);
+  end if;
+  return v_step;
+end
+$$;
+
+-- Records that a task (p_kind 'task') or a deterministic value (p_kind 'value') produced
+-- p_output. Idempotent: a completed step returns its first record untouched. AK001 on a lost
+-- lease, AK003 on bad input, AK005 on a permanently failed step, AK006 on a kind or name clash.
+create or replace function aiki.complete_step(
+  p_run_id uuid, p_lease_token uuid, p_step_key text, p_kind text, p_name text, p_output jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_step aiki.steps;
+  v_now timestamptz := aiki.now();
+begin
+  if p_kind is null or p_kind not in ('task', 'value') then
+    raise exception using errcode = 'AK003',
+      message = format('invalid step kind %s for complete_step', coalesce(quote_literal(left(p_kind, 100)), 'null')),
+      hint = 'complete_step records task and value steps; waits are written by suspend';
+  end if;
+  perform aiki._check_key('step key', p_step_key);
+  perform aiki._check_name('step name', p_name);
+  perform aiki._check_payload('step output', p_output);
+  perform aiki._lock_lease(p_run_id, p_lease_token, false);
+
+  v_step := aiki._lock_step(p_run_id, p_step_key, p_kind::aiki.step_kind, p_name);
+  if v_step.status = 'completed' then
+    return aiki._step_json(v_step);
+  elsif v_step.status = 'failed' then
+    raise exception using errcode = 'AK005',
+      message = format('step %s of run %s already failed for good and cannot be completed', quote_literal(p_step_key), p_run_id);
+  elsif v_step.status = 'retrying' then
+    update aiki.steps
+       set status = 'completed', output = p_output, error = null, wake_at = null,
+           attempts = attempts + 1, completed_at = v_now
+     where run_id = p_run_id and step_key = p_step_key
+    returning * into v_step;
+  else
+    insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
+    values (p_run_id, p_step_key, p_kind::aiki.step_kind, 'completed', p_name, 1, p_output, v_now, v_now)
+    returning * into v_step;
+  end if;
+  return aiki._step_json(v_step);
+end
+$$;
+
+-- Records a failed task attempt. The task's retry policy (see _check_retry) decides:
+--   {"status": "retrying", "attempts", "retry_at", "delay_ms", "suspended": false}
+--       the delay is at most p_inline_max_ms: the worker keeps its lease, waits, and retries;
+--   {"status": "retrying", ..., "suspended": true}
+--       the run is released until retry_at (status `retrying`); the worker drops it;
+--   {"status": "failed", "attempts"}
+--       attempts exhausted or p_non_retryable: the error is journalled for the code to see.
+-- AK001 on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash.
+create or replace function aiki.fail_step(
+  p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_error jsonb,
+  p_retry jsonb default null, p_non_retryable boolean default false, p_inline_max_ms bigint default 0)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_step aiki.steps;
+  v_now timestamptz := aiki.now();
+  v_attempts integer;
+  v_delay interval;
+  v_suspend boolean;
+begin
+  perform aiki._check_key('step key', p_step_key);
+  perform aiki._check_name('step name', p_name);
+  perform aiki._check_payload('step error', p_error);
+  perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
+
+  v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
+  if v_step.status = 'completed' then
+    raise exception using errcode = 'AK005',
+      message = format('step %s of run %s already completed and cannot fail', quote_literal(p_step_key), p_run_id);
+  elsif v_step.status = 'failed' then
+    return aiki._step_json(v_step) || jsonb_build_object('status', 'failed');
+  end if;
+
+  v_attempts := coalesce(v_step.attempts, 0) + 1;
+  v_delay := case when not coalesce(p_non_retryable, false)
+                  then aiki._retry_delay(aiki._check_retry(p_retry), v_attempts) end;
+
+  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, error, wake_at, created_at, completed_at)
+  values (p_run_id, p_step_key, 'task',
+          case when v_delay is null then 'failed' else 'retrying' end::aiki.step_status,
+          p_name, v_attempts, p_error, v_now + v_delay, v_now,
+          case when v_delay is null then v_now end)
+  on conflict (run_id, step_key) do update
+    set status = excluded.status, attempts = excluded.attempts, error = excluded.error,
+        wake_at = excluded.wake_at, completed_at = excluded.completed_at;
+
+  if v_delay is null then
+    return jsonb_build_object('status', 'failed', 'attempts', v_attempts);
+  end if;
+
+  v_suspend := v_delay > p_inline_max_ms * interval '1 millisecond';
+  if v_suspend then
+    update aiki.runs
+       set status = 'retrying', available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
+           updated_at = v_now, lease_owner = null, lease_token = null, lease_expires_at = null
+     where id = p_run_id;
+  end if;
+  return jsonb_build_object(
+    'status', 'retrying', 'attempts', v_attempts, 'retry_at', v_now + v_delay,
+    'delay_ms', floor(extract(epoch from v_delay) * 1000)::bigint, 'suspended', v_suspend);
+end
+$$;
+
+-- The handler returned p_output: the run completes, and a parent waiting for it wakes.
+-- AK001 on a lost lease (including a run cancelled meanwhile), AK007 on an oversized output.
+create or replace function aiki.complete_run(p_run_id uuid, p_lease_token uuid, p_output jsonb default 'null')
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+begin
+  perform aiki._check_payload('workflow output', p_output);
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
+  perform aiki._finish(v_run, 'completed', p_output, null);
+end
+$$;
+
+-- The handler threw p_error. Unless p_non_retryable, the run's retry policy (given at start)
+-- may schedule another attempt: the run then waits as `retrying`, keeps its completed steps,
+-- and forgets its failed ones so they run again. Returns {"status": "retrying", "attempt",
+-- "retry_at"} or {"status": "failed"}. AK001 on a lost lease.
+create or replace function aiki.fail_run(
+  p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean default false)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_delay interval;
+  v_now timestamptz := aiki.now();
+begin
+  perform aiki._check_payload('workflow error', p_error);
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
+  v_delay := case when not coalesce(p_non_retryable, false)
+                  then aiki._retry_delay(coalesce(v_run.retry, aiki._check_retry(null)), v_run.attempt) end;
+  if v_delay is null then
+    perform aiki._finish(v_run, 'failed', null, p_error);
+    return jsonb_build_object('status', 'failed', 'attempt', v_run.attempt);
+  end if;
+
+  delete from aiki.steps where run_id = p_run_id and status = 'failed';
+  update aiki.runs
+     set status = case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
+         attempt = attempt + 1, error = p_error, updated_at = v_now,
+         available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
+         lease_owner = null, lease_token = null, lease_expires_at = null
+   where id = p_run_id;
+  if v_delay = interval '0' then
+    perform aiki._notify_queue(v_run.queue);
+  end if;
+  return jsonb_build_object('status', 'retrying', 'attempt', v_run.attempt + 1, 'retry_at', v_now + v_delay);
+end
+$$;

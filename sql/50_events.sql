@@ -1,0 +1,66 @@
+-- aiki engine: events — the per-run inbox.
+--
+--   send_event  deliver a named event to a run
+--
+-- An event goes to the oldest open wait for its name; with none open it is buffered and the
+-- next wait for that name takes it (per name, first sent, first received). An idempotency key
+-- makes a resend a no-op. Both send_event and every wait hold the run's lock, so an event sent
+-- while the run suspends is either buffered before the wait looks or delivered after it opens.
+
+-- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
+-- repeated idempotency key). Wakes the run when a wait took it. AK002 for a missing run, AK005
+-- for a finished one, AK003/AK007 on bad input. Called by clients and workers.
+create or replace function aiki.send_event(
+  p_run_id uuid, p_event text, p_data jsonb default 'null', p_idempotency_key text default null)
+returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_now timestamptz := aiki.now();
+  v_event_id bigint;
+  v_step aiki.steps;
+begin
+  perform aiki._check_name('event name', p_event);
+  perform aiki._check_payload('event data', p_data);
+  if p_idempotency_key is not null then
+    perform aiki._check_key('idempotency key', p_idempotency_key);
+  end if;
+  select * into v_run from aiki.runs where id = p_run_id for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
+  end if;
+  if v_run.status in ('completed', 'failed', 'cancelled') then
+    raise exception using errcode = 'AK005',
+      message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
+  end if;
+
+  if p_idempotency_key is not null then
+    select id into v_event_id from aiki.events
+     where run_id = p_run_id and name = p_event and idempotency_key = p_idempotency_key;
+    if found then
+      return v_event_id;
+    end if;
+  end if;
+
+  select * into v_step from aiki.steps
+   where run_id = p_run_id and kind = 'event' and status = 'waiting' and name = p_event
+   order by created_at, step_key
+   limit 1
+   for update;
+
+  insert into aiki.events (run_id, name, data, idempotency_key, created_at, consumed_by, consumed_at)
+  values (p_run_id, p_event, p_data, p_idempotency_key, v_now, v_step.step_key,
+          case when v_step.step_key is not null then v_now end)
+  returning id into v_event_id;
+
+  if v_step.step_key is not null then
+    update aiki.steps
+       set status = 'completed', output = jsonb_build_object('data', p_data), completed_at = v_now, wake_at = null
+     where run_id = p_run_id and step_key = v_step.step_key;
+    perform aiki._wake(p_run_id);
+  end if;
+  return v_event_id;
+end
+$$;

@@ -1,0 +1,73 @@
+-- aiki engine: children — runs started by a workflow step.
+--
+--   start_children  start many children from one parent in one call (fan-out)
+--   start_child     the one-child form
+--
+-- A child start is a journal step of kind `child` whose output names the child, written in the
+-- same transaction as the child's row, so a replay finds the child instead of starting another.
+-- The child's terminal status reaches the parent through _deliver_to_parent (runs.sql), and a
+-- parent waits for it with a `wait_child` wait (waits.sql).
+
+-- Starts children of p_run_id, a JSON array of
+--   {"key", "workflow", "version", "input"?, "queue"?, "priority"?, "concurrency_key"?,
+--    "timeout_ms"?, "retry"?}
+-- and returns their ids in the same order. Keys already in the journal return the child they
+-- started (AK006 if that child is of another workflow). AK001 lease lost, AK003 bad input.
+create or replace function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_children jsonb)
+returns uuid[]
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_now timestamptz := aiki.now();
+  v_child jsonb;
+  v_key text;
+  v_step aiki.steps;
+  v_child_id uuid;
+  v_ids uuid[] := '{}';
+begin
+  if jsonb_typeof(p_children) is distinct from 'array' or jsonb_array_length(p_children) not between 1 and 10000 then
+    raise exception using errcode = 'AK003', message = 'start_children needs a JSON array of 1-10000 children';
+  end if;
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
+
+  for v_child in select value from jsonb_array_elements(p_children) loop
+    if jsonb_typeof(v_child) is distinct from 'object' then
+      raise exception using errcode = 'AK003', message = format('invalid child %s: expected an object', left(v_child::text, 200));
+    end if;
+    v_key := aiki._check_key('step key', v_child->>'key');
+    v_step := aiki._lock_step(p_run_id, v_key, 'child', aiki._check_name('workflow name', v_child->>'workflow'));
+    if v_step.child_id is not null then
+      v_ids := v_ids || v_step.child_id;
+      continue;
+    end if;
+    select r.run_id into v_child_id
+      from aiki._insert_run(
+        v_child->>'workflow', v_child->>'version', coalesce(v_child->'input', 'null'), null,
+        coalesce(v_child->>'queue', v_run.queue),
+        case when v_child ? 'priority' then aiki._json_whole('priority', v_child->'priority')::integer else v_run.priority end,
+        null, null, v_child->>'concurrency_key',
+        case when coalesce(v_child->'timeout_ms', 'null') <> 'null' then aiki._json_whole('child timeout', v_child->'timeout_ms') end,
+        v_child->'retry', 5, p_run_id, v_key) r;
+    insert into aiki.steps (run_id, step_key, kind, status, name, attempts, child_id, output, created_at, completed_at)
+    values (p_run_id, v_key, 'child', 'completed', v_child->>'workflow', 1, v_child_id,
+            jsonb_build_object('child_id', v_child_id), v_now, v_now);
+    v_ids := v_ids || v_child_id;
+  end loop;
+  return v_ids;
+end
+$$;
+
+-- Starts one child; returns its id. See start_children.
+create or replace function aiki.start_child(
+  p_run_id uuid, p_lease_token uuid, p_step_key text, p_workflow text, p_version text,
+  p_input jsonb default 'null', p_options jsonb default '{}')
+returns uuid
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select (aiki.start_children(p_run_id, p_lease_token, jsonb_build_array(
+    coalesce(p_options, '{}') || jsonb_build_object(
+      'key', p_step_key, 'workflow', p_workflow, 'version', p_version, 'input', p_input))))[1]
+$$;

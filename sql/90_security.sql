@@ -1,0 +1,53 @@
+-- aiki engine: security — who may call what.
+--
+-- Tables are private to the schema owner. Every public function is `security definer` with a
+-- pinned search_path, so callers act only through them. Helpers prefixed `_` are callable by
+-- no role. Grant a login role one of these to use the engine:
+--
+--   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
+--   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
+--                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
+--                complete_run, fail_run
+--   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
+--                purge_runs, and reading the tables directly
+
+revoke all on all functions in schema aiki from public;
+grant usage on schema aiki to aiki_client, aiki_worker, aiki_admin;
+grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_client, aiki_worker, aiki_admin;
+
+grant execute on function
+  aiki.now(),
+  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
+  aiki.send_event(uuid, text, jsonb, text),
+  aiki.cancel(uuid, text),
+  aiki.pause(uuid),
+  aiki.resume(uuid),
+  aiki.get_run(uuid),
+  aiki.find_run(text, text),
+  aiki.list_runs(text, aiki.run_status, timestamptz, timestamptz, integer, uuid)
+to aiki_client, aiki_worker, aiki_admin;
+
+grant execute on function
+  aiki.claim(text, text[], text[], integer, integer),
+  aiki.heartbeat(text, integer),
+  aiki.release(uuid, uuid),
+  aiki.complete_step(uuid, uuid, text, text, text, jsonb),
+  aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint),
+  aiki.suspend(uuid, uuid, jsonb),
+  aiki.sleep(uuid, uuid, text, text, bigint),
+  aiki.wait_event(uuid, uuid, text, text, bigint),
+  aiki.wait_child(uuid, uuid, text, uuid),
+  aiki.start_children(uuid, uuid, jsonb),
+  aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
+  aiki.complete_run(uuid, uuid, jsonb),
+  aiki.fail_run(uuid, uuid, jsonb, boolean)
+to aiki_worker, aiki_admin;
+
+grant execute on function
+  aiki.set_queue(text, integer, integer),
+  aiki.pause_queue(text),
+  aiki.resume_queue(text),
+  aiki.purge_runs(timestamptz, integer)
+to aiki_admin;
+
+grant select on all tables in schema aiki to aiki_admin;
