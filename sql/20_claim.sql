@@ -133,8 +133,9 @@ $$;
 
 -- Leases up to p_limit runs for p_worker from p_queues (in that order), restricted to the
 -- `workflow@version` pairs in p_workflows (null: any), highest priority first, then oldest due.
--- Returns {"runs": [run with "journal" and "lease_token"], "next_due_at": timestamptz | null}:
--- next_due_at is the earliest future timer of any queue, so an idle worker can sleep until then.
+-- Returns {"now", "runs": [run with "journal" and "lease_token"], "next_due_at": ts | null}:
+-- next_due_at is the earliest future timer of any queue, so an idle worker can sleep until then
+-- (now is the database's clock, so the worker needs no clock of its own).
 -- Locks: due timers (SKIP LOCKED), then claimed runs (SKIP LOCKED); on the slow path, the
 -- queue's advisory lock first. Never blocks on a row lock. Raises AK003 on bad arguments.
 create or replace function aiki.claim(
@@ -208,6 +209,7 @@ begin
     returning *
   )
   select jsonb_build_object(
+    'now', v_now,
     'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at), '[]'::jsonb),
     'next_due_at', (select min(available_at) from aiki.runs
                     where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')

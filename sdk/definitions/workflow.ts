@@ -1,0 +1,132 @@
+import type { Client } from "../client.js";
+import { toMilliseconds, type Duration } from "../duration.js";
+import * as engine from "../engine.js";
+import type { EventData, EventMap, EventWaitResult } from "./event.js";
+import { RunHandle, type WaitResult } from "../handle.js";
+import type { RetryPolicy } from "../retry.js";
+import { validate, type Schema } from "../schema.js";
+import { executionOf } from "../worker/execution.js";
+
+export interface Logger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export type RunEvents<E extends EventMap> = {
+  [K in keyof E]: { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<EventData<E[K]>>> };
+};
+
+/** What a workflow handler gets: the run's identity and its durable operations. */
+export interface WorkflowRun<E extends EventMap = EventMap> {
+  readonly id: string;
+  readonly workflow: string;
+  readonly version: string;
+  /** The run-level attempt: 1, or more after the run's retry policy restarted it. */
+  readonly attempt: number;
+  readonly events: RunEvents<E>;
+  /** Sleeps durably: the run is released and resumed when the time has passed. */
+  sleep(name: string, duration: Duration): Promise<void>;
+  /** Deterministic clock, random number and UUID: recorded once, replayed after. */
+  now(): Promise<Date>;
+  random(): Promise<number>;
+  uuid(): Promise<string>;
+  /** Silent while the run replays recorded steps, so each line is logged once. */
+  readonly logger: Logger;
+}
+
+export interface StartOptions {
+  idempotencyKey?: string;
+  queue?: string;
+  priority?: number;
+  startAt?: Date;
+  delay?: Duration;
+  concurrencyKey?: string;
+  /** The run fails with DeadlineExceeded if not finished this long after the start. */
+  timeout?: Duration;
+}
+
+export interface ChildStartOptions {
+  queue?: string;
+  priority?: number;
+  concurrencyKey?: string;
+  timeout?: Duration;
+}
+
+/** A child run as its parent sees it from inside the workflow. */
+export interface ChildRunHandle<O> {
+  readonly id: string;
+  /** Waits durably for the child to finish; any terminal status wakes the parent. */
+  waitForStatus(status: "completed" | "failed" | "cancelled"): Promise<Exclude<WaitResult<O>, { cause: "timeout" }>>;
+}
+
+export interface WorkflowVersionOptions<I, O, E extends EventMap> {
+  handler: (run: WorkflowRun<E>, input: I) => Promise<O>;
+  events?: E;
+  schema?: { input?: Schema<I>; output?: Schema<O> };
+  /** Run-level retry when the handler throws. Default: never. */
+  retry?: RetryPolicy;
+  /** Queue for starts that name none. Default: "default". */
+  queue?: string;
+}
+
+export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
+  readonly events: E;
+
+  constructor(
+    readonly name: string,
+    readonly version: string,
+    readonly options: WorkflowVersionOptions<I, O, E>,
+  ) {
+    this.events = options.events ?? ({} as E);
+  }
+
+  /** `name@version`, the key a worker claims by. */
+  get key(): string {
+    return `${this.name}@${this.version}`;
+  }
+
+  /** Starts a run; with an idempotency key, a repeated start returns the first run. */
+  async start(client: Client, input: I, options: StartOptions = {}): Promise<RunHandle<O, E>> {
+    const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
+    const { run_id } = await engine.startWorkflow(client.sql, this.name, this.version, valid, {
+      idempotencyKey: options.idempotencyKey,
+      queue: options.queue ?? this.options.queue,
+      priority: options.priority,
+      startAt: options.startAt,
+      delayMs: options.delay === undefined ? undefined : toMilliseconds(options.delay),
+      concurrencyKey: options.concurrencyKey,
+      timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
+      retry: this.options.retry,
+    });
+    return new RunHandle<O, E>(client, run_id, this.events);
+  }
+
+  /** Starts this workflow as a durable child step of `run` (replays return the same child). */
+  startAsChild(run: WorkflowRun<any>, input: I, options: ChildStartOptions = {}): Promise<ChildRunHandle<O>> {
+    const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
+    return executionOf(run).startChild(this, valid, options);
+  }
+
+  handle(client: Client, runId: string): RunHandle<O, E> {
+    return new RunHandle<O, E>(client, runId, this.events);
+  }
+
+  /** The run this workflow started under `idempotencyKey`; RunNotFoundError if none. */
+  async handleByIdempotencyKey(client: Client, idempotencyKey: string): Promise<RunHandle<O, E>> {
+    const run = await engine.findRun(client.sql, this.name, idempotencyKey);
+    return new RunHandle<O, E>(client, run.id, this.events);
+  }
+}
+
+export interface Workflow {
+  readonly name: string;
+  v<I, O, E extends EventMap = {}>(version: string, options: WorkflowVersionOptions<I, O, E>): WorkflowVersion<I, O, E>;
+}
+
+export function workflow(options: { name: string }): Workflow {
+  return {
+    name: options.name,
+    v: (version, versionOptions) => new WorkflowVersion(options.name, version, versionOptions),
+  };
+}

@@ -1,0 +1,235 @@
+// Typed calls of the engine's SQL functions: one wrapper per SQL verb, same name in camelCase.
+// Nothing here decides a run's state; it only moves arguments in and maps errors out.
+import type { JSONValue, Sql } from "postgres";
+import { fromDatabaseError } from "./errors.js";
+
+export type RunStatus =
+  | "scheduled" | "pending" | "running" | "sleeping" | "waiting" | "retrying" | "paused"
+  | "completed" | "failed" | "cancelled";
+
+export const terminalStatuses: ReadonlySet<RunStatus> = new Set(["completed", "failed", "cancelled"]);
+
+export type StepKind = "task" | "sleep" | "event" | "child" | "wait_child" | "value";
+
+export interface StepRecord {
+  key: string;
+  kind: StepKind;
+  name: string;
+  status: "waiting" | "retrying" | "completed" | "failed";
+  attempts: number;
+  output: unknown;
+  error: unknown;
+  child_id: string | null;
+  wake_at: string | null;
+}
+
+export interface RunRecord {
+  id: string;
+  workflow: string;
+  version: string;
+  status: RunStatus;
+  queue: string;
+  priority: number;
+  attempt: number;
+  input: unknown;
+  output: unknown;
+  error: unknown;
+  parent_id: string | null;
+  parent_step_key: string | null;
+  idempotency_key: string | null;
+  concurrency_key: string | null;
+  lease_token: string | null;
+  lease_expires_at: string | null;
+  available_at: string | null;
+  deadline_at: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  journal?: StepRecord[];
+}
+
+export interface ClaimedRun extends RunRecord {
+  lease_token: string;
+  journal: StepRecord[];
+}
+
+export interface ClaimResult {
+  now: string;
+  runs: ClaimedRun[];
+  next_due_at: string | null;
+}
+
+export interface StartOptions {
+  idempotencyKey?: string;
+  queue?: string;
+  priority?: number;
+  startAt?: Date;
+  delayMs?: number;
+  concurrencyKey?: string;
+  timeoutMs?: number;
+  retry?: unknown;
+}
+
+export type Wait =
+  | { key: string; kind: "sleep"; name: string; duration_ms: number }
+  | { key: string; kind: "event"; name: string; timeout_ms?: number | null }
+  | { key: string; kind: "wait_child"; name: string; child_id: string };
+
+export type SuspendResult =
+  | { suspended: false; resolved: StepRecord[] }
+  | { suspended: true; available_at: string | null };
+
+export type FailStepResult =
+  | { status: "failed"; attempts: number }
+  | { status: "retrying"; attempts: number; retry_at: string; delay_ms: number; suspended: boolean };
+
+export interface ChildStart {
+  key: string;
+  workflow: string;
+  version: string;
+  input?: unknown;
+  queue?: string;
+  priority?: number;
+  concurrency_key?: string;
+  timeout_ms?: number;
+  retry?: unknown;
+}
+
+// A jsonb parameter. postgres.js serializes it by the type the server reports, so the value goes
+// in as is (never pre-stringified); undefined becomes JSON null.
+const jsonb = (sql: Sql, value: unknown) => sql.json((value === undefined ? null : value) as JSONValue);
+
+async function call<T>(query: Promise<T>): Promise<T> {
+  try {
+    return await query;
+  } catch (error) {
+    throw fromDatabaseError(error);
+  }
+}
+
+export async function startWorkflow(
+  sql: Sql, workflow: string, version: string, input: unknown, o: StartOptions = {},
+): Promise<{ run_id: string; created: boolean }> {
+  const rows = await call(sql<{ run_id: string; created: boolean }[]>`
+    select run_id, created from aiki.start_workflow(
+      ${workflow}, ${version}, ${jsonb(sql, input)}::jsonb, ${o.idempotencyKey ?? null}, ${o.queue ?? "default"},
+      ${o.priority ?? 0}, ${o.startAt ?? null}, ${o.delayMs ?? null}, ${o.concurrencyKey ?? null},
+      ${o.timeoutMs ?? null}, ${o.retry === undefined ? null : jsonb(sql, o.retry)}::jsonb)`);
+  return rows[0]!;
+}
+
+export async function getRun(sql: Sql, runId: string): Promise<RunRecord> {
+  const rows = await call(sql<{ run: RunRecord }[]>`select aiki.get_run(${runId}::uuid) as run`);
+  return rows[0]!.run;
+}
+
+export async function findRun(sql: Sql, workflow: string, idempotencyKey: string): Promise<RunRecord> {
+  const rows = await call(sql<{ run: RunRecord }[]>`select aiki.find_run(${workflow}, ${idempotencyKey}) as run`);
+  return rows[0]!.run;
+}
+
+export interface RunSummary {
+  id: string; workflow: string; version: string; status: RunStatus; queue: string;
+  parent_id: string | null; attempt: number; created_at: Date; finished_at: Date | null;
+}
+
+export async function listRuns(
+  sql: Sql, filter: { workflow?: string; status?: RunStatus; limit?: number; beforeId?: string } = {},
+): Promise<RunSummary[]> {
+  return call(sql<RunSummary[]>`
+    select * from aiki.list_runs(p_workflow => ${filter.workflow ?? null}, p_status => ${filter.status ?? null}::aiki.run_status,
+                                 p_limit => ${filter.limit ?? 100}, p_before_id => ${filter.beforeId ?? null}::uuid)`);
+}
+
+export async function cancel(sql: Sql, runId: string, reason?: string): Promise<RunStatus> {
+  const rows = await call(sql<{ status: RunStatus }[]>`select aiki.cancel(${runId}::uuid, ${reason ?? null}) as status`);
+  return rows[0]!.status;
+}
+
+export async function pause(sql: Sql, runId: string): Promise<RunStatus> {
+  const rows = await call(sql<{ status: RunStatus }[]>`select aiki.pause(${runId}::uuid) as status`);
+  return rows[0]!.status;
+}
+
+export async function resume(sql: Sql, runId: string): Promise<RunStatus> {
+  const rows = await call(sql<{ status: RunStatus }[]>`select aiki.resume(${runId}::uuid) as status`);
+  return rows[0]!.status;
+}
+
+export async function sendEvent(
+  sql: Sql, runId: string, event: string, data: unknown, idempotencyKey?: string,
+): Promise<string> {
+  const rows = await call(sql<{ id: string }[]>`
+    select aiki.send_event(${runId}::uuid, ${event}, ${jsonb(sql, data)}::jsonb, ${idempotencyKey ?? null}) as id`);
+  return rows[0]!.id;
+}
+
+export async function claim(
+  sql: Sql, worker: string, workflows: string[] | null, queues: string[], limit: number, leaseMs: number,
+): Promise<ClaimResult> {
+  const rows = await call(sql<{ result: ClaimResult }[]>`
+    select aiki.claim(${worker}, ${workflows}::text[], ${queues}::text[], ${limit}, ${leaseMs}) as result`);
+  return rows[0]!.result;
+}
+
+export async function heartbeat(
+  sql: Sql, worker: string, leaseMs: number,
+): Promise<{ run_id: string; lease_token: string }[]> {
+  return call(sql<{ run_id: string; lease_token: string }[]>`
+    select run_id, lease_token from aiki.heartbeat(${worker}, ${leaseMs})`);
+}
+
+export async function release(sql: Sql, runId: string, leaseToken: string): Promise<void> {
+  await call(sql`select aiki.release(${runId}::uuid, ${leaseToken}::uuid)`);
+}
+
+export async function completeStep(
+  sql: Sql, runId: string, leaseToken: string, key: string, kind: "task" | "value", name: string, output: unknown,
+): Promise<StepRecord> {
+  const rows = await call(sql<{ step: StepRecord }[]>`
+    select aiki.complete_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${kind}, ${name}, ${jsonb(sql, output)}::jsonb) as step`);
+  return rows[0]!.step;
+}
+
+/** Records the database's clock as value step `key` (run.now()): time never comes from workers. */
+export async function completeStepWithNow(sql: Sql, runId: string, leaseToken: string, key: string): Promise<StepRecord> {
+  const rows = await call(sql<{ step: StepRecord }[]>`
+    select aiki.complete_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, 'value', 'now', to_jsonb(aiki.now())) as step`);
+  return rows[0]!.step;
+}
+
+export async function failStep(
+  sql: Sql, runId: string, leaseToken: string, key: string, name: string, error: unknown,
+  retry: unknown, nonRetryable: boolean, inlineMaxMs: number,
+): Promise<FailStepResult> {
+  const rows = await call(sql<{ result: FailStepResult }[]>`
+    select aiki.fail_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${name}, ${jsonb(sql, error)}::jsonb,
+                          ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${nonRetryable}, ${inlineMaxMs}) as result`);
+  return rows[0]!.result;
+}
+
+export async function suspend(sql: Sql, runId: string, leaseToken: string, waits: Wait[]): Promise<SuspendResult> {
+  const rows = await call(sql<{ result: SuspendResult }[]>`
+    select aiki.suspend(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, waits)}::jsonb) as result`);
+  return rows[0]!.result;
+}
+
+export async function startChildren(
+  sql: Sql, runId: string, leaseToken: string, children: ChildStart[],
+): Promise<string[]> {
+  const rows = await call(sql<{ ids: string[] }[]>`
+    select aiki.start_children(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, children)}::jsonb) as ids`);
+  return rows[0]!.ids;
+}
+
+export async function completeRun(sql: Sql, runId: string, leaseToken: string, output: unknown): Promise<void> {
+  await call(sql`select aiki.complete_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, output)}::jsonb)`);
+}
+
+export async function failRun(
+  sql: Sql, runId: string, leaseToken: string, error: unknown, nonRetryable: boolean,
+): Promise<{ status: "failed" | "retrying" }> {
+  const rows = await call(sql<{ result: { status: "failed" | "retrying" } }[]>`
+    select aiki.fail_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, error)}::jsonb, ${nonRetryable}) as result`);
+  return rows[0]!.result;
+}

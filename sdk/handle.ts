@@ -1,0 +1,98 @@
+// Handles on runs, for application code: read, wait, send events, cancel, pause, resume.
+import type { Client } from "./client.js";
+import type { EventData, EventMap } from "./definitions/event.js";
+import { toMilliseconds, type Duration } from "./duration.js";
+import * as engine from "./engine.js";
+import { RunFailedError } from "./errors.js";
+import { validate } from "./schema.js";
+import { sleep } from "./sleep.js";
+
+export type WaitResult<O> =
+  | { success: true; state: { status: engine.RunStatus; output: O } }
+  | { success: false; cause: "run_terminated"; state: { status: engine.RunStatus; error: unknown } }
+  | { success: false; cause: "timeout" };
+
+export type HandleEvents<E extends EventMap> = {
+  [K in keyof E]: { send(data: EventData<E[K]>, options?: { idempotencyKey?: string }): Promise<void> };
+};
+
+export class RunHandle<O = unknown, E extends EventMap = EventMap> {
+  readonly events: HandleEvents<E>;
+
+  constructor(
+    readonly client: Client,
+    readonly id: string,
+    eventDefinitions: E,
+  ) {
+    const events = {} as Record<string, { send(data: unknown, options?: { idempotencyKey?: string }): Promise<void> }>;
+    for (const [name, definition] of Object.entries(eventDefinitions)) {
+      events[name] = {
+        send: async (data, options) => {
+          const valid = validate(definition.schema, data, `event ${name}`);
+          await engine.sendEvent(client.sql, id, name, valid, options?.idempotencyKey);
+        },
+      };
+    }
+    this.events = events as HandleEvents<E>;
+  }
+
+  async status(): Promise<engine.RunStatus> {
+    return (await engine.getRun(this.client.sql, this.id)).status;
+  }
+
+  /** The run with its journal, as the engine stores it. */
+  get(): Promise<engine.RunRecord> {
+    return engine.getRun(this.client.sql, this.id);
+  }
+
+  /**
+   * Resolves when the run reaches `status`, or when it ends in another terminal status, or after
+   * `timeout`. Woken by the engine's `aiki_status` notifications; it re-reads on each.
+   */
+  async waitForStatus(status: engine.RunStatus, options: { timeout?: Duration } = {}): Promise<WaitResult<O>> {
+    const notifications = this.client.notifications();
+    let wake: () => void = () => {};
+    const unlisten = await notifications.listen("aiki_status", (payload) => {
+      if (payload.startsWith(this.id)) wake();
+    });
+    const unhook = notifications.onReconnect(() => wake());
+    const deadline = options.timeout === undefined ? Infinity : Date.now() + toMilliseconds(options.timeout);
+    try {
+      for (;;) {
+        const signalled = new Promise<void>((resolve) => (wake = resolve));
+        const run = await engine.getRun(this.client.sql, this.id);
+        if (run.status === status) return { success: true, state: { status: run.status, output: run.output as O } };
+        if (engine.terminalStatuses.has(run.status)) {
+          return { success: false, cause: "run_terminated", state: { status: run.status, error: run.error } };
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) return { success: false, cause: "timeout" };
+        // The slow re-read bounds the cost of a notification lost to a dropped connection.
+        await Promise.race([signalled, sleep(Math.min(left, 5_000))]);
+      }
+    } finally {
+      unlisten();
+      unhook();
+    }
+  }
+
+  /** Waits for completion and returns the output; throws RunFailedError if it failed or was cancelled. */
+  async result(options: { timeout?: Duration } = {}): Promise<O> {
+    const outcome = await this.waitForStatus("completed", options);
+    if (outcome.success) return outcome.state.output;
+    if (outcome.cause === "timeout") throw new RunFailedError(`run ${this.id} did not finish in time`, "timeout", null);
+    throw new RunFailedError(`run ${this.id} ended ${outcome.state.status}`, outcome.state.status, outcome.state.error as never);
+  }
+
+  cancel(reason?: string): Promise<engine.RunStatus> {
+    return engine.cancel(this.client.sql, this.id, reason);
+  }
+
+  pause(): Promise<engine.RunStatus> {
+    return engine.pause(this.client.sql, this.id);
+  }
+
+  resume(): Promise<engine.RunStatus> {
+    return engine.resume(this.client.sql, this.id);
+  }
+}

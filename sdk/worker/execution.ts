@@ -1,0 +1,419 @@
+// One execution of a claimed run: replays the handler against the run's journal and performs
+// the durable calls the journal does not answer yet.
+//
+// Replay. Every durable call gets a step key — its name plus an occurrence counter
+// (`charge-card#1`, `charge-card#2`) — so the same code reaches the same keys on every replay.
+// A completed key answers from the journal without running anything; a key recorded with
+// another kind or name is non-determinism and fails the run.
+//
+// Blocking. Waits (sleep, event, child) are collected instead of sent one by one. When the
+// handler can make no progress — nothing in flight, at least one wait open — all open waits go
+// to the engine in one `suspend`: either some resolved at once (the handler continues) or the
+// run is released and this execution ends, its handler left pending forever.
+//
+// End states: completed, failed, retrying (the engine scheduled another attempt), suspended,
+// lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
+// unreachable; the lease will expire and another worker replays the run).
+import type { Sql } from "postgres";
+import type { ChildRunHandle, ChildStartOptions, Logger, WorkflowRun, WorkflowVersion } from "../definitions/workflow.js";
+import type { EventWaitResult } from "../definitions/event.js";
+import type { TaskOptions } from "../definitions/task.js";
+import { toMilliseconds, type Duration } from "../duration.js";
+import * as engine from "../engine.js";
+import {
+  AikiError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError, TaskFailedError,
+  serializeError, type SerializedError,
+} from "../errors.js";
+import { validate } from "../schema.js";
+import { sleep } from "../sleep.js";
+
+export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
+
+export interface ExecutionSettings {
+  sql: Sql;
+  log: (line: string) => void;
+  /** Task retries due within this many ms wait in-process instead of suspending the run. */
+  inlineRetryMaxMs: number;
+}
+
+const EXECUTION = Symbol("aiki.execution");
+const MISMATCH = Symbol("aiki.mismatch");
+
+export function executionOf(run: WorkflowRun<any>): Execution {
+  const execution = (run as unknown as { [EXECUTION]?: Execution })[EXECUTION];
+  if (!execution) throw new InvalidInputError("AK003", "durable calls need the `run` passed to a workflow handler");
+  return execution;
+}
+
+const never = <T>(): Promise<T> => new Promise<T>(() => {});
+
+interface OpenWait {
+  wait: engine.Wait;
+  resolve(step: engine.StepRecord): void;
+  reject(error: unknown): void;
+}
+
+interface QueuedChild {
+  start: engine.ChildStart;
+  resolve(id: string): void;
+  reject(error: unknown): void;
+}
+
+export class Execution {
+  readonly done: Promise<ExecutionEnd>;
+  readonly abort = new AbortController();
+  readonly run: WorkflowRun<any>;
+  private resolveDone!: (end: ExecutionEnd) => void;
+  private ended = false;
+  private settled = false;
+  private replaying: boolean;
+  private busy = 0;
+  private checkQueued = false;
+  private suspending = false;
+  private readonly journal: Map<string, engine.StepRecord>;
+  private readonly counters = new Map<string, number>();
+  private readonly waits = new Map<string, OpenWait>();
+  private childQueue: QueuedChild[] = [];
+
+  constructor(
+    readonly record: engine.ClaimedRun,
+    readonly definition: WorkflowVersion,
+    private readonly settings: ExecutionSettings,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.journal = new Map(record.journal.map((step) => [step.key, step]));
+    this.replaying = this.journal.size > 0;
+    this.run = this.makeRun();
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  get leaseToken(): string {
+    return this.record.lease_token;
+  }
+
+  /** Runs the handler to its end or its next suspension; `done` tells which. */
+  start(): Promise<ExecutionEnd> {
+    Promise.resolve()
+      .then(() => this.definition.options.handler(this.run, this.record.input))
+      .then((output) => this.onReturn(output), (error) => this.onThrow(error));
+    return this.done;
+  }
+
+  /** Stops this execution without writing anything: the lease is gone or the worker is leaving. */
+  end(how: ExecutionEnd): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.abort.abort();
+    this.resolveDone(how);
+  }
+
+  // ---- durable calls -------------------------------------------------------------------------
+
+  async task<I, O>(options: TaskOptions<I, O>, input: I): Promise<O> {
+    const key = this.nextKey(options.name);
+    const step = this.recorded(key, "task", options.name);
+    if (step === MISMATCH || this.ended) return never();
+    if (step?.status === "completed") return step.output as O;
+    if (step?.status === "failed") throw taskFailed(options.name, step.error as SerializedError);
+    const valid = validate(options.schema?.input, input, `input of task ${options.name}`);
+    let attempts = step?.attempts ?? 0;
+    this.busy++;
+    try {
+      for (;;) {
+        let output: O;
+        try {
+          output = await options.handler(valid, {
+            attempt: attempts + 1,
+            signal: this.abort.signal,
+            idempotencyKey: `${this.id}:${key}`,
+            runId: this.id,
+            stepKey: key,
+          });
+          output = validate(options.schema?.output, output, `output of task ${options.name}`);
+        } catch (error) {
+          if (this.ended) return never();
+          const outcome = await this.write(() => engine.failStep(
+            this.settings.sql, this.id, this.leaseToken, key, options.name, serializeError(error),
+            options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs));
+          if (outcome.status === "failed") throw taskFailed(options.name, serializeError(error));
+          if (outcome.suspended) {
+            this.end("retrying");
+            return never();
+          }
+          attempts = outcome.attempts;
+          await sleep(outcome.delay_ms, this.abort.signal);
+          if (this.ended) return never();
+          continue;
+        }
+        if (this.ended) return never();
+        const recorded = await this.write(() => engine.completeStep(
+          this.settings.sql, this.id, this.leaseToken, key, "task", options.name, output));
+        return recorded.output as O;
+      }
+    } finally {
+      this.busy--;
+      this.scheduleCheck();
+    }
+  }
+
+  sleep(name: string, duration: Duration): Promise<void> {
+    const durationMs = toMilliseconds(duration);
+    const key = this.nextKey(name);
+    const step = this.recorded(key, "sleep", name);
+    if (step === MISMATCH) return never();
+    if (step?.status === "completed") return Promise.resolve();
+    return this.openWait({ key, kind: "sleep", name, duration_ms: durationMs }).then(() => undefined);
+  }
+
+  waitEvent<T>(name: string, timeout: Duration | undefined): Promise<EventWaitResult<T>> {
+    const timeoutMs = timeout === undefined ? null : toMilliseconds(timeout);
+    const key = this.nextKey(name);
+    const step = this.recorded(key, "event", name);
+    if (step === MISMATCH) return never();
+    const toResult = (s: engine.StepRecord): EventWaitResult<T> => {
+      const output = s.output as { timeout?: boolean; data?: T } | null;
+      return output?.timeout ? { timeout: true } : { timeout: false, data: output?.data as T };
+    };
+    if (step?.status === "completed") return Promise.resolve(toResult(step));
+    return this.openWait({ key, kind: "event", name, timeout_ms: timeoutMs }).then(toResult);
+  }
+
+  async startChild<O>(child: WorkflowVersion<any, O, any>, input: unknown, options: ChildStartOptions): Promise<ChildRunHandle<O>> {
+    const key = this.nextKey(child.name);
+    const step = this.recorded(key, "child", child.name);
+    if (step === MISMATCH) return never();
+    const childId = step?.child_id ?? await this.queueChild({
+      key,
+      workflow: child.name,
+      version: child.version,
+      input,
+      queue: options.queue ?? child.options.queue,
+      priority: options.priority,
+      concurrency_key: options.concurrencyKey,
+      timeout_ms: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
+      retry: child.options.retry,
+    });
+    return {
+      id: childId,
+      waitForStatus: (status) => this.waitChild<O>(key, childId, child.name, status),
+    };
+  }
+
+  private waitChild<O>(childKey: string, childId: string, name: string, expected: engine.RunStatus) {
+    const key = this.nextKey(`${childKey}/wait`);
+    const step = this.recorded(key, "wait_child", name);
+    if (step === MISMATCH) return never<never>();
+    const toResult = (s: engine.StepRecord) => {
+      const outcome = s.output as { status: engine.RunStatus; output: O; error: unknown };
+      return outcome.status === expected
+        ? { success: true as const, state: { status: outcome.status, output: outcome.output } }
+        : { success: false as const, cause: "run_terminated" as const, state: { status: outcome.status, error: outcome.error } };
+    };
+    if (step?.status === "completed") return Promise.resolve(toResult(step));
+    return this.openWait({ key, kind: "wait_child", name, child_id: childId }).then(toResult);
+  }
+
+  async value<T>(name: "now" | "random" | "uuid", produce: () => T): Promise<T> {
+    const key = this.nextKey(name);
+    const step = this.recorded(key, "value", name);
+    if (step === MISMATCH || this.ended) return never();
+    if (step?.status === "completed") return step.output as T;
+    this.busy++;
+    try {
+      const recorded = await this.write(() => name === "now"
+        ? engine.completeStepWithNow(this.settings.sql, this.id, this.leaseToken, key)
+        : engine.completeStep(this.settings.sql, this.id, this.leaseToken, key, "value", name, produce()));
+      return recorded.output as T;
+    } finally {
+      this.busy--;
+      this.scheduleCheck();
+    }
+  }
+
+  // ---- replay bookkeeping --------------------------------------------------------------------
+
+  private nextKey(name: string): string {
+    const n = (this.counters.get(name) ?? 0) + 1;
+    this.counters.set(name, n);
+    return `${name}#${n}`;
+  }
+
+  /** The journal entry for key, checked against the call the code makes now. */
+  private recorded(key: string, kind: engine.StepKind, name: string): engine.StepRecord | undefined | typeof MISMATCH {
+    const step = this.journal.get(key);
+    if (!step || step.status !== "completed") this.replaying = false;
+    if (step && (step.kind !== kind || step.name !== name)) {
+      void this.failRun(new NonDeterminismError("AK006",
+        `non-determinism at step '${key}' of run ${this.id}: the journal recorded ${step.kind} '${step.name}', ` +
+        `the code now calls ${kind} '${name}'. Deploy changed workflow code as a new version.`));
+      return MISMATCH;
+    }
+    return step;
+  }
+
+  private openWait(wait: engine.Wait): Promise<engine.StepRecord> {
+    if (this.ended) return never();
+    return new Promise((resolve, reject) => {
+      this.waits.set(wait.key, { wait, resolve, reject });
+      this.scheduleCheck();
+    });
+  }
+
+  private queueChild(start: engine.ChildStart): Promise<string> {
+    if (this.ended) return never();
+    this.busy++;
+    const id = new Promise<string>((resolve, reject) => {
+      this.childQueue.push({ start, resolve, reject });
+      // Children started in the same turn (Promise.all fan-out) go in one start_children call.
+      if (this.childQueue.length === 1) setImmediate(() => void this.flushChildren());
+    });
+    return id.finally(() => {
+      this.busy--;
+      this.scheduleCheck();
+    });
+  }
+
+  private async flushChildren(): Promise<void> {
+    const batch = this.childQueue;
+    this.childQueue = [];
+    try {
+      const ids = await this.write(() => engine.startChildren(
+        this.settings.sql, this.id, this.leaseToken, batch.map((c) => c.start)));
+      batch.forEach((c, i) => c.resolve(ids[i]!));
+    } catch (error) {
+      for (const c of batch) c.reject(error);
+    }
+  }
+
+  private scheduleCheck(): void {
+    if (this.checkQueued || this.ended) return;
+    this.checkQueued = true;
+    // setImmediate runs after every pending microtask, i.e. once the handler went as far as it can.
+    setImmediate(() => {
+      this.checkQueued = false;
+      void this.suspendIfBlocked();
+    });
+  }
+
+  private async suspendIfBlocked(): Promise<void> {
+    if (this.ended || this.settled || this.busy > 0 || this.suspending || this.waits.size === 0) return;
+    this.suspending = true;
+    const open = [...this.waits.values()];
+    try {
+      const result = await this.write(() => engine.suspend(
+        this.settings.sql, this.id, this.leaseToken, open.map((w) => w.wait)));
+      if (result.suspended) {
+        this.end("suspended");
+        return;
+      }
+      for (const step of result.resolved) {
+        this.journal.set(step.key, step);
+        const wait = this.waits.get(step.key);
+        if (!wait) continue;
+        this.waits.delete(step.key);
+        wait.resolve(step);
+      }
+    } catch (error) {
+      for (const wait of open) {
+        this.waits.delete(wait.wait.key);
+        wait.reject(error);
+      }
+    } finally {
+      this.suspending = false;
+      this.scheduleCheck();
+    }
+  }
+
+  // ---- writes and the run's end --------------------------------------------------------------
+
+  /**
+   * A journal write. A lost lease ends the execution quietly; a non-determinism verdict fails the
+   * run; other engine errors reach the handler. Connection trouble is retried with backoff (the
+   * writes are idempotent or fenced), then the execution is abandoned to lease expiry.
+   */
+  private async write<T>(perform: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.ended) return never();
+      try {
+        return await perform();
+      } catch (error) {
+        if (error instanceof LeaseLostError) {
+          this.end("lost");
+          return never();
+        }
+        if (error instanceof NonDeterminismError) {
+          void this.failRun(error);
+          return never();
+        }
+        if (error instanceof AikiError) throw error;
+        if (attempt >= 8) {
+          this.settings.log(`run ${this.id}: giving up on the database after ${attempt + 1} tries: ${String(error)}`);
+          this.end("abandoned");
+          return never();
+        }
+        await sleep(Math.min(100 * 2 ** attempt, 3_000));
+      }
+    }
+  }
+
+  private async onReturn(output: unknown): Promise<void> {
+    if (this.ended || this.settled) return;
+    let valid: unknown;
+    try {
+      valid = validate(this.definition.options.schema?.output, output, `output of workflow ${this.definition.key}`);
+    } catch (error) {
+      return this.onThrow(error);
+    }
+    this.settled = true;
+    await this.write(() => engine.completeRun(this.settings.sql, this.id, this.leaseToken, valid));
+    this.end("completed");
+  }
+
+  private async onThrow(error: unknown): Promise<void> {
+    if (this.ended || this.settled) return;
+    await this.failRun(error);
+  }
+
+  private async failRun(error: unknown): Promise<void> {
+    if (this.ended || this.settled) return;
+    this.settled = true;
+    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError;
+    if (error instanceof NonDeterminismError) this.settings.log(error.message);
+    const outcome = await this.write(() => engine.failRun(
+      this.settings.sql, this.id, this.leaseToken, serializeError(error), nonRetryable));
+    this.end(outcome.status === "failed" ? "failed" : "retrying");
+  }
+
+  private makeRun(): WorkflowRun<any> {
+    const prefix = `[${this.definition.key} ${this.id}]`;
+    const line = (level: string) => (message: string, fields?: Record<string, unknown>) => {
+      if (!this.replaying) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
+    };
+    const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
+    const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
+    for (const name of Object.keys(this.definition.events)) {
+      events[name] = { wait: (options) => this.waitEvent(name, options?.timeout) };
+    }
+    const run = {
+      id: this.record.id,
+      workflow: this.record.workflow,
+      version: this.record.version,
+      attempt: this.record.attempt,
+      events,
+      logger,
+      sleep: (name: string, duration: Duration) => this.sleep(name, duration),
+      now: async () => new Date(await this.value("now", () => null) as unknown as string),
+      random: () => this.value("random", () => Math.random()),
+      uuid: () => this.value("uuid", () => crypto.randomUUID()),
+      [EXECUTION]: this,
+    };
+    return run as unknown as WorkflowRun<any>;
+  }
+}
+
+function taskFailed(name: string, error: SerializedError | null): TaskFailedError {
+  return new TaskFailedError(`task ${name} failed: ${error?.message ?? "unknown error"}`, error ?? { name: "Error", message: "unknown" });
+}

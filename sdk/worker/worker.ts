@@ -1,0 +1,198 @@
+// The worker: claims runs of the workflow versions it registers and executes them.
+//
+// Loop. Claim as many runs as there are free slots (one statement, journals included). When the
+// claim comes back short, sleep until the earliest of: a wake-up notification for one of our
+// queues, a slot freeing up, the next due timer the claim reported (database clock), or the
+// slow safety poll. A full claim claims again at once.
+//
+// Leases. One heartbeat statement renews every lease this worker holds. A run missing from the
+// heartbeat's answer was lost (expired and reclaimed, cancelled, paused): its execution ends
+// quietly and its tasks' abort signals fire.
+//
+// Stop. Stop claiming, let in-flight executions finish up to a timeout, then release the rest
+// back to the queue so another worker resumes them at once rather than after lease expiry.
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { Client } from "../client.js";
+import type { WorkflowVersion } from "../definitions/workflow.js";
+import * as engine from "../engine.js";
+import { DefinitionError, InvalidInputError } from "../errors.js";
+import { sleep } from "../sleep.js";
+import { Execution, type ExecutionEnd } from "./execution.js";
+
+export interface WorkerOptions {
+  workflows: WorkflowVersion<any, any, any>[];
+  /** Queues to claim from, in order. Default: ["default"]. */
+  queues?: string[];
+  /** Runs executed at once. Default: 10. */
+  concurrency?: number;
+  /** Lease length. Default: 30 s. */
+  leaseMs?: number;
+  /** Heartbeat interval. Default: a third of the lease. */
+  heartbeatMs?: number;
+  /** Safety poll when no notification arrives. Default: 5 s. */
+  pollMs?: number;
+  /** Task retries due within this wait in-process; longer ones suspend the run. Default: 2 s. */
+  inlineRetryMaxMs?: number;
+  /** How long stop() lets in-flight runs finish before releasing them. Default: 10 s. */
+  shutdownTimeoutMs?: number;
+  /** Worker id recorded as lease owner. Default: host-pid-random. */
+  id?: string;
+}
+
+export interface WorkerStats {
+  claimed: number;
+  ended: Record<ExecutionEnd, number>;
+}
+
+export interface WorkerHandle {
+  readonly id: string;
+  readonly stats: WorkerStats;
+  /** Ids of runs executing now. */
+  active(): string[];
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+export interface WorkerDefinition {
+  readonly options: WorkerOptions;
+  spawn(client: Client): Promise<WorkerHandle>;
+}
+
+export function worker(options: WorkerOptions): WorkerDefinition {
+  const registered = new Map<string, WorkflowVersion>();
+  for (const definition of options.workflows) {
+    if (registered.has(definition.key)) {
+      throw new DefinitionError("definition", `workflow ${definition.key} is registered twice; a worker runs one handler per version`);
+    }
+    registered.set(definition.key, definition);
+  }
+  if (registered.size === 0) throw new DefinitionError("definition", "a worker needs at least one workflow version");
+  const concurrency = options.concurrency ?? 10;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1000) {
+    throw new InvalidInputError("AK003", `invalid worker concurrency ${concurrency}: use 1-1000`);
+  }
+  return {
+    options,
+    spawn: (client) => Worker.spawn(client, options, registered, concurrency),
+  };
+}
+
+class Worker implements WorkerHandle {
+  readonly id: string;
+  readonly stats: WorkerStats = {
+    claimed: 0,
+    ended: { completed: 0, failed: 0, retrying: 0, suspended: 0, lost: 0, abandoned: 0 },
+  };
+  private readonly executions = new Map<string, { execution: Execution; claimSeq: number }>();
+  private readonly queues: string[];
+  private readonly keys: string[];
+  private readonly leaseMs: number;
+  private readonly pollMs: number;
+  private stopping = false;
+  private claimSeq = 0;
+  private wake: () => void = () => {};
+  private loop: Promise<void> = Promise.resolve();
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: Array<() => void> = [];
+
+  private constructor(
+    private readonly client: Client,
+    private readonly options: WorkerOptions,
+    private readonly registered: Map<string, WorkflowVersion>,
+    private readonly concurrency: number,
+  ) {
+    this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    this.queues = options.queues ?? ["default"];
+    this.keys = [...registered.keys()];
+    this.leaseMs = options.leaseMs ?? 30_000;
+    this.pollMs = options.pollMs ?? 5_000;
+  }
+
+  static async spawn(client: Client, options: WorkerOptions, registered: Map<string, WorkflowVersion>, concurrency: number) {
+    const w = new Worker(client, options, registered, concurrency);
+    const notifications = client.notifications();
+    const queues = new Set(w.queues);
+    w.unsubscribe.push(await notifications.listen("aiki_wake", (queue) => {
+      if (queues.has(queue)) w.wake();
+    }));
+    w.unsubscribe.push(notifications.onReconnect(() => w.wake()));
+    w.heartbeatTimer = setInterval(() => void w.heartbeat(), options.heartbeatMs ?? Math.floor(w.leaseMs / 3));
+    w.loop = w.run();
+    return w;
+  }
+
+  active(): string[] {
+    return [...this.executions.keys()];
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      const signalled = new Promise<void>((resolve) => (this.wake = resolve));
+      let delay = this.pollMs;
+      const free = this.concurrency - this.executions.size;
+      if (free > 0) {
+        try {
+          const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
+          for (const record of claimed.runs) this.execute(record);
+          if (claimed.runs.length === free) continue;
+          if (claimed.next_due_at) {
+            delay = Math.min(delay, Date.parse(claimed.next_due_at) - Date.parse(claimed.now));
+          }
+        } catch (error) {
+          this.client.log(`worker ${this.id}: claim failed: ${String(error)}`);
+          delay = Math.min(delay, 1_000);
+        }
+      }
+      if (this.stopping) break;
+      await Promise.race([signalled, sleep(Math.max(0, delay))]);
+    }
+  }
+
+  private execute(record: engine.ClaimedRun): void {
+    this.stats.claimed++;
+    const definition = this.registered.get(`${record.workflow}@${record.version}`)!;
+    const execution = new Execution(record, definition, {
+      sql: this.client.sql,
+      log: this.client.log,
+      inlineRetryMaxMs: this.options.inlineRetryMaxMs ?? 2_000,
+    });
+    this.executions.set(record.id, { execution, claimSeq: ++this.claimSeq });
+    void execution.start().then((end) => {
+      this.stats.ended[end]++;
+      this.executions.delete(record.id);
+      this.wake();
+    });
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.executions.size === 0) return;
+    const seq = this.claimSeq;
+    let renewed: { run_id: string; lease_token: string }[];
+    try {
+      renewed = await engine.heartbeat(this.client.sql, this.id, this.leaseMs);
+    } catch (error) {
+      this.client.log(`worker ${this.id}: heartbeat failed: ${String(error)}`);
+      return;
+    }
+    const held = new Set(renewed.map((r) => `${r.run_id} ${r.lease_token}`));
+    for (const { execution, claimSeq } of this.executions.values()) {
+      // Runs claimed after the heartbeat was sent cannot be in its answer.
+      if (claimSeq <= seq && !held.has(`${execution.id} ${execution.leaseToken}`)) execution.end("lost");
+    }
+  }
+
+  async stop(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.stopping = true;
+    this.wake();
+    await this.loop;
+    const timeoutMs = options.timeoutMs ?? this.options.shutdownTimeoutMs ?? 10_000;
+    const drained = Promise.all([...this.executions.values()].map((e) => e.execution.done));
+    await Promise.race([drained, sleep(timeoutMs)]);
+    clearInterval(this.heartbeatTimer);
+    await Promise.all([...this.executions.values()].map(async ({ execution }) => {
+      execution.end("abandoned");
+      await engine.release(this.client.sql, execution.id, execution.leaseToken).catch(() => undefined);
+    }));
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+  }
+}
