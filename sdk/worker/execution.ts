@@ -66,7 +66,8 @@ export class Execution {
   private resolveDone!: (end: ExecutionEnd) => void;
   private ended = false;
   private settled = false;
-  private replaying: boolean;
+  /** Completed journal entries the replay has not reached yet; the logger is quiet until 0. */
+  private unreplayed: number;
   private busy = 0;
   private checkQueued = false;
   private suspending = false;
@@ -82,7 +83,7 @@ export class Execution {
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.journal = new Map(record.journal.map((step) => [step.key, step]));
-    this.replaying = this.journal.size > 0;
+    this.unreplayed = record.journal.filter((step) => step.status === "completed").length;
     this.run = this.makeRun();
   }
 
@@ -244,7 +245,7 @@ export class Execution {
   /** The journal entry for key, checked against the call the code makes now. */
   private recorded(key: string, kind: engine.StepKind, name: string): engine.StepRecord | undefined | typeof MISMATCH {
     const step = this.journal.get(key);
-    if (!step || step.status !== "completed") this.replaying = false;
+    if (step?.status === "completed" && this.unreplayed > 0) this.unreplayed--;
     if (step && (step.kind !== kind || step.name !== name)) {
       void this.failRun(new NonDeterminismError("AK006",
         `non-determinism at step '${key}' of run ${this.id}: the journal recorded ${step.kind} '${step.name}', ` +
@@ -390,7 +391,7 @@ export class Execution {
   private makeRun(): WorkflowRun<any> {
     const prefix = `[${this.definition.key} ${this.id}]`;
     const line = (level: string) => (message: string, fields?: Record<string, unknown>) => {
-      if (!this.replaying) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
+      if (this.unreplayed === 0) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
     };
     const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
     const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
