@@ -6,14 +6,19 @@
 create schema if not exists aiki;
 
 -- Roles are cluster-wide, so a second database on the same server finds them already there.
+-- Look before creating: `create role` checks CREATEROLE before it checks for a duplicate, so a
+-- database owner without CREATEROLE could not install even when the roles exist. Two databases
+-- installing at once can still race to create a role: the loser sees duplicate_object, or
+-- unique_violation when it had already passed the catalog check.
 do $$
 declare
   v_role text;
 begin
   foreach v_role in array array['aiki_client', 'aiki_worker', 'aiki_admin'] loop
+    continue when exists (select 1 from pg_catalog.pg_roles where rolname = v_role);
     begin
       execute format('create role %I nologin', v_role);
-    exception when duplicate_object then
+    exception when duplicate_object or unique_violation then
       null;
     end;
   end loop;

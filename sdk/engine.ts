@@ -164,11 +164,18 @@ export async function sendEvent(
   return rows[0]!.id;
 }
 
+/**
+ * The claim commits without waiting for its WAL flush (synchronous_commit off for this one
+ * transaction): a claim lost in a crash only leaves its runs to be claimed again, and every
+ * later write of the run, which does wait, flushes the claim's WAL before it. Saves a disk flush
+ * (1-3 ms here) on the path from start to first task.
+ */
 export async function claim(
   sql: Sql, worker: string, workflows: string[] | null, queues: string[], limit: number, leaseMs: number,
 ): Promise<ClaimResult> {
   const rows = await call(sql<{ result: ClaimResult }[]>`
-    select aiki.claim(${worker}, ${workflows}::text[], ${queues}::text[], ${limit}, ${leaseMs}) as result`);
+    select set_config('synchronous_commit', 'off', true),
+           aiki.claim(${worker}, ${workflows}::text[], ${queues}::text[], ${limit}, ${leaseMs}) as result`);
   return rows[0]!.result;
 }
 
@@ -224,6 +231,22 @@ export async function startChildren(
 
 export async function completeRun(sql: Sql, runId: string, leaseToken: string, output: unknown): Promise<void> {
   await call(sql`select aiki.complete_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, output)}::jsonb)`);
+}
+
+/** One run's share of a `record` batch: task / value steps, then optionally the run's end. */
+export interface RecordWrite {
+  run_id: string;
+  lease_token: string;
+  steps?: { key: string; kind: "task" | "value"; name: string; output: unknown }[];
+  complete?: boolean;
+  output?: unknown;
+}
+
+/** Per step, in order: null when recorded as given, else the journal's first record of it. */
+export async function record(sql: Sql, writes: RecordWrite[]): Promise<(StepRecord | null)[]> {
+  const rows = await call(sql<{ result: (StepRecord | null)[] }[]>`
+    select aiki.record(${jsonb(sql, writes)}::jsonb) as result`);
+  return rows[0]!.result;
 }
 
 export async function failRun(

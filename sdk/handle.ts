@@ -68,7 +68,9 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
         const left = deadline - Date.now();
         if (left <= 0) return { success: false, cause: "timeout" };
         // The slow re-read bounds the cost of a notification lost to a dropped connection.
-        await Promise.race([signalled, sleep(Math.min(left, 5_000))]);
+        const nap = new AbortController();
+        await Promise.race([signalled, sleep(Math.min(left, 5_000), nap.signal)]);
+        nap.abort();
       }
     } finally {
       unlisten();

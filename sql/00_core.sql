@@ -31,10 +31,16 @@
 
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
+-- Only a superuser or a member of aiki_admin may move it (session_user: security-definer callers
+-- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
+-- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
 create or replace function aiki.now() returns timestamptz
 language sql stable parallel safe
 as $$
-  select coalesce(nullif(current_setting('aiki.fake_now', true), '')::timestamptz, now())
+  select case when current_setting('aiki.fake_now', true) <> ''
+               and pg_has_role(session_user, 'aiki_admin', 'member')
+              then current_setting('aiki.fake_now', true)::timestamptz
+              else now() end
 $$;
 
 -- Time-ordered UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version and variant bits, random rest.

@@ -4,7 +4,8 @@
 -- Every terminal transition goes through _finish, which also delivers the outcome to a parent
 -- that waits for it. Readers get a run as JSON from _run_json, the same shape claim returns.
 
--- JSON view of one run; with p_journal, its steps in the order they were first written.
+-- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
+-- one transaction share a time; the SDK looks steps up by key, so the order is for readers).
 create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
 language sql stable
 as $$
@@ -228,8 +229,10 @@ end
 $$;
 
 -- Hands a finished child's outcome to the parent's waits for it. The parent wakes once the
--- last child it waits for has finished (fan-in wakes it once), or at once if it also waits
--- for a timer or an event. Caller holds the parent's lock, then the child's.
+-- last child it waits for has finished, so a fan-in over many children wakes it once. (The
+-- engine cannot see Promise.race: a parent racing two child waits sleeps until both finish,
+-- unless a timer or event it also waits for wakes it first.) Caller holds the parent's lock,
+-- then the child's.
 create or replace function aiki._deliver_to_parent(
   p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb)
 returns void
@@ -336,6 +339,9 @@ $$;
 
 -- Holds a run: nothing but resume moves it again. A running worker learns it on its next write.
 -- Waits keep collecting events and child outcomes meanwhile. Idempotent; AK005 when finished.
+-- A scheduled start or a run retry's delay is in no journal step, so a replay could not wait for
+-- it again: a paused `scheduled` or `retrying` run keeps its available_at for resume (paused runs
+-- are no timers, so nothing promotes it meanwhile).
 create or replace function aiki.pause(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -352,7 +358,8 @@ begin
       message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
   end if;
   update aiki.runs
-     set status = 'paused', available_at = null, updated_at = aiki.now(),
+     set status = 'paused', updated_at = aiki.now(),
+         available_at = case when status in ('scheduled', 'retrying') then available_at end,
          lease_owner = null, lease_token = null, lease_expires_at = null
    where id = p_run_id and status <> 'paused';
   if found then
@@ -363,13 +370,16 @@ end
 $$;
 
 -- Releases a paused run to be claimed now. Its replay re-suspends on waits still open, so
--- resume need not know what the run waited for. AK005 unless the run is paused.
+-- resume need not know what the run waited for. A run paused before its scheduled start or
+-- retry time (see pause) goes back to `scheduled`/`retrying` until then instead of starting
+-- early. Returns the new status. AK005 unless the run is paused.
 create or replace function aiki.resume(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_run aiki.runs;
+  v_status aiki.run_status;
 begin
   select * into v_run from aiki.runs where id = p_run_id for update;
   if not found then
@@ -379,10 +389,19 @@ begin
     raise exception using errcode = 'AK005',
       message = format('run %s is %s, not paused; only a paused run can be resumed', p_run_id, v_run.status);
   end if;
-  update aiki.runs set status = 'pending', available_at = aiki.now(), updated_at = aiki.now()
+  if v_run.available_at > aiki.now() then
+    v_status := case when v_run.started_at is null then 'scheduled' else 'retrying' end;
+  else
+    v_status := 'pending';
+  end if;
+  update aiki.runs
+     set status = v_status, updated_at = aiki.now(),
+         available_at = case when v_status = 'pending' then aiki.now() else v_run.available_at end
    where id = p_run_id;
-  perform aiki._notify_queue(v_run.queue);
-  perform aiki._notify_status(p_run_id, 'pending');
-  return 'pending';
+  if v_status = 'pending' then
+    perform aiki._notify_queue(v_run.queue);
+  end if;
+  perform aiki._notify_status(p_run_id, v_status);
+  return v_status;
 end
 $$;

@@ -156,6 +156,7 @@ declare
   v_settings aiki.queues;
   v_want integer;
   v_result jsonb;
+  v_overdue boolean;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_limit is null or p_limit not between 1 and 1000 then
@@ -208,14 +209,22 @@ begin
      where id = any(v_ids)
     returning *
   )
+  -- A run whose deadline passed while it was pending gets a lease that is expired at once: a
+  -- worker could record nothing for it (AK001), yet would run its tasks' side effects. It is
+  -- not handed out; the promotion below fails it with DeadlineExceeded.
   select jsonb_build_object(
     'now', v_now,
-    'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at), '[]'::jsonb),
+    'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at)
+                       filter (where leased.lease_expires_at > v_now), '[]'::jsonb),
     'next_due_at', (select min(available_at) from aiki.runs
                     where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
-                      and available_at > v_now))
-  into v_result
+                      and available_at > v_now)),
+         coalesce(bool_or(leased.lease_expires_at <= v_now), false)
+  into v_result, v_overdue
   from leased;
+  if v_overdue then
+    perform aiki._promote_due(v_now, greatest(p_limit, 100));
+  end if;
   return v_result;
 end
 $$;

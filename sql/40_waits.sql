@@ -113,7 +113,6 @@ begin
     end if;
     v_kind := v_wait->>'kind';
     v_key := aiki._check_key('step key', v_wait->>'key');
-    v_name := aiki._check_name(coalesce(v_kind, 'wait') || ' name', v_wait->>'name');
     v_child_id := null;
     v_wake_at := null;
     if v_kind = 'sleep' then
@@ -137,6 +136,9 @@ begin
         message = format('invalid wait kind %s', coalesce(quote_literal(left(v_kind, 100)), 'null')),
         hint = 'use sleep, event or wait_child';
     end if;
+    -- The name is checked after the kind's own fields: wait_child passes the child's workflow
+    -- as the name, null for a missing child, which must read "not a child", not "invalid name".
+    v_name := aiki._check_name(v_kind || ' name', v_wait->>'name');
 
     v_step := aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name);
     if v_step.status is null then

@@ -25,6 +25,7 @@ declare
   v_key text;
   v_step aiki.steps;
   v_child_id uuid;
+  v_priority bigint;
   v_ids uuid[] := '{}';
 begin
   if jsonb_typeof(p_children) is distinct from 'array' or jsonb_array_length(p_children) not between 1 and 10000 then
@@ -42,11 +43,16 @@ begin
       v_ids := v_ids || v_step.child_id;
       continue;
     end if;
+    -- Range-check before the cast to integer: a huge priority is AK003, not 22003 (out of range).
+    v_priority := case when v_child ? 'priority' then aiki._json_whole('priority', v_child->'priority') else v_run.priority end;
+    if v_priority not between -1000000 and 1000000 then
+      raise exception using errcode = 'AK003', message = format('invalid priority %s', v_priority),
+        hint = 'use an integer between -1000000 and 1000000; higher runs first';
+    end if;
     select r.run_id into v_child_id
       from aiki._insert_run(
         v_child->>'workflow', v_child->>'version', coalesce(v_child->'input', 'null'), null,
-        coalesce(v_child->>'queue', v_run.queue),
-        case when v_child ? 'priority' then aiki._json_whole('priority', v_child->'priority')::integer else v_run.priority end,
+        coalesce(v_child->>'queue', v_run.queue), v_priority::integer,
         null, null, v_child->>'concurrency_key',
         case when coalesce(v_child->'timeout_ms', 'null') <> 'null' then aiki._json_whole('child timeout', v_child->'timeout_ms') end,
         v_child->'retry', 5, p_run_id, v_key) r;

@@ -7,7 +7,7 @@
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
 --   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run
+--                complete_run, fail_run, record
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
 
@@ -40,6 +40,7 @@ grant execute on function
   aiki.start_children(uuid, uuid, jsonb),
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
+  aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean)
 to aiki_worker, aiki_admin;
 

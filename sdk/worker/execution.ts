@@ -4,7 +4,11 @@
 // Replay. Every durable call gets a step key — its name plus an occurrence counter
 // (`charge-card#1`, `charge-card#2`) — so the same code reaches the same keys on every replay.
 // A completed key answers from the journal without running anything; a key recorded with
-// another kind or name is non-determinism and fails the run.
+// another kind or name is non-determinism and fails the run. So is code that goes somewhere new
+// (runs a task, records a value, starts a child, waits, returns) while journal entries remain
+// that it has not reached: recorded results arrive in microtasks, so once the handler is idle
+// (setImmediate) a deterministic replay has reached every entry, and the new call is held until
+// then — a task of changed code never runs.
 //
 // Blocking. Waits (sleep, event, child) are collected instead of sent one by one. When the
 // handler can make no progress — nothing in flight, at least one wait open — all open waits go
@@ -26,6 +30,7 @@ import {
 } from "../errors.js";
 import { validate } from "../schema.js";
 import { sleep } from "../sleep.js";
+import type { Recorder } from "./recorder.js";
 
 export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
@@ -34,6 +39,8 @@ export interface ExecutionSettings {
   log: (line: string) => void;
   /** Task retries due within this many ms wait in-process instead of suspending the run. */
   inlineRetryMaxMs: number;
+  /** Batches step records and run ends with other executions' (group commit). Default: none. */
+  recorder?: Recorder;
 }
 
 const EXECUTION = Symbol("aiki.execution");
@@ -68,6 +75,8 @@ export class Execution {
   private settled = false;
   /** Completed journal entries the replay has not reached yet; the logger is quiet until 0. */
   private unreplayed: number;
+  /** Journal keys (any status) the code has not reached yet, in journal order. */
+  private readonly unreached: Set<string>;
   private busy = 0;
   private checkQueued = false;
   private suspending = false;
@@ -84,6 +93,7 @@ export class Execution {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.journal = new Map(record.journal.map((step) => [step.key, step]));
     this.unreplayed = record.journal.filter((step) => step.status === "completed").length;
+    this.unreached = new Set(record.journal.map((step) => step.key));
     this.run = this.makeRun();
   }
 
@@ -123,6 +133,7 @@ export class Execution {
     let attempts = step?.attempts ?? 0;
     this.busy++;
     try {
+      if (!(await this.replayReached({ key, kind: "task", name: options.name }))) return never();
       for (;;) {
         let output: O;
         try {
@@ -150,8 +161,7 @@ export class Execution {
           continue;
         }
         if (this.ended) return never();
-        const recorded = await this.write(() => engine.completeStep(
-          this.settings.sql, this.id, this.leaseToken, key, "task", options.name, output));
+        const recorded = await this.write(() => this.completeStep(key, "task", options.name, output));
         return recorded.output as O;
       }
     } finally {
@@ -224,9 +234,10 @@ export class Execution {
     if (step?.status === "completed") return step.output as T;
     this.busy++;
     try {
+      if (!(await this.replayReached({ key, kind: "value", name }))) return never();
       const recorded = await this.write(() => name === "now"
         ? engine.completeStepWithNow(this.settings.sql, this.id, this.leaseToken, key)
-        : engine.completeStep(this.settings.sql, this.id, this.leaseToken, key, "value", name, produce()));
+        : this.completeStep(key, "value", name, produce()));
       return recorded.output as T;
     } finally {
       this.busy--;
@@ -246,6 +257,7 @@ export class Execution {
   private recorded(key: string, kind: engine.StepKind, name: string): engine.StepRecord | undefined | typeof MISMATCH {
     const step = this.journal.get(key);
     if (step?.status === "completed" && this.unreplayed > 0) this.unreplayed--;
+    this.unreached.delete(key);
     if (step && (step.kind !== kind || step.name !== name)) {
       void this.failRun(new NonDeterminismError("AK006",
         `non-determinism at step '${key}' of run ${this.id}: the journal recorded ${step.kind} '${step.name}', ` +
@@ -253,6 +265,27 @@ export class Execution {
       return MISMATCH;
     }
     return step;
+  }
+
+  /**
+   * Whether the code, about to make `call` (or to return, without one), has reached every journal
+   * entry; if not, the run fails with a non-determinism error naming the first entry missed.
+   */
+  private diverged(call: { key: string; kind: string; name: string } | undefined): boolean {
+    const missed = this.journal.get(this.unreached.values().next().value ?? "");
+    if (!missed || this.ended || this.settled) return false;
+    const now = call ? `the code now calls ${call.kind} '${call.name}' (step '${call.key}') instead` : "the code returned without reaching it";
+    void this.failRun(new NonDeterminismError("AK006",
+      `non-determinism at step '${missed.key}' of run ${this.id}: the journal recorded ${missed.kind} '${missed.name}', ` +
+      `${now}. Deploy changed workflow code as a new version.`));
+    return true;
+  }
+
+  /** Holds a new call until the handler is idle, when replay has reached all it can; false if it diverged. */
+  private async replayReached(call: { key: string; kind: string; name: string }): Promise<boolean> {
+    if (this.unreached.size === 0) return true;
+    await new Promise((resolve) => setImmediate(resolve));
+    return !this.diverged(call) && !this.ended;
   }
 
   private openWait(wait: engine.Wait): Promise<engine.StepRecord> {
@@ -280,6 +313,9 @@ export class Execution {
   private async flushChildren(): Promise<void> {
     const batch = this.childQueue;
     this.childQueue = [];
+    // Runs in setImmediate, when replay has reached every entry it can.
+    const first = batch[0]!.start;
+    if (this.diverged({ key: first.key, kind: "child", name: first.workflow })) return;
     try {
       const ids = await this.write(() => engine.startChildren(
         this.settings.sql, this.id, this.leaseToken, batch.map((c) => c.start)));
@@ -301,8 +337,10 @@ export class Execution {
 
   private async suspendIfBlocked(): Promise<void> {
     if (this.ended || this.settled || this.busy > 0 || this.suspending || this.waits.size === 0) return;
-    this.suspending = true;
     const open = [...this.waits.values()];
+    const fresh = open.find((w) => !this.journal.has(w.wait.key)) ?? open[0]!;
+    if (this.diverged(fresh.wait)) return;
+    this.suspending = true;
     try {
       const result = await this.write(() => engine.suspend(
         this.settings.sql, this.id, this.leaseToken, open.map((w) => w.wait)));
@@ -329,6 +367,12 @@ export class Execution {
   }
 
   // ---- writes and the run's end --------------------------------------------------------------
+
+  private completeStep(key: string, kind: "task" | "value", name: string, output: unknown): Promise<engine.StepRecord> {
+    return this.settings.recorder
+      ? this.settings.recorder.completeStep(this.id, this.leaseToken, key, kind, name, output)
+      : engine.completeStep(this.settings.sql, this.id, this.leaseToken, key, kind, name, output);
+  }
 
   /**
    * A journal write. A lost lease ends the execution quietly; a non-determinism verdict fails the
@@ -362,6 +406,10 @@ export class Execution {
 
   private async onReturn(output: unknown): Promise<void> {
     if (this.ended || this.settled) return;
+    if (this.unreached.size > 0) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.diverged(undefined) || this.ended || this.settled) return;
+    }
     let valid: unknown;
     try {
       valid = validate(this.definition.options.schema?.output, output, `output of workflow ${this.definition.key}`);
@@ -369,7 +417,9 @@ export class Execution {
       return this.onThrow(error);
     }
     this.settled = true;
-    await this.write(() => engine.completeRun(this.settings.sql, this.id, this.leaseToken, valid));
+    await this.write(() => this.settings.recorder
+      ? this.settings.recorder.completeRun(this.id, this.leaseToken, valid)
+      : engine.completeRun(this.settings.sql, this.id, this.leaseToken, valid));
     this.end("completed");
   }
 

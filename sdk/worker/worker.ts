@@ -19,6 +19,7 @@ import * as engine from "../engine.js";
 import { DefinitionError, InvalidInputError } from "../errors.js";
 import { sleep } from "../sleep.js";
 import { Execution, type ExecutionEnd } from "./execution.js";
+import { Recorder } from "./recorder.js";
 
 export interface WorkerOptions {
   workflows: WorkflowVersion<any, any, any>[];
@@ -32,6 +33,11 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** Safety poll when no notification arrives. Default: 5 s. */
   pollMs?: number;
+  /**
+   * Wake on LISTEN/NOTIFY. Default: true. With false the worker finds work by polling every
+   * `pollMs` only (e.g. behind a pooler in transaction mode, where LISTEN does not work).
+   */
+  listen?: boolean;
   /** Task retries due within this wait in-process; longer ones suspend the run. Default: 2 s. */
   inlineRetryMaxMs?: number;
   /** How long stop() lets in-flight runs finish before releasing them. Default: 10 s. */
@@ -94,6 +100,7 @@ class Worker implements WorkerHandle {
   private loop: Promise<void> = Promise.resolve();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private unsubscribe: Array<() => void> = [];
+  private readonly recorder: Recorder;
 
   private constructor(
     private readonly client: Client,
@@ -106,16 +113,19 @@ class Worker implements WorkerHandle {
     this.keys = [...registered.keys()];
     this.leaseMs = options.leaseMs ?? 30_000;
     this.pollMs = options.pollMs ?? 5_000;
+    this.recorder = new Recorder(client.sql);
   }
 
   static async spawn(client: Client, options: WorkerOptions, registered: Map<string, WorkflowVersion>, concurrency: number) {
     const w = new Worker(client, options, registered, concurrency);
-    const notifications = client.notifications();
-    const queues = new Set(w.queues);
-    w.unsubscribe.push(await notifications.listen("aiki_wake", (queue) => {
-      if (queues.has(queue)) w.wake();
-    }));
-    w.unsubscribe.push(notifications.onReconnect(() => w.wake()));
+    if (options.listen ?? true) {
+      const notifications = client.notifications();
+      const queues = new Set(w.queues);
+      w.unsubscribe.push(await notifications.listen("aiki_wake", (queue) => {
+        if (queues.has(queue)) w.wake();
+      }));
+      w.unsubscribe.push(notifications.onReconnect(() => w.wake()));
+    }
     w.heartbeatTimer = setInterval(() => void w.heartbeat(), options.heartbeatMs ?? Math.floor(w.leaseMs / 3));
     w.loop = w.run();
     return w;
@@ -144,7 +154,10 @@ class Worker implements WorkerHandle {
         }
       }
       if (this.stopping) break;
-      await Promise.race([signalled, sleep(Math.max(0, delay))]);
+      // The nap's timer is cleared on wake-up, so none outlives the worker after stop().
+      const nap = new AbortController();
+      await Promise.race([signalled, sleep(Math.max(0, delay), nap.signal)]);
+      nap.abort();
     }
   }
 
@@ -155,6 +168,7 @@ class Worker implements WorkerHandle {
       sql: this.client.sql,
       log: this.client.log,
       inlineRetryMaxMs: this.options.inlineRetryMaxMs ?? 2_000,
+      recorder: this.recorder,
     });
     this.executions.set(record.id, { execution, claimSeq: ++this.claimSeq });
     void execution.start().then((end) => {
@@ -187,7 +201,9 @@ class Worker implements WorkerHandle {
     await this.loop;
     const timeoutMs = options.timeoutMs ?? this.options.shutdownTimeoutMs ?? 10_000;
     const drained = Promise.all([...this.executions.values()].map((e) => e.execution.done));
-    await Promise.race([drained, sleep(timeoutMs)]);
+    const drainTimer = new AbortController();
+    await Promise.race([drained, sleep(timeoutMs, drainTimer.signal)]);
+    drainTimer.abort();
     clearInterval(this.heartbeatTimer);
     await Promise.all([...this.executions.values()].map(async ({ execution }) => {
       execution.end("abandoned");

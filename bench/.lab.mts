@@ -1,0 +1,15 @@
+import { startEmbeddedPostgres } from "../sdk/db/embedded.ts";
+import postgres from "postgres";
+import { migrate } from "../sdk/db/migrate.ts";
+import { writeFileSync } from "node:fs";
+const s = await startEmbeddedPostgres({ settings: { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" } });
+const admin = postgres(s.url, { max: 1, onnotice: () => {} });
+await admin.unsafe("create database lab");
+await admin.end();
+const url = s.url.replace(/\/postgres$/, "/lab");
+const sql = postgres(url, { max: 1, onnotice: () => {} });
+await migrate(sql); await sql.end();
+writeFileSync("/tmp/lab/url", url);
+console.log(url);
+process.on("SIGTERM", async () => { await s.stop(); process.exit(0); });
+setInterval(() => {}, 1 << 30);

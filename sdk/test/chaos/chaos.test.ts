@@ -1,0 +1,556 @@
+// Fault injection: thousands of runs of a mixed workload (tasks, retries, sleeps, events with and
+// without timeouts, children and fan-in) executed by several worker processes while workers are
+// SIGKILLed, frozen past their leases, Postgres is stopped (fast and immediate) and restarted,
+// every connection is terminated and the LISTEN connections are dropped. Then, the guarantees of
+// DESIGN.md are checked against the database and the evidence the processes logged:
+//
+//   no run lost         every run completed with the output its input determines
+//   steps exactly once  one journal row per key, outputs as expected, never rewritten (snapshots)
+//   side effects        at-least-once: every task's counter >= 1; each extra execution overlapped
+//                       a fault and no execution started after the step was recorded
+//   fencing             no write succeeded with a lease after a newer lease had been granted; a
+//                       frozen worker's late writes were all refused with AK001
+//   runs end once       at most one successful complete_run and one `completed` status per run
+//
+// Modes: `npm test` runs the short mode (about 2,000 runs, ~1.5 minutes); AIKI_CHAOS=long runs a
+// bigger workload under more faults (`npm run test:chaos`). AIKI_CHAOS_SEED replays a fault plan.
+//
+// The suite starts its own Postgres (it restarts it). With DATABASE_URL set it runs against that
+// server instead, on a cloned database, and skips the restart faults, saying so.
+import { after, before, describe, it, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
+import postgres, { type Sql } from "postgres";
+import { AikiError, client, type Client } from "../../index.js";
+import { migrate } from "../../db/migrate.js";
+import { testDatabase, withDatabase, type TestDatabase } from "../../testing/database.js";
+import { startRestartableServer, type RestartableServer } from "./server.js";
+import {
+  CHILDREN, definitions, expectedOutput, expectedTaskOutputs, kindOf, needsEvent, workflowName,
+} from "./workload.js";
+
+const long = process.env.AIKI_CHAOS === "long";
+const config = long
+  ? { runs: 8_000, workers: 4, startPhaseMs: 240_000, leaseMs: 2_000, drainMs: 300_000,
+      faults: { sigkill: 16, freeze: 4, "restart-fast": 5, "restart-immediate": 5, terminate: 6, "listen-drop": 6 } }
+  : { runs: 2_000, workers: 3, startPhaseMs: 45_000, leaseMs: 2_000, drainMs: 150_000,
+      faults: { sigkill: 4, freeze: 1, "restart-fast": 2, "restart-immediate": 2, terminate: 2, "listen-drop": 2 } };
+
+type FaultKind = keyof typeof config.faults;
+interface Fault { kind: FaultKind; start: number; end: number; detail: string }
+
+const CONTROLLER = "aiki-chaos-controller";
+const here = fileURLToPath(new URL(".", import.meta.url));
+const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
+const seed = Number(process.env.AIKI_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+
+/** mulberry32: a seeded PRNG, so a fault plan can be replayed with AIKI_CHAOS_SEED. */
+function prng(s: number): () => number {
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const random = prng(seed);
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Retries `act` while the database is unreachable (restart, terminated connection). */
+async function persist<T>(what: string, act: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 1_000)) {
+    try {
+      return await act();
+    } catch (error) {
+      if (error instanceof AikiError || Date.now() > deadline) throw new Error(`${what}: ${String(error)}`, { cause: error });
+      await pause(delay);
+    }
+  }
+}
+
+// ---- processes -------------------------------------------------------------------------------
+
+interface Proc {
+  id: string;
+  slot: number;
+  child: ChildProcess;
+  log: string;
+  exited: Promise<void>;
+  alive: boolean;
+  frozen: boolean;
+}
+
+class Fleet {
+  readonly procs: Proc[] = [];
+  private readonly slots: Proc[] = [];
+  private generation = 0;
+  constructor(private readonly url: string, private readonly logDir: string) {}
+
+  private launch(script: string, id: string, slot: number, env: Record<string, string>): Proc {
+    const log = join(this.logDir, `${id}.jsonl`);
+    const out = openSync(join(this.logDir, `${id}.out`), "a");
+    const child = spawn(process.execPath, ["--import", "tsx", join(here, script)], {
+      cwd: repoRoot,
+      stdio: ["ignore", out, out],
+      env: { ...process.env, CHAOS_DATABASE_URL: this.url, CHAOS_WORKER_ID: id, CHAOS_LOG: log, ...env },
+    });
+    closeSync(out);
+    const proc: Proc = { id, slot, child, log, alive: true, frozen: false, exited: Promise.resolve() };
+    proc.exited = new Promise((resolve) => child.on("exit", () => {
+      proc.alive = false;
+      resolve();
+    }));
+    this.procs.push(proc);
+    return proc;
+  }
+
+  spawnWorker(slot: number): Proc {
+    const proc = this.launch("worker.ts", `w${slot}.${this.generation++}`, slot, { CHAOS_LEASE_MS: String(config.leaseMs) });
+    this.slots[slot] = proc;
+    return proc;
+  }
+
+  spawnSender(): Proc {
+    return this.launch("sender.ts", "sender", -1, {});
+  }
+
+  workers(): Proc[] {
+    return this.slots.filter((p) => p.alive);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const p of this.procs) {
+      if (!p.alive) continue;
+      if (p.frozen) p.child.kill("SIGCONT");
+      p.child.kill("SIGTERM");
+    }
+    await Promise.race([Promise.all(this.procs.map((p) => p.exited)), pause(15_000)]);
+    for (const p of this.procs) if (p.alive) p.child.kill("SIGKILL");
+    await Promise.all(this.procs.map((p) => p.exited));
+  }
+}
+
+// ---- the run ---------------------------------------------------------------------------------
+
+interface Outcome {
+  faults: Fault[];
+  restartsSkipped: boolean;
+  started: number;
+  drainedInMs: number;
+  frozen: { id: string; start: number; end: number }[];
+  completedNotices: Map<string, number>;
+  snapshotsTaken: number;
+  rewrittenSteps: string[];
+}
+
+let server: RestartableServer | undefined;
+let shared: TestDatabase | undefined;
+let url: string;
+let ctl: Sql;
+let aiki: Client;
+let logDir: string;
+let fleet: Fleet;
+let outcome: Outcome;
+
+before(async () => {
+  logDir = mkdtempSync(join(tmpdir(), "aiki-chaos-"));
+  if (process.env.DATABASE_URL) {
+    shared = await testDatabase();
+    url = shared.url;
+  } else {
+    server = await startRestartableServer();
+    const admin = postgres(server.url, { max: 1, onnotice: () => {} });
+    await admin.unsafe("create database aiki_chaos");
+    await admin.end();
+    url = withDatabase(server.url, "aiki_chaos");
+    const installer = postgres(url, { max: 1, onnotice: () => {} });
+    await migrate(installer);
+    await installer.end();
+  }
+  ctl = postgres(url, { max: 4, onnotice: () => {}, connection: { application_name: CONTROLLER } });
+  await ctl`create table chaos_effects (
+    run_id uuid not null, step_key text not null, count integer not null, execs uuid[] not null,
+    primary key (run_id, step_key))`;
+  await ctl`create table chaos_runs (
+    run_id uuid primary key, i integer not null unique, workflow text not null,
+    needs_event boolean not null, event_sent boolean not null default false)`;
+  aiki = client({ url, max: 6 });
+  fleet = new Fleet(url, logDir);
+});
+
+after(async () => {
+  await fleet?.stopAll();
+  await aiki?.close();
+  await ctl?.end({ timeout: 1 });
+  await server?.stop();
+  await shared?.close();
+  if (process.env.AIKI_CHAOS_KEEP_LOGS) console.log(`# chaos logs kept in ${logDir}`);
+  else rmSync(logDir, { recursive: true, force: true });
+});
+
+/** The fault plan: each kind as often as configured, shuffled, spread over the start phase. */
+function plan(skipRestarts: boolean): FaultKind[] {
+  const kinds: FaultKind[] = [];
+  for (const [kind, n] of Object.entries(config.faults) as [FaultKind, number][]) {
+    if (skipRestarts && kind.startsWith("restart")) continue;
+    for (let k = 0; k < n; k++) kinds.push(kind);
+  }
+  for (let k = kinds.length - 1; k > 0; k--) {
+    const j = Math.floor(random() * (k + 1));
+    [kinds[k], kinds[j]] = [kinds[j]!, kinds[k]!];
+  }
+  return kinds;
+}
+
+async function inject(kind: FaultKind): Promise<Fault> {
+  const start = Date.now();
+  const done = (detail: string): Fault => ({ kind, start, end: Date.now(), detail });
+  switch (kind) {
+    case "sigkill": {
+      const victims = fleet.workers().filter((p) => !p.frozen);
+      const victim = victims[Math.floor(random() * victims.length)]!;
+      victim.child.kill("SIGKILL");
+      await victim.exited;
+      const fault = done(victim.id);
+      fleet.spawnWorker(victim.slot);
+      return fault;
+    }
+    case "freeze": {
+      // Freeze the busiest worker, so that writes are in flight when it stops.
+      const candidates = fleet.workers();
+      const busy = await persist("count leases", () => ctl<{ owner: string; n: number }[]>`
+        select lease_owner as owner, count(*)::int as n from aiki.runs where status = 'running' group by 1`);
+      const victim = candidates.sort((a, b) =>
+        (busy.find((r) => r.owner === b.id)?.n ?? 0) - (busy.find((r) => r.owner === a.id)?.n ?? 0))[0]!;
+      victim.child.kill("SIGSTOP");
+      victim.frozen = true;
+      const stoppedAt = Date.now();
+      // Every lease it holds was renewed at most leaseMs before the stop: all expire meanwhile.
+      await pause(config.leaseMs * 2 + 1_000);
+      victim.child.kill("SIGCONT");
+      victim.frozen = false;
+      return { kind, start: stoppedAt, end: Date.now(), detail: victim.id };
+    }
+    case "restart-fast":
+    case "restart-immediate": {
+      const mode = kind === "restart-fast" ? "fast" : "immediate";
+      const downMs = 200 + Math.floor(random() * 2_500);
+      const { stoppedAt, startedAt } = await server!.restart(mode, downMs);
+      return { kind, start: stoppedAt, end: startedAt, detail: `down ${startedAt - stoppedAt} ms` };
+    }
+    case "terminate": {
+      const [row] = await persist("terminate", () => ctl<{ n: number }[]>`
+        select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
+         where (application_name = 'aiki' or backend_type = 'client backend')
+           and pid <> pg_backend_pid() and application_name is distinct from ${CONTROLLER}
+           and datname = current_database()`);
+      return done(`${row!.n} backends`);
+    }
+    case "listen-drop": {
+      // pg-listen's connection last ran LISTEN, or its periodic `SELECT pg_backend_pid()` check.
+      const [row] = await persist("listen-drop", () => ctl<{ n: number }[]>`
+        select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
+         where (query ilike 'listen %' or query = 'SELECT pg_backend_pid()')
+           and pid <> pg_backend_pid() and application_name is distinct from ${CONTROLLER}
+           and datname = current_database()`);
+      return done(`${row!.n} backends`);
+    }
+  }
+}
+
+async function startRuns(from: number, to: number): Promise<void> {
+  const { byKind } = definitions();
+  const rows = await Promise.all(Array.from({ length: to - from }, async (_, k) => {
+    const i = from + k;
+    const kind = kindOf(i);
+    const handle = await persist(`start run ${i}`, () => byKind[kind].start(aiki, { i }, { idempotencyKey: `chaos-${i}` }));
+    return { run_id: handle.id, i, workflow: workflowName(kind), needs_event: needsEvent(kind) };
+  }));
+  await persist("record runs", () => ctl`insert into chaos_runs ${ctl(rows)} on conflict do nothing`);
+}
+
+async function execute(t: TestContext): Promise<Outcome> {
+  const restartsSkipped = !server;
+  if (restartsSkipped) {
+    t.diagnostic("DATABASE_URL is set: this suite must not restart that server, so the restart faults are skipped");
+  }
+  t.diagnostic(`mode ${long ? "long" : "short"}, seed ${seed} (AIKI_CHAOS_SEED=${seed} replays the fault plan), logs in ${logDir}`);
+
+  for (let slot = 0; slot < config.workers; slot++) fleet.spawnWorker(slot);
+  fleet.spawnSender();
+
+  // Evidence gathered while the storm runs: `completed` status notifications per run, and
+  // snapshots of every finished step's (completed_at, output) that must never change.
+  const completedNotices = new Map<string, number>();
+  await ctl.listen("aiki_status", (payload) => {
+    const [id, status] = payload.split(" ");
+    if (status === "completed") completedNotices.set(id!, (completedNotices.get(id!) ?? 0) + 1);
+  });
+  const seen = new Map<string, string>();
+  const rewrittenSteps: string[] = [];
+  let snapshotsTaken = 0;
+  let snapshotting = true;
+  const snapshots = (async () => {
+    while (snapshotting) {
+      try {
+        const rows = await ctl<{ k: string; v: string }[]>`
+          select run_id || ' ' || step_key as k, completed_at::text || ' ' || md5(coalesce(output::text, '')) as v
+            from aiki.steps where completed_at is not null`;
+        for (const { k, v } of rows) {
+          const before = seen.get(k);
+          if (before === undefined) seen.set(k, v);
+          else if (before !== v) rewrittenSteps.push(`${k}: ${before} -> ${v}`);
+        }
+        snapshotsTaken++;
+      } catch {
+        // The server is restarting; the next snapshot catches up.
+      }
+      await pause(1_500);
+    }
+  })();
+
+  // Runs are started at a steady rate through the start phase while the faults fire.
+  const t0 = Date.now();
+  let started = 0;
+  const starter = (async () => {
+    while (started < config.runs) {
+      const due = Math.min(config.runs, Math.ceil(((Date.now() - t0) / config.startPhaseMs) * config.runs) + 20);
+      if (due > started) {
+        const to = Math.min(due, started + 100);
+        await startRuns(started, to);
+        started = to;
+      } else {
+        await pause(100);
+      }
+    }
+  })();
+
+  const faults: Fault[] = [];
+  const kinds = plan(restartsSkipped);
+  const gap = config.startPhaseMs / (kinds.length + 1);
+  for (let k = 0; k < kinds.length; k++) {
+    const at = t0 + gap * (k + 0.5 + random());
+    if (at > Date.now()) await pause(at - Date.now());
+    const fault = await inject(kinds[k]!);
+    faults.push(fault);
+    t.diagnostic(`fault ${kinds[k]} at +${fault.start - t0} ms (${fault.end - fault.start} ms): ${fault.detail}`);
+  }
+  await starter;
+
+  // The dust settles: no more faults; every run must reach its end within a bounded wait.
+  const drainStart = Date.now();
+  let unfinished = -1;
+  while (Date.now() - drainStart < config.drainMs) {
+    try {
+      const [row] = await ctl<{ n: number }[]>`
+        select count(*)::int as n from aiki.runs where status not in ('completed', 'failed', 'cancelled')`;
+      unfinished = row!.n;
+      if (unfinished === 0) break;
+    } catch {
+      // keep waiting
+    }
+    await pause(250);
+  }
+  const drainedInMs = Date.now() - drainStart;
+  t.diagnostic(`drained in ${drainedInMs} ms (${unfinished} runs unfinished)`);
+  snapshotting = false;
+  await snapshots;
+  await fleet.stopAll();
+
+  const frozen = faults.filter((f) => f.kind === "freeze").map((f) => ({ id: f.detail, start: f.start, end: f.end }));
+  return { faults, restartsSkipped, started, drainedInMs, frozen, completedNotices, snapshotsTaken, rewrittenSteps };
+}
+
+// ---- evidence --------------------------------------------------------------------------------
+
+interface LogLine {
+  ev: string; sent?: number; acked?: number; t?: number; fn?: string; run?: string; token?: string;
+  key?: string; ok?: boolean; code?: string; exec?: string; attempt?: number; runs?: [string, string][];
+}
+
+function readLogs(): Map<string, LogLine[]> {
+  const logs = new Map<string, LogLine[]>();
+  for (const file of readdirSync(logDir).filter((f) => f.endsWith(".jsonl"))) {
+    const lines: LogLine[] = [];
+    for (const text of readFileSync(join(logDir, file), "utf8").split("\n")) {
+      if (!text) continue;
+      try {
+        lines.push(JSON.parse(text));
+      } catch {
+        // a line cut by SIGKILL
+      }
+    }
+    logs.set(file.replace(/\.jsonl$/, ""), lines);
+  }
+  return logs;
+}
+
+interface RunRow {
+  id: string; workflow: string; status: string; input: { i: number; j?: number };
+  output: unknown; error: unknown; parent_id: string | null; attempt: number; lease_expiries: number;
+}
+
+describe("chaos", () => {
+  it(`runs ${config.runs} workflows through worker kills, freezes, restarts and dropped connections`, { timeout: long ? 3_600_000 : 600_000 }, async (t) => {
+    outcome = await execute(t);
+    const logs = readLogs();
+    const all = [...logs.entries()].flatMap(([proc, lines]) => lines.map((l) => ({ proc, ...l })));
+
+    // -- runs: every one completed with the output its input determines --------------------
+    const runs = await ctl<RunRow[]>`
+      select id, workflow, status::text, input, output, error, parent_id, attempt, lease_expiries from aiki.runs`;
+    const topLevel = runs.filter((r) => !r.parent_id);
+    const children = runs.filter((r) => r.parent_id);
+    const lost = runs.filter((r) => r.status !== "completed" || !isDeepStrictEqual(r.output, expectedOutput(r.workflow, r.input)));
+    const parents = topLevel.filter((r) => r.workflow === "chaos-parent").length;
+
+    // -- the journal: one row per key, expected outputs, never rewritten ---------------------
+    const steps = await ctl<{ run_id: string; step_key: string; kind: string; status: string; output: unknown }[]>`
+      select run_id, step_key, kind::text, status::text, output from aiki.steps`;
+    const [{ duplicates }] = await ctl<{ duplicates: number }[]>`
+      select count(*)::int as duplicates from (
+        select 1 from aiki.steps group by run_id, step_key having count(*) > 1) d` as unknown as [{ duplicates: number }];
+    const stepsByRun = new Map<string, (typeof steps)[number][]>();
+    for (const s of steps) {
+      const list = stepsByRun.get(s.run_id) ?? [];
+      list.push(s);
+      stepsByRun.set(s.run_id, list);
+    }
+    const wrongSteps: string[] = [];
+    const expectedTasks = new Set<string>();
+    for (const r of runs) {
+      const journal = stepsByRun.get(r.id) ?? [];
+      for (const [key, output] of Object.entries(expectedTaskOutputs(r.workflow, r.input))) {
+        expectedTasks.add(`${r.id} ${key}`);
+        const s = journal.find((x) => x.step_key === key);
+        if (!s || s.status !== "completed" || !isDeepStrictEqual(s.output, output)) {
+          wrongSteps.push(`${r.workflow} ${r.id} ${key}: ${JSON.stringify(s ?? null)}`);
+        }
+      }
+      for (const s of journal) {
+        if (s.status === "failed") wrongSteps.push(`${r.workflow} ${r.id} ${s.step_key} failed for good`);
+      }
+    }
+
+    // -- side effects: at least once; every extra execution overlapped a fault ----------------
+    const effects = await ctl<{ run_id: string; step_key: string; count: number; execs: string[] }[]>`
+      select run_id, step_key, count, execs from chaos_effects`;
+    const effectByKey = new Map(effects.map((e) => [`${e.run_id} ${e.step_key}`, e]));
+    const missingEffects = [...expectedTasks].filter((k) => !effectByKey.has(k));
+    const strayEffects = effects.filter((e) => !expectedTasks.has(`${e.run_id} ${e.step_key}`));
+    const execStart = new Map<string, number>();
+    for (const l of all) if (l.ev === "task" && l.exec) execStart.set(l.exec, l.t!);
+    const firstRecorded = new Map<string, number>();
+    for (const l of all) {
+      if (l.ev === "w" && l.fn === "complete_step" && l.ok) {
+        const k = `${l.run} ${l.key}`;
+        firstRecorded.set(k, Math.min(firstRecorded.get(k) ?? Infinity, l.acked!));
+      }
+    }
+    const interrupting = outcome.faults.filter((f) => f.kind !== "listen-drop");
+    let reexecuted = 0;
+    const reexecutedBy = new Map<string, number>();
+    const unexplained: string[] = [];
+    for (const e of effects) {
+      if (e.count <= 1) continue;
+      reexecuted += e.count - 1;
+      const k = `${e.run_id} ${e.step_key}`;
+      const starts = e.execs.map((x) => execStart.get(x) ?? NaN).sort((a, b) => a - b);
+      const recorded = firstRecorded.get(k);
+      for (let n = 0; n + 1 < starts.length; n++) {
+        const [a, b] = [starts[n]!, starts[n + 1]!];
+        const fault = interrupting.find((f) => f.start <= b && f.end >= a && (recorded === undefined || recorded >= f.start));
+        if (fault) reexecutedBy.set(fault.kind, (reexecutedBy.get(fault.kind) ?? 0) + 1);
+        else unexplained.push(`${k}: executions started at ${a} and ${b}, step recorded at ${recorded}`);
+      }
+    }
+    // No execution of a task may start after its result was recorded: the replay answers it.
+    const afterRecorded: string[] = [];
+    for (const l of all) {
+      if (l.ev !== "task") continue;
+      const recorded = firstRecorded.get(`${l.run} ${l.key}`);
+      if (recorded !== undefined && l.t! > recorded) afterRecorded.push(`${l.run} ${l.key} started at ${l.t}, recorded at ${recorded} (${l.proc})`);
+    }
+
+    // -- fencing: no write succeeded after a newer lease was granted -------------------------
+    const claims = new Map<string, { token: string; sent: number; acked: number }[]>();
+    for (const l of all) {
+      if (l.ev !== "claim") continue;
+      for (const [run, token] of l.runs!) {
+        let list = claims.get(run);
+        if (!list) claims.set(run, (list = []));
+        list.push({ token, sent: l.sent!, acked: l.acked! });
+      }
+    }
+    const staleWrites: string[] = [];
+    for (const l of all) {
+      if (l.ev !== "w" || !l.ok) continue;
+      const mine = claims.get(l.run!)?.find((c) => c.token === l.token);
+      if (!mine) continue;
+      const newer = claims.get(l.run!)!.find((c) => c.token !== l.token && c.sent > mine.acked && c.acked < l.sent!);
+      if (newer) staleWrites.push(`${l.proc} ${l.fn} ${l.run} ${l.key ?? ""} sent ${l.sent} with a lease superseded at ${newer.acked}`);
+    }
+    // A frozen worker's writes after it resumed, with leases it got before it froze.
+    let frozenRefused = 0;
+    const frozenAccepted: string[] = [];
+    for (const f of outcome.frozen) {
+      const lines = logs.get(f.id) ?? [];
+      const before = new Set(lines.filter((l) => l.ev === "claim" && l.acked! < f.start).flatMap((l) => l.runs!.map(([, token]) => token)));
+      for (const l of lines) {
+        if (l.ev !== "w" || l.sent! < f.end || !before.has(l.token!)) continue;
+        if (l.code === "AK001") frozenRefused++;
+        else if (l.ok) frozenAccepted.push(`${f.id} ${l.fn} ${l.run} ${l.key ?? ""}`);
+      }
+    }
+
+    // -- runs end once ------------------------------------------------------------------------
+    const completions = new Map<string, number>();
+    for (const l of all) if (l.ev === "w" && l.fn === "complete_run" && l.ok) completions.set(l.run!, (completions.get(l.run!) ?? 0) + 1);
+    const completedTwice = [...completions].filter(([, n]) => n > 1).map(([id]) => id);
+    const noticedTwice = [...outcome.completedNotices].filter(([, n]) => n > 1).map(([id]) => id);
+
+    // -- the report ---------------------------------------------------------------------------
+    const count = (kind: FaultKind) => outcome.faults.filter((f) => f.kind === kind).length;
+    const refusals = all.filter((l) => l.ev === "w" && l.code === "AK001").length;
+    const report = [
+      `runs executed: ${runs.length} (${topLevel.length} top-level, ${children.length} children)`,
+      `faults injected: sigkill ${count("sigkill")}, freeze ${count("freeze")}, restart-fast ${count("restart-fast")}, ` +
+        `restart-immediate ${count("restart-immediate")}, terminate ${count("terminate")}, listen-drop ${count("listen-drop")}` +
+        (outcome.restartsSkipped ? " (restarts skipped: DATABASE_URL)" : ""),
+      `worker processes: ${fleet.procs.filter((p) => p.slot >= 0).length} incarnations`,
+      `runs lost: ${lost.length}`,
+      `duplicate step records: ${duplicates + outcome.rewrittenSteps.length} (rows per key > 1: ${duplicates}, ` +
+        `rewritten across ${outcome.snapshotsTaken} snapshots: ${outcome.rewrittenSteps.length}); wrong or failed steps: ${wrongSteps.length}`,
+      `tasks re-executed: ${reexecuted} (${[...reexecutedBy].map(([k, n]) => `${k} ${n}`).join(", ") || "none"}; unexplained ${unexplained.length})`,
+      `lease-lost refusals (AK001): ${refusals} in all, ${frozenRefused} late writes of frozen workers; accepted stale writes: ${staleWrites.length + frozenAccepted.length}`,
+      `runs completed twice: ${completedTwice.length} (complete_run), ${noticedTwice.length} (status notifications); ` +
+        `runs that lost a lease: ${runs.filter((r) => r.lease_expiries > 0).length}`,
+      `drain: ${outcome.drainedInMs} ms`,
+    ];
+    for (const line of report) t.diagnostic(line);
+    const sample = (list: string[]) => list.slice(0, 10).join("\n  ");
+
+    assert.equal(topLevel.length, config.runs, "every planned run was started");
+    assert.equal(children.length, parents * CHILDREN, "every parent started its children once");
+    assert.deepEqual(lost.slice(0, 10).map((r) => `${r.workflow} ${r.id} ${r.status} ${JSON.stringify(r.output ?? r.error)}`), [], "runs lost");
+    assert.equal(duplicates, 0, "journal rows per key");
+    assert.equal(outcome.rewrittenSteps.length, 0, `finished steps rewritten:\n  ${sample(outcome.rewrittenSteps)}`);
+    assert.equal(wrongSteps.length, 0, `steps with a wrong or missing result:\n  ${sample(wrongSteps)}`);
+    assert.equal(missingEffects.length, 0, `tasks without a side effect:\n  ${sample(missingEffects)}`);
+    assert.equal(strayEffects.length, 0, "side effects of tasks no run should execute");
+    assert.equal(unexplained.length, 0, `re-executions no fault explains:\n  ${sample(unexplained)}`);
+    assert.equal(afterRecorded.length, 0, `tasks executed after their result was recorded:\n  ${sample(afterRecorded)}`);
+    assert.equal(staleWrites.length, 0, `writes accepted under a superseded lease:\n  ${sample(staleWrites)}`);
+    assert.equal(frozenAccepted.length, 0, `late writes of a frozen worker accepted:\n  ${sample(frozenAccepted)}`);
+    if (outcome.frozen.length > 0) assert.ok(frozenRefused >= 1, "a frozen worker's late writes were refused with AK001");
+    assert.deepEqual(completedTwice, [], "runs completed twice (successful complete_run calls)");
+    assert.deepEqual(noticedTwice, [], "runs with two `completed` status notifications");
+    if (!outcome.restartsSkipped) assert.ok(count("restart-fast") + count("restart-immediate") >= 3, "Postgres restarted at least three times");
+  });
+});

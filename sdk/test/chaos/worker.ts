@@ -1,0 +1,118 @@
+// A chaos worker process: `node --import tsx sdk/test/chaos/worker.ts`, configured by
+//   CHAOS_DATABASE_URL  the database
+//   CHAOS_WORKER_ID     lease owner id (unique per process incarnation)
+//   CHAOS_LOG           JSON-lines file this process appends its evidence to
+//   CHAOS_LEASE_MS      lease length
+//
+// Evidence. Every engine call the SDK makes goes through an instrumented postgres.js instance
+// that appends one line per call of a lease-fenced function: what was called, for which run and
+// lease token, when it was sent and answered, and how it ended (ok, or the SQLSTATE). Claims log
+// the leases they got. Tasks log each execution's start and the moment its side effect is
+// durable. Lines are written with appendFileSync before anything else happens, so they survive
+// SIGKILL (the kernel holds them) and the controller can read them after the process is gone.
+import { appendFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import postgres, { type Sql } from "postgres";
+import { client, worker, type Client } from "../../index.js";
+import { defineWorkload } from "./workload.js";
+
+const url = process.env.CHAOS_DATABASE_URL!;
+const workerId = process.env.CHAOS_WORKER_ID!;
+const logFile = process.env.CHAOS_LOG!;
+const leaseMs = Number(process.env.CHAOS_LEASE_MS ?? 2000);
+
+const record = (line: Record<string, unknown>) => appendFileSync(logFile, JSON.stringify(line) + "\n");
+
+/** The lease-fenced writes, by SQL function name; claim and heartbeat are logged separately. */
+const fenced = new Set([
+  "complete_step", "fail_step", "suspend", "start_children", "complete_run", "fail_run", "release",
+]);
+
+function sqlState(error: unknown): string {
+  const e = error as { code?: unknown; errno?: unknown };
+  return typeof e?.code === "string" ? e.code : String(e?.errno ?? "error");
+}
+
+/** postgres.js with a log line per engine call (see the header). */
+function instrument(sql: Sql): Sql {
+  return new Proxy(sql, {
+    apply(target, thisArg, args: unknown[]) {
+      const query = Reflect.apply(target, thisArg, args) as Promise<unknown>;
+      const strings = args[0] as readonly string[] | undefined;
+      if (!Array.isArray(strings)) return query;
+      const fn = /aiki\.(\w+)\(/.exec(strings.join("$"))?.[1];
+      if (!fn || (!fenced.has(fn) && fn !== "claim" && fn !== "heartbeat")) return query;
+      const sent = Date.now();
+      return query.then(
+        (rows) => {
+          const acked = Date.now();
+          if (fn === "claim") {
+            const runs = (rows as { result: { runs: { id: string; lease_token: string }[] } }[])[0]!.result.runs;
+            if (runs.length > 0) record({ ev: "claim", sent, acked, runs: runs.map((r) => [r.id, r.lease_token]) });
+          } else if (fn === "heartbeat") {
+            record({ ev: "hb", sent, acked, n: (rows as unknown[]).length });
+          } else {
+            record({ ev: "w", fn, run: args[1], token: args[2], key: fn === "complete_step" || fn === "fail_step" ? args[3] : undefined, sent, acked, ok: true });
+          }
+          return rows;
+        },
+        (error) => {
+          if (fenced.has(fn)) {
+            record({ ev: "w", fn, run: args[1], token: args[2], key: fn === "complete_step" || fn === "fail_step" ? args[3] : undefined, sent, acked: Date.now(), code: sqlState(error) });
+          }
+          throw error;
+        });
+    },
+  }) as Sql;
+}
+
+const aiki = client({ url, max: 8 });
+const effects = postgres(url, { max: 4, onnotice: () => {}, connection: { application_name: "aiki" } });
+
+const workload = defineWorkload({
+  started(runId, stepKey, attempt) {
+    const exec = randomUUID();
+    record({ ev: "task", exec, run: runId, key: stepKey, attempt, t: Date.now() });
+    return exec;
+  },
+  async effect(runId, stepKey, execId, signal) {
+    // Retried until durable: the same execution counts once however often the statement is sent.
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        await effects`
+          insert into chaos_effects as e (run_id, step_key, count, execs)
+          values (${runId}::uuid, ${stepKey}, 1, array[${execId}::uuid])
+          on conflict (run_id, step_key) do update
+             set count = e.count + 1, execs = e.execs || excluded.execs
+           where not (excluded.execs[1] = any (e.execs))`;
+        record({ ev: "fx", exec: execId, run: runId, key: stepKey, t: Date.now() });
+        return;
+      } catch (error) {
+        if (signal.aborted) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  },
+});
+
+const instrumented: Client = { ...aiki, sql: instrument(aiki.sql) };
+const handle = await worker({
+  workflows: workload.workflows,
+  id: workerId,
+  concurrency: 16,
+  leaseMs,
+  pollMs: 1000,
+  inlineRetryMaxMs: 100,
+}).spawn(instrumented);
+record({ ev: "ready", t: Date.now(), pid: process.pid });
+process.send?.("ready");
+
+process.on("SIGTERM", () => {
+  void (async () => {
+    await handle.stop({ timeoutMs: 3000 });
+    record({ ev: "stopped", t: Date.now(), stats: handle.stats });
+    await aiki.close();
+    await effects.end({ timeout: 1 });
+    process.exit(0);
+  })();
+});
