@@ -68,6 +68,7 @@ export interface StartOptions {
   concurrencyKey?: string;
   timeoutMs?: number;
   retry?: unknown;
+  maxLeaseExpiries?: number;
 }
 
 export type Wait =
@@ -114,7 +115,8 @@ export async function startWorkflow(
     select run_id, created from aiki.start_workflow(
       ${workflow}, ${version}, ${jsonb(sql, input)}::jsonb, ${o.idempotencyKey ?? null}, ${o.queue ?? "default"},
       ${o.priority ?? 0}, ${o.startAt ?? null}, ${o.delayMs ?? null}, ${o.concurrencyKey ?? null},
-      ${o.timeoutMs ?? null}, ${o.retry === undefined ? null : jsonb(sql, o.retry)}::jsonb)`);
+      ${o.timeoutMs ?? null}, ${o.retry === undefined ? null : jsonb(sql, o.retry)}::jsonb,
+      ${o.maxLeaseExpiries ?? 5})`);
   return rows[0]!;
 }
 

@@ -16,6 +16,8 @@ export type HandleEvents<E extends EventMap> = {
   [K in keyof E]: { send(data: EventData<E[K]>, options?: { idempotencyKey?: string }): Promise<void> };
 };
 
+const notifiedStatuses: ReadonlySet<engine.RunStatus> = new Set(["completed", "failed", "cancelled", "paused"]);
+
 export class RunHandle<O = unknown, E extends EventMap = EventMap> {
   readonly events: HandleEvents<E>;
 
@@ -67,9 +69,12 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
         }
         const left = deadline - Date.now();
         if (left <= 0) return { success: false, cause: "timeout" };
-        // The slow re-read bounds the cost of a notification lost to a dropped connection.
+        // The engine notifies terminal states, pauses and resumes; other states (running,
+        // sleeping, …) change too often to notify on the hot path, so waits for them re-read
+        // every 250 ms. The slow re-read bounds a notification lost to a dropped connection.
         const nap = new AbortController();
-        await Promise.race([signalled, sleep(Math.min(left, 5_000), nap.signal)]);
+        const reread = notifiedStatuses.has(status) ? 5_000 : 250;
+        await Promise.race([signalled, sleep(Math.min(left, reread), nap.signal)]);
         nap.abort();
       }
     } finally {

@@ -209,6 +209,20 @@ as $$
   select pg_notify('aiki_wake', p_queue)
 $$;
 
+-- A running run gave up its slot (finished or suspended). Runs kept back by a concurrency key
+-- or a queue limit may now be claimable, and no other event would tell the workers: wake them.
+-- Unlimited, unkeyed runs (the common case) send nothing.
+create or replace function aiki._slot_freed(p_run aiki.runs) returns void
+language plpgsql volatile
+as $$
+begin
+  if p_run.status = 'running' and (p_run.concurrency_key is not null
+      or exists (select 1 from aiki.queues where name = p_run.queue and concurrency_limit is not null)) then
+    perform aiki._notify_queue(p_run.queue);
+  end if;
+end
+$$;
+
 -- Tell clients that wait for a run's status (SDK waitForStatus) to look again.
 create or replace function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) returns void
 language sql volatile

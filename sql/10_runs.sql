@@ -89,7 +89,7 @@ begin
     parent_step_key, retry, input)
   values (
     aiki._uuidv7(), p_parent_id, v_start,
-    case when p_timeout_ms is not null then v_now + aiki._check_duration('run timeout', p_timeout_ms) end,
+    case when p_timeout_ms is not null then v_start + aiki._check_duration('run timeout', p_timeout_ms) end,
     v_now, v_now, p_priority, p_max_lease_expiries,
     case when v_start > v_now then 'scheduled' else 'pending' end::aiki.run_status,
     p_workflow, p_version, p_queue, p_concurrency_key, p_idempotency_key,
@@ -264,6 +264,7 @@ begin
          lease_owner = null, lease_token = null, lease_expires_at = null
    where id = p_run.id;
   perform aiki._notify_status(p_run.id, p_status);
+  perform aiki._slot_freed(p_run);
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
   end if;

@@ -135,7 +135,8 @@ $$;
 -- `workflow@version` pairs in p_workflows (null: any), highest priority first, then oldest due.
 -- Returns {"now", "runs": [run with "journal" and "lease_token"], "next_due_at": ts | null}:
 -- next_due_at is the earliest future timer of any queue, so an idle worker can sleep until then
--- (now is the database's clock, so the worker needs no clock of its own).
+-- (now is the database's clock, so the worker needs no clock of its own); it is null when the
+-- claim is full, as a full claim is followed by another at once.
 -- Locks: due timers (SKIP LOCKED), then claimed runs (SKIP LOCKED); on the slow path, the
 -- queue's advisory lock first. Never blocks on a row lock. Raises AK003 on bad arguments.
 create or replace function aiki.claim(
@@ -147,6 +148,11 @@ create or replace function aiki.claim(
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- Generic plans: with a backlog, the planner guesses `available_at <= $now` matches a third of
+-- the table, judges the generic plan dear and re-plans these statements on every call (about
+-- 0.3 ms). The chosen indexes serve every parameter value (bench: claim latency with 100,000
+-- sleeping + 100,000 finished runs went from 1.6x to 1.0x of an empty table's).
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_now timestamptz := aiki.now();
@@ -216,9 +222,14 @@ begin
     'now', v_now,
     'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at)
                        filter (where leased.lease_expires_at > v_now), '[]'::jsonb),
-    'next_due_at', (select min(available_at) from aiki.runs
-                    where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
-                      and available_at > v_now)),
+    -- Only a short claim needs it: after a full one the worker claims again at once. Skipping
+    -- it spares a scan over the lease expiries of just-finished runs under load (bench).
+    -- Withheld overdue runs took slots that pending runs may still fill: claim again now.
+    'next_due_at', case when bool_or(leased.lease_expires_at <= v_now) then v_now
+                        when count(*) < p_limit then
+                     (select min(available_at) from aiki.runs
+                      where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
+                        and available_at > v_now) end),
          coalesce(bool_or(leased.lease_expires_at <= v_now), false)
   into v_result, v_overdue
   from leased;

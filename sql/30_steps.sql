@@ -157,6 +157,7 @@ begin
        set status = 'retrying', available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
            updated_at = v_now, lease_owner = null, lease_token = null, lease_expires_at = null
      where id = p_run_id;
+    perform aiki._slot_freed(v_run);
   end if;
   return jsonb_build_object(
     'status', 'retrying', 'attempts', v_attempts, 'retry_at', v_now + v_delay,
@@ -213,6 +214,8 @@ begin
    where id = p_run_id;
   if v_delay = interval '0' then
     perform aiki._notify_queue(v_run.queue);
+  else
+    perform aiki._slot_freed(v_run);
   end if;
   return jsonb_build_object('status', 'retrying', 'attempt', v_run.attempt + 1, 'retry_at', v_now + v_delay);
 end
@@ -239,7 +242,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_now timestamptz := aiki.now();
-  v_ids uuid[];
+  v_run_ids uuid[];
+  v_tokens uuid[];
   v_bad record;
   v_step record;
   v_done record;
@@ -249,15 +253,17 @@ begin
   if jsonb_typeof(p_writes) is distinct from 'array' or jsonb_array_length(p_writes) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
   end if;
-  select array_agg(distinct (w->>'run_id')::uuid) into v_ids from jsonb_array_elements(p_writes) w;
+  select array_agg((w->>'run_id')::uuid order by i), array_agg((w->>'lease_token')::uuid order by i)
+    into v_run_ids, v_tokens
+    from jsonb_array_elements(p_writes) with ordinality e(w, i);
   perform 1 from aiki.runs
-   where id = any(v_ids || array(select parent_id from aiki.runs where id = any(v_ids) and parent_id is not null))
+   where id = any(v_run_ids || array(select parent_id from aiki.runs where id = any(v_run_ids) and parent_id is not null))
    order by id
    for update;
 
-  select w->>'run_id' as run_id, r.status, r.lease_token, r.lease_owner, r.lease_expires_at into v_bad
-    from jsonb_array_elements(p_writes) w left join aiki.runs r on r.id = (w->>'run_id')::uuid
-   where r.id is null or r.status <> 'running' or r.lease_token is distinct from (w->>'lease_token')::uuid
+  select x.run_id, r.status, r.lease_owner, r.lease_expires_at into v_bad
+    from unnest(v_run_ids, v_tokens) x(run_id, lease_token) left join aiki.runs r on r.id = x.run_id
+   where r.id is null or r.status <> 'running' or r.lease_token is distinct from x.lease_token
       or r.lease_expires_at <= v_now
    limit 1;
   if found then
@@ -280,9 +286,8 @@ begin
       raise exception using errcode = 'AK003',
         message = format('invalid step kind %s for record', coalesce(quote_literal(left(v_step.kind, 100)), 'null'));
     end if;
-    perform aiki._check_key('step key', v_step.key);
-    perform aiki._check_name('step name', v_step.name);
-    perform aiki._check_payload('step output', v_step.output);
+    perform aiki._check_key('step key', v_step.key), aiki._check_name('step name', v_step.name),
+            aiki._check_payload('step output', v_step.output);
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
     values (v_step.run_id, v_step.key, v_step.kind::aiki.step_kind, 'completed', v_step.name, 1, v_step.output, v_now, v_now)
     on conflict (run_id, step_key) do nothing;

@@ -167,6 +167,7 @@ begin
      set status = v_status, available_at = v_available_at, updated_at = v_now,
          lease_owner = null, lease_token = null, lease_expires_at = null
    where id = p_run_id;
+  perform aiki._slot_freed(v_run);
   return jsonb_build_object('suspended', true, 'available_at', v_available_at);
 end
 $$;

@@ -196,6 +196,9 @@ create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) ret
 create function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
   language sql stable;
 
+create function aiki._slot_freed(p_run aiki.runs) returns void
+  language plpgsql volatile;
+
 create function aiki._step_json(p_step aiki.steps) returns jsonb
   language sql immutable;
 
@@ -213,7 +216,7 @@ create function aiki.cancel(p_run_id uuid, p_reason text DEFAULT NULL::text) ret
 grant execute on function aiki.cancel(uuid, text) to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.claim(p_worker text, p_workflows text[] DEFAULT NULL::text[], p_queues text[] DEFAULT ARRAY['default'::text], p_limit integer DEFAULT 1, p_lease_ms integer DEFAULT 30000) returns jsonb
-  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+  language plpgsql volatile security definer set plan_cache_mode = force_generic_plan set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.claim(text, text[], text[], integer, integer) to aiki_admin, aiki_worker;
 
 create function aiki.complete_run(p_run_id uuid, p_lease_token uuid, p_output jsonb DEFAULT 'null'::jsonb) returns void

@@ -44,6 +44,8 @@ export interface StartOptions {
   concurrencyKey?: string;
   /** The run fails with DeadlineExceeded if not finished this long after the start. */
   timeout?: Duration;
+  /** Lease expiries (crashed or frozen workers) after which the run fails as CrashLoop. Default: 5. */
+  maxLeaseExpiries?: number;
 }
 
 export interface ChildStartOptions {
@@ -98,6 +100,7 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
       concurrencyKey: options.concurrencyKey,
       timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
       retry: this.options.retry,
+      maxLeaseExpiries: options.maxLeaseExpiries,
     });
     return new RunHandle<O, E>(client, run_id, this.events);
   }

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { z } from "zod";
 import {
-  IdempotencyConflictError, InvalidTransitionError, RunFailedError, RunNotFoundError, SchemaValidationError,
+  IdempotencyConflictError, InvalidTransitionError, PayloadTooLargeError, RunFailedError, RunNotFoundError, SchemaValidationError,
   TaskFailedError, event, task, workflow, type Client,
 } from "../index.js";
 import * as engine from "../engine.js";
@@ -124,6 +124,45 @@ describe("workflow.start", () => {
     assert.equal(error.status, "failed");
     assert.equal(error.details?.name, "DeadlineExceeded");
     assert.equal((await handle.get()).status, "failed");
+  });
+
+  it("with a timeout, fails a run whose task is still running at the deadline and aborts the task", async () => {
+    const aborted = latch("the task's signal to abort");
+    const counts = new Counts();
+    const wf = workflow({ name: unique("deadline-task") }).v("1", {
+      async handler(run) {
+        return task({
+          name: "endless",
+          async handler(_: null, ctx) {
+            counts.bump("endless");
+            await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+            aborted.raise();
+            return "too late";
+          },
+        }).start(run, null);
+      },
+    });
+    // The worker learns of the deadline at its next heartbeat (a third of the lease).
+    const w = await env.spawn({ workflows: [wf], leaseMs: 900 });
+    const handle = await wf.start(env.aiki, null, { timeout: { milliseconds: 300 } });
+    const error = await rejects(handle.result({ timeout: 10_000 }), RunFailedError);
+    assert.equal(error.details?.name, "DeadlineExceeded");
+    await aborted.wait(5_000);
+    await until("the worker to drop the run", () => (w.active().length === 0 ? true : undefined));
+    assert.equal(counts.get("endless"), 1);
+    assert.deepEqual((await handle.get()).journal, [], "the late result was fenced off");
+  });
+
+  it("with maxLeaseExpiries, fails the run as CrashLoop after that many lost leases", async () => {
+    const wf = workflow({ name: unique("crashloop") }).v("1", { handler: async () => null });
+    const handle = await wf.start(env.aiki, null, { maxLeaseExpiries: 1 });
+    // A worker that claims and then dies: its lease runs out unrenewed.
+    await engine.claim(env.sql, "dying-worker", [wf.key], ["default"], 1, 100);
+    await until("the expired lease to fail the run", async () => {
+      await engine.claim(env.sql, "other-worker", ["nothing@0"], ["default"], 1, 100);
+      return (await handle.status()) === "failed" ? true : undefined;
+    });
+    assert.equal(((await handle.get()).error as { name: string }).name, "CrashLoop");
   });
 
   it("rejects input that does not match the version's zod schema, writing no run", async () => {
@@ -338,9 +377,9 @@ describe("zod schemas", () => {
       },
     });
     await env.spawn({ workflows: [wf] });
-    const output = await (await wf.start(env.aiki, null)).result({ timeout: 10_000 });
+    const output = await (await wf.start(env.aiki, null)).result({ timeout: 10_000 }) as { failed: string; message: string };
     assert.equal(output.failed, "SchemaValidationError");
-    assert.match(output.message as string, /output of task quote/);
+    assert.match(output.message, /output of task quote/);
     assert.equal(counts.get("quote"), 1);
   });
 
@@ -372,5 +411,42 @@ describe("zod schemas", () => {
     await env.spawn({ workflows: [parent, child] });
     assert.equal(await (await parent.start(env.aiki, null)).result({ timeout: 10_000 }), "SchemaValidationError");
     assert.equal(await runsOf(child.name), 0);
+  });
+});
+
+describe("payload limits", () => {
+  const big = "x".repeat(1_100_000);
+
+  it("rejects a start whose input is over the engine's limit, writing no run", async () => {
+    const wf = workflow({ name: unique("big-input") }).v("1", { handler: async (_run, input: string) => input.length });
+    await rejects(wf.start(env.aiki, big), PayloadTooLargeError);
+    assert.equal(await runsOf(wf.name), 0);
+  });
+
+  it("fails the run with PayloadTooLargeError when the handler returns too much; the worker carries on", async () => {
+    const wf = workflow({ name: unique("big-output") }).v("1", {
+      handler: async (_run, size: number) => "x".repeat(size),
+    });
+    const w = await env.spawn({ workflows: [wf] });
+    const error = await rejects((await wf.start(env.aiki, big.length)).result({ timeout: 10_000 }), RunFailedError);
+    assert.equal(error.status, "failed");
+    assert.equal(error.details?.name, "PayloadTooLargeError");
+    assert.equal(await (await wf.start(env.aiki, 3)).result({ timeout: 10_000 }), "xxx");
+    await until("the worker to count both runs", () => (w.stats.ended.failed + w.stats.ended.completed === 2 ? true : undefined));
+  });
+
+  it("hands the workflow PayloadTooLargeError when a task returns too much", async () => {
+    const huge = task({ name: "huge", handler: () => big });
+    const wf = workflow({ name: unique("big-task") }).v("1", {
+      async handler(run) {
+        try {
+          return await huge.start(run, null);
+        } catch (error) {
+          return (error as Error).name;
+        }
+      },
+    });
+    await env.spawn({ workflows: [wf] });
+    assert.equal(await (await wf.start(env.aiki, null)).result({ timeout: 10_000 }), "PayloadTooLargeError");
   });
 });

@@ -49,7 +49,7 @@ describe("task retry", () => {
     const attempts: number[] = [];
     const slow = task({
       name: "slow-retry",
-      retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 500 },
+      retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 800 },
       handler(_: null, ctx) {
         attempts.push(ctx.attempt);
         if (ctx.attempt === 1) throw new Error("card declined");
@@ -66,6 +66,8 @@ describe("task retry", () => {
     const first = await env.spawn({ workflows: [wf], inlineRetryMaxMs: 50 });
     const started = Date.now();
     const handle = await wf.start(env.aiki, null);
+    // Stop the first worker as soon as it let go of the run (well before the retry is due), so
+    // the suspended state can be inspected at leisure.
     await until("the run to suspend for its retry", () => (first.stats.ended.retrying === 1 ? true : undefined));
     await first.stop();
 
@@ -80,7 +82,7 @@ describe("task retry", () => {
 
     await env.spawn({ workflows: [wf], inlineRetryMaxMs: 50 });
     assert.equal(await handle.result({ timeout: 10_000 }), 2);
-    assert.ok(Date.now() - started >= 500, "not before the retry was due");
+    assert.ok(Date.now() - started >= 800, "not before the retry was due");
     assert.deepEqual(attempts, [1, 2]);
     assert.equal(counts.get("handler"), 2, "the run was claimed again for the second attempt");
     const step = stepOf(await handle.get(), "slow-retry#1");

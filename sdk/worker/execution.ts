@@ -15,6 +15,14 @@
 // to the engine in one `suspend`: either some resolved at once (the handler continues) or the
 // run is released and this execution ends, its handler left pending forever.
 //
+// Deferred records. With a recorder (the worker's group commit), a small task result reaches the
+// code before it is durable, and is recorded before the run's next durable effect — the next
+// task's body, a wait, a child start, the run's end — or at the latest once the handler is idle
+// (setImmediate). So no task starts before the steps before it are recorded, and a workflow that
+// returns right after its last task records that step and its end in one write. A crash in
+// between costs what a crash just before the record costs: the task runs again. The code sees
+// the result as JSON, exactly as a replay will.
+//
 // End states: completed, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
 // unreachable; the lease will expire and another worker replays the run).
@@ -30,7 +38,7 @@ import {
 } from "../errors.js";
 import { validate } from "../schema.js";
 import { sleep } from "../sleep.js";
-import type { Recorder } from "./recorder.js";
+import type { Recorder, StepWrite } from "./recorder.js";
 
 export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
@@ -39,9 +47,16 @@ export interface ExecutionSettings {
   log: (line: string) => void;
   /** Task retries due within this many ms wait in-process instead of suspending the run. */
   inlineRetryMaxMs: number;
+  /** The database clock minus this process's, at the claim: turns the journal's times into waits. */
+  clockOffsetMs?: number;
   /** Batches step records and run ends with other executions' (group commit). Default: none. */
   recorder?: Recorder;
+  /** Called once the handler has returned or thrown and the run's last write is on its way. */
+  onSettled?: () => void;
 }
+
+/** Names the engine accepts (aiki._check_name); others take the undeferred path and its error. */
+const STEP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:\/-]{0,127}$/;
 
 const EXECUTION = Symbol("aiki.execution");
 const MISMATCH = Symbol("aiki.mismatch");
@@ -84,6 +99,9 @@ export class Execution {
   private readonly counters = new Map<string, number>();
   private readonly waits = new Map<string, OpenWait>();
   private childQueue: QueuedChild[] = [];
+  /** Task results the code has, not recorded yet (see "Deferred records"). */
+  private deferred: StepWrite[] = [];
+  private deferredWrite: Promise<void> = Promise.resolve();
 
   constructor(
     readonly record: engine.ClaimedRun,
@@ -109,7 +127,12 @@ export class Execution {
   start(): Promise<ExecutionEnd> {
     Promise.resolve()
       .then(() => this.definition.options.handler(this.run, this.record.input))
-      .then((output) => this.onReturn(output), (error) => this.onThrow(error));
+      .then((output) => this.onReturn(output), (error) => this.onThrow(error))
+      .catch((error) => {
+        // The engine refused even the run's failure: leave the run to lease expiry.
+        this.settings.log(`run ${this.id}: could not record the run's end: ${String(error)}`);
+        this.end("abandoned");
+      });
     return this.done;
   }
 
@@ -134,6 +157,13 @@ export class Execution {
     this.busy++;
     try {
       if (!(await this.replayReached({ key, kind: "task", name: options.name }))) return never();
+      if (!(await this.recordDeferred())) return never();
+      if (step?.status === "retrying" && step.wake_at) {
+        // An in-process retry delay interrupted by a crash: the next attempt keeps its due time.
+        const dueInMs = Date.parse(step.wake_at) - (Date.now() + (this.settings.clockOffsetMs ?? 0));
+        if (dueInMs > 0) await sleep(dueInMs, this.abort.signal);
+        if (this.ended) return never();
+      }
       for (;;) {
         let output: O;
         try {
@@ -161,6 +191,8 @@ export class Execution {
           continue;
         }
         if (this.ended) return never();
+        const deferred = this.defer(key, options.name, output);
+        if (deferred) return deferred.output as O;
         const recorded = await this.write(() => this.completeStep(key, "task", options.name, output));
         return recorded.output as O;
       }
@@ -316,6 +348,7 @@ export class Execution {
     // Runs in setImmediate, when replay has reached every entry it can.
     const first = batch[0]!.start;
     if (this.diverged({ key: first.key, kind: "child", name: first.workflow })) return;
+    if (!(await this.recordDeferred())) return;
     try {
       const ids = await this.write(() => engine.startChildren(
         this.settings.sql, this.id, this.leaseToken, batch.map((c) => c.start)));
@@ -342,6 +375,7 @@ export class Execution {
     if (this.diverged(fresh.wait)) return;
     this.suspending = true;
     try {
+      if (!(await this.recordDeferred())) return;
       const result = await this.write(() => engine.suspend(
         this.settings.sql, this.id, this.leaseToken, open.map((w) => w.wait)));
       if (result.suspended) {
@@ -367,6 +401,34 @@ export class Execution {
   }
 
   // ---- writes and the run's end --------------------------------------------------------------
+
+  /** Hands a small task result to the code unrecorded (see "Deferred records"), as JSON. */
+  private defer(key: string, name: string, output: unknown): { output: unknown } | undefined {
+    if (!this.settings.recorder || !STEP_NAME.test(name)) return undefined;
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(output ?? null);
+    } catch {
+      return undefined;
+    }
+    if (json === undefined || json.length > 65_536 || json.includes("\\u0000")) return undefined;
+    const step: StepWrite = { key, kind: "task", name, output: JSON.parse(json) };
+    this.deferred.push(step);
+    setImmediate(() => void this.recordDeferred());
+    return { output: step.output };
+  }
+
+  /** Records the deferred steps, after any such write in flight; false once the run is over. */
+  private async recordDeferred(): Promise<boolean> {
+    if (this.deferred.length > 0) {
+      const steps = this.deferred.splice(0);
+      this.deferredWrite = this.deferredWrite
+        .then(() => this.write(() => this.settings.recorder!.completeSteps(this.id, this.leaseToken, steps)))
+        .catch((error) => void this.failRun(error));
+    }
+    await this.deferredWrite;
+    return !this.ended && !this.settled;
+  }
 
   private completeStep(key: string, kind: "task" | "value", name: string, output: unknown): Promise<engine.StepRecord> {
     return this.settings.recorder
@@ -417,9 +479,19 @@ export class Execution {
       return this.onThrow(error);
     }
     this.settled = true;
-    await this.write(() => this.settings.recorder
-      ? this.settings.recorder.completeRun(this.id, this.leaseToken, valid)
-      : engine.completeRun(this.settings.sql, this.id, this.leaseToken, valid));
+    this.settings.onSettled?.();
+    await this.deferredWrite;
+    if (this.ended) return;
+    const steps = this.deferred.splice(0);
+    try {
+      await this.write(() => this.settings.recorder
+        ? this.settings.recorder.completeRun(this.id, this.leaseToken, valid, steps)
+        : engine.completeRun(this.settings.sql, this.id, this.leaseToken, valid));
+    } catch (error) {
+      // The engine refused the output (e.g. AK007, over the size limit): the run fails with that.
+      this.settled = false;
+      return this.failRun(error);
+    }
     this.end("completed");
   }
 
@@ -431,6 +503,9 @@ export class Execution {
   private async failRun(error: unknown): Promise<void> {
     if (this.ended || this.settled) return;
     this.settled = true;
+    this.settings.onSettled?.();
+    await this.recordDeferred();
+    if (this.ended) return;
     const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError;
     if (error instanceof NonDeterminismError) this.settings.log(error.message);
     const outcome = await this.write(() => engine.failRun(

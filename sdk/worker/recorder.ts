@@ -12,6 +12,8 @@ import type { Sql } from "postgres";
 import * as engine from "../engine.js";
 import { AikiError } from "../errors.js";
 
+export type StepWrite = NonNullable<engine.RecordWrite["steps"]>[number];
+
 interface Pending {
   write: engine.RecordWrite;
   resolve(recorded: (engine.StepRecord | null)[]): void;
@@ -46,9 +48,14 @@ export class Recorder {
     return recorded ?? { ...step, status: "completed", attempts: 1, error: null, child_id: null, wake_at: null };
   }
 
-  /** Completes the run with `output`, as complete_run does. */
-  async completeRun(runId: string, leaseToken: string, output: unknown): Promise<void> {
-    await this.submit({ run_id: runId, lease_token: leaseToken, complete: true, output });
+  /** Records steps handed to the code before they were durable (see Execution), in one write. */
+  async completeSteps(runId: string, leaseToken: string, steps: StepWrite[]): Promise<void> {
+    await this.submit({ run_id: runId, lease_token: leaseToken, steps });
+  }
+
+  /** Records `steps` (if any), then completes the run with `output`, as complete_run does. */
+  async completeRun(runId: string, leaseToken: string, output: unknown, steps: StepWrite[] = []): Promise<void> {
+    await this.submit({ run_id: runId, lease_token: leaseToken, steps, complete: true, output });
   }
 
   private submit(write: engine.RecordWrite): Promise<(engine.StepRecord | null)[]> {

@@ -278,10 +278,13 @@ describe("claim", () => {
       assert.equal(failed.error.name, "DeadlineExceeded");
     });
 
-    it("fails a scheduled run whose deadline comes before it would start", async () => {
+    it("measures a delayed run's deadline from its start time, not from the start request", async () => {
       const id = await startRun(h.sql, { timeoutMs: 1000, delayMs: 5000 });
+      assert.equal(ms((await getRun(h.sql, id)).deadline_at), Date.parse(at(6000)));
       await setNow(h.sql, at(5000));
-      assert.deepEqual((await claim(h.sql)).runs, []);
+      assert.deepEqual((await claim(h.sql)).runs.map((r: { id: string }) => r.id), [id]);
+      await setNow(h.sql, at(6000));
+      await claim(h.sql);
       assert.equal((await getRun(h.sql, id)).error.name, "DeadlineExceeded");
     });
 
@@ -292,6 +295,18 @@ describe("claim", () => {
       const run = await getRun(h.sql, id);
       assert.equal(run.status, "failed");
       assert.equal(run.error.name, "DeadlineExceeded");
+    });
+
+    it("a claim that withheld an overdue run says to claim again at once (next_due_at = now)", async () => {
+      const overdue = await startRun(h.sql, { timeoutMs: 1000 });
+      await setNow(h.sql, at(500));
+      const behind = await startRun(h.sql);
+      await setNow(h.sql, at(1000));
+      const first = await claim(h.sql, { limit: 1 });
+      assert.deepEqual(first.runs, []);
+      assert.equal(ms(first.next_due_at), Date.parse(at(1000)), "the worker must not sleep: runs are waiting");
+      assert.equal(await status(h.sql, overdue), "failed");
+      await claimOne(h.sql, { expect: behind });
     });
   });
 

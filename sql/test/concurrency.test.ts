@@ -118,6 +118,52 @@ describe("claim vs claim", () => {
   });
 });
 
+describe("start_workflow vs start_workflow", () => {
+  const start = (s: Sql, input: number) =>
+    s`select * from aiki.start_workflow('order', '1', ${jsonb(s, input)}, 'same-key')`;
+
+  it("the same idempotency key from two sessions: the second waits, then returns the first's run", async () => {
+    let first!: { run_id: string; created: boolean };
+    const second = await race(async (tx) => {
+      [first] = (await start(tx, 1)) as any;
+    }, (s) => start(s, 1));
+    assert.equal(first.created, true);
+    assert.deepEqual((second.value as any)[0], { run_id: first.run_id, created: false });
+    const [row] = await h.sql`select count(*)::int as n from aiki.runs`;
+    assert.equal(row!.n, 1);
+  });
+
+  it("the same key with another input from two sessions: the second gets AK004", async () => {
+    const second = await race((tx) => start(tx, 1), (s) => start(s, 2));
+    await expectSqlState(Promise.reject(second.error), "AK004", /with another input/);
+  });
+
+  it("when the first start rolls back, the second creates the run", async () => {
+    let contender!: ReturnType<typeof inFlight<unknown>>;
+    await a.begin(async (tx) => {
+      await start(tx as unknown as Sql, 1);
+      contender = inFlight(start(b, 1));
+      await waitUntilBlocked(h.db.sql, pidB);
+      throw new Error("roll back");
+    }).catch((e) => assert.equal(e.message, "roll back"));
+    await contender.promise;
+    assert.equal((contender.value as any)[0].created, true);
+  });
+});
+
+describe("send_event vs send_event", () => {
+  it("the same idempotency key from two sessions stores one event; both get its id", async () => {
+    const run = await startAndClaim(h.sql);
+    let firstId!: string;
+    const second = await race(async (tx) => {
+      [{ id: firstId }] = (await tx`select aiki.send_event(${run.id}::uuid, 'paid', '1', 'k') as id`) as any;
+    }, (s) => s`select aiki.send_event(${run.id}::uuid, 'paid', '1', 'k') as id`);
+    assert.equal((second.value as any)[0].id, firstId);
+    const [row] = await h.sql`select count(*)::int as n from aiki.events`;
+    assert.equal(row!.n, 1);
+  });
+});
+
 describe("send_event vs suspend", () => {
   it("suspend first, event second: the event sees the new wait and wakes the run", async () => {
     const run = await startAndClaim(h.sql);

@@ -120,6 +120,25 @@ describe("aiki_wake", () => {
     assert.deepEqual(await wake.drain(), ["r"]);
   });
 
+  it("a keyed or queue-limited run that finishes or suspends notifies its queue; an unlimited, unkeyed one does not", async () => {
+    const keyed = await startAndClaim(h.sql, { queue: "keyed", concurrencyKey: "customer-1" });
+    await startRun(h.sql, { queue: "keyed", concurrencyKey: "customer-1" });
+    await wake.drain();
+    await completeRun(h.sql, keyed);
+    assert.deepEqual(await wake.drain(), ["keyed"], "the run waiting for the key is claimable now");
+
+    await h.sql`select aiki.set_queue('limited', 1)`;
+    const limited = await startAndClaim(h.sql, { queue: "limited" });
+    await wake.drain();
+    await suspend(h.sql, limited, [{ key: "nap#1", kind: "sleep", name: "nap", duration_ms: 60_000 }]);
+    assert.deepEqual(await wake.drain(), ["limited"], "the queue's slot is free again");
+
+    const plain = await startAndClaim(h.sql, { queue: "plain" });
+    await wake.drain();
+    await completeRun(h.sql, plain);
+    assert.deepEqual(await wake.drain(), []);
+  });
+
   it("set_queue and resume_queue notify; pause_queue does not", async () => {
     await h.sql`select aiki.pause_queue('q')`;
     assert.deepEqual(await wake.drain(), []);
