@@ -203,6 +203,28 @@ $aiki_0001_init$;
 end
 $aiki_bundle$;
 
+-- migration 0002_steps_waiting_child
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0002_steps_waiting_child') then
+    execute $aiki_0002_steps_waiting_child$-- 0002_steps_waiting_child: a child's end finds its parent's wait for it by index.
+--
+-- _deliver_to_parent looks up the parent's waiting `wait_child` step by (run_id, kind, child_id).
+-- With steps_waiting on (run_id, kind) only, it scanned every open wait of the parent, once per
+-- finishing child: quadratic in a fan-in (bench: 1,000 children took 81 µs per delivery, 0.1 s in
+-- all, under the parent's lock). The wider index still serves every (run_id) and (run_id, kind)
+-- lookup the old one did.
+
+drop index aiki.steps_waiting;
+
+create index steps_waiting on aiki.steps (run_id, kind, child_id)
+  where status = 'waiting';
+$aiki_0002_steps_waiting_child$;
+    insert into aiki.migrations (name) values ('0002_steps_waiting_child');
+  end if;
+end
+$aiki_bundle$;
+
 -- functions 00_core
 -- aiki engine: shared core — the clock, ids, validation, retry arithmetic and wake-ups.
 --
@@ -446,10 +468,14 @@ $$;
 
 -- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
 -- one transaction share a time; the SDK looks steps up by key, so the order is for readers).
+-- PL/pgSQL, not SQL: a SQL function with a subquery is not inlined, and PostgreSQL (up to 17)
+-- plans its body anew for every statement that calls it, 0.15 ms per claim (bench); PL/pgSQL
+-- keeps the plan for the session.
 create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
-language sql stable
+language plpgsql stable
 as $$
-  select jsonb_build_object(
+begin
+  return jsonb_build_object(
     'id', p_run.id,
     'workflow', p_run.workflow,
     'version', p_run.version,
@@ -478,7 +504,8 @@ as $$
                 'child_id', s.child_id, 'wake_at', s.wake_at)
               order by s.created_at, s.step_key)
        from aiki.steps s where s.run_id = p_run.id), '[]'::jsonb))
-     else '{}'::jsonb end
+     else '{}'::jsonb end;
+end
 $$;
 
 -- Inserts a run, or finds the one its idempotency key names. Shared by start_workflow and
@@ -578,13 +605,18 @@ create or replace function aiki.start_workflow(
   p_retry jsonb default null,
   p_max_lease_expiries integer default 5)
 returns table (run_id uuid, created boolean)
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select r.run_id, r.created
-  from aiki._insert_run(p_workflow, p_version, p_input, p_idempotency_key, p_queue, p_priority,
-                        p_start_at, p_delay_ms, p_concurrency_key, p_timeout_ms, p_retry,
-                        p_max_lease_expiries, null, null) r
+begin
+  -- PL/pgSQL keeps this statement's plan for the session; as a SQL function it was planned
+  -- on every call (see _run_json).
+  return query
+    select r.run_id, r.created
+    from aiki._insert_run(p_workflow, p_version, p_input, p_idempotency_key, p_queue, p_priority,
+                          p_start_at, p_delay_ms, p_concurrency_key, p_timeout_ms, p_retry,
+                          p_max_lease_expiries, null, null) r;
+end
 $$;
 
 -- One run with its journal. Raises AK002 when there is no such run.
@@ -1001,8 +1033,8 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 -- Generic plans: with a backlog, the planner guesses `available_at <= $now` matches a third of
 -- the table, judges the generic plan dear and re-plans these statements on every call (about
--- 0.3 ms). The chosen indexes serve every parameter value (bench: claim latency with 100,000
--- sleeping + 100,000 finished runs went from 1.6x to 1.0x of an empty table's).
+-- 0.3 ms). The chosen indexes serve every parameter value (bench: claim latency with a backlog
+-- of 100,000 sleeping and finished runs went from 1.6x to 1.0x of an empty table's).
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1030,7 +1062,14 @@ begin
   end if;
   v_lease := p_lease_ms * interval '1 millisecond';
 
-  perform aiki._promote_due(v_now, greatest(p_limit, 100));
+  -- The probe first: most claims find nothing due, and the call alone costs more (bench). The
+  -- earliest timer, in index order: an `exists` here was planned as a table scan expecting an
+  -- early match, and read a whole backlog of future timers (13 ms with 100,000 runs).
+  if (select available_at from aiki.runs
+      where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at is not null
+      order by available_at limit 1) <= v_now then
+    perform aiki._promote_due(v_now, greatest(p_limit, 100));
+  end if;
 
   foreach v_queue in array p_queues loop
     v_want := p_limit - cardinality(v_ids);
@@ -1091,10 +1130,22 @@ begin
 end
 $$;
 
--- Renews every lease p_worker still holds (never past a run's deadline) and records the worker
+-- Renews the leases p_worker still holds (never past a run's deadline) and records the worker
 -- as alive. Returns the renewed runs; a run the worker thinks it holds but that is missing here
 -- was lost (expired and reclaimed, cancelled or paused) and must be abandoned quietly.
-create or replace function aiki.heartbeat(p_worker text, p_lease_ms integer default 30000)
+--
+-- p_lease_tokens names the leases the worker knows it holds; only those are renewed. A claim
+-- whose answer never reached the worker (the connection died after the commit) leased runs the
+-- worker never executes: renewing every run leased to p_worker would keep them `running`
+-- forever (found by the chaos suite). Null renews every lease of p_worker, for SQL callers that
+-- keep no tokens.
+--
+-- Locks the renewed runs in id order, the order aiki.record locks a worker's runs in: in scan
+-- order, a heartbeat and a group commit of the same worker deadlocked (40P01 after
+-- deadlock_timeout, long enough for the leases to expire).
+drop function if exists aiki.heartbeat(text, integer);
+create or replace function aiki.heartbeat(
+  p_worker text, p_lease_ms integer default 30000, p_lease_tokens uuid[] default null)
 returns table (run_id uuid, lease_token uuid, lease_expires_at timestamptz)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1110,11 +1161,18 @@ begin
   insert into aiki.workers (id, started_at, last_seen) values (p_worker, v_now, v_now)
   on conflict (id) do update set last_seen = excluded.last_seen;
   return query
+    with held as (
+      select h.id from aiki.runs h
+       where h.status = 'running' and h.lease_owner = p_worker and h.lease_expires_at > v_now
+         and (p_lease_tokens is null or h.lease_token = any(p_lease_tokens))
+       order by h.id
+         for update)
     update aiki.runs r
        set lease_expires_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
            available_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
            updated_at = v_now
-     where r.status = 'running' and r.lease_owner = p_worker and r.lease_expires_at > v_now
+      from held
+     where r.id = held.id
     returning r.id, r.lease_token, r.lease_expires_at;
 end
 $$;
@@ -1283,10 +1341,16 @@ $$;
 --       the run is released until retry_at (status `retrying`); the worker drops it;
 --   {"status": "failed", "attempts"}
 --       attempts exhausted or p_non_retryable: the error is journalled for the code to see.
+-- p_attempt, the attempt that failed as the worker counts it (1 for the first), makes the call
+-- idempotent: when the journal already counts that attempt, the first call committed and its
+-- answer was lost, and the repeated call answers as the first one did instead of spending a
+-- retry the task never used (found by sdk/test/faults.test.ts). Null counts every call.
 -- AK001 on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash.
+drop function if exists aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint);
 create or replace function aiki.fail_step(
   p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_error jsonb,
-  p_retry jsonb default null, p_non_retryable boolean default false, p_inline_max_ms bigint default 0)
+  p_retry jsonb default null, p_non_retryable boolean default false, p_inline_max_ms bigint default 0,
+  p_attempt integer default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1303,6 +1367,9 @@ begin
   perform aiki._check_name('step name', p_name);
   perform aiki._check_payload('step error', p_error);
   perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  if p_attempt is not null and p_attempt < 1 then
+    raise exception using errcode = 'AK003', message = format('invalid attempt %s', p_attempt), hint = 'attempts count from 1';
+  end if;
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
 
   v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
@@ -1311,6 +1378,13 @@ begin
       message = format('step %s of run %s already completed and cannot fail', quote_literal(p_step_key), p_run_id);
   elsif v_step.status = 'failed' then
     return aiki._step_json(v_step) || jsonb_build_object('status', 'failed');
+  elsif v_step.status = 'retrying' and v_step.attempts >= p_attempt then
+    -- The repeat of a call that committed. Had it suspended the run, _lock_lease would have
+    -- refused this one (AK001): the worker kept its lease and waits in-process.
+    return jsonb_build_object(
+      'status', 'retrying', 'attempts', v_step.attempts, 'retry_at', v_step.wake_at,
+      'delay_ms', greatest(0, floor(extract(epoch from v_step.wake_at - v_now) * 1000))::bigint,
+      'suspended', false);
   end if;
 
   v_attempts := coalesce(v_step.attempts, 0) + 1;
@@ -1593,15 +1667,23 @@ declare
   v_child_id uuid;
   v_wake_at timestamptz;
   v_step aiki.steps;
-  v_resolved jsonb := '[]';
+  -- An array, turned into JSON once: appending to a jsonb array copies it, quadratic in the
+  -- number of waits resolved at once (a fan-in whose children finished first).
+  v_resolved jsonb[] := '{}';
   v_available_at timestamptz;
   v_status aiki.run_status;
+  v_known jsonb;
 begin
   if jsonb_typeof(p_waits) is distinct from 'array' or jsonb_array_length(p_waits) not between 1 and 10000 then
     raise exception using errcode = 'AK003',
       message = 'suspend needs a JSON array of 1-10000 waits';
   end if;
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
+  -- Keys already in the journal are checked and locked one by one; new ones need no row lock,
+  -- as the run's lock orders its journal writes (a lookup less per wait).
+  select coalesce(jsonb_object_agg(step_key, true), '{}') into v_known
+    from aiki.steps
+   where run_id = p_run_id and step_key = any(array(select w->>'key' from jsonb_array_elements(p_waits) w));
 
   for v_wait in select value from jsonb_array_elements(p_waits) loop
     if jsonb_typeof(v_wait) is distinct from 'object' then
@@ -1623,7 +1705,9 @@ begin
           message = format('invalid child id %s', coalesce(left(v_wait->>'child_id', 100), 'null'));
       end if;
       v_child_id := (v_wait->>'child_id')::uuid;
-      if not exists (select 1 from aiki.runs where id = v_child_id and parent_id = p_run_id) then
+      -- By primary key: matched on (id, parent_id), the planner may walk runs_children, all of
+      -- the parent's children for each wait (a 1,000-child fan-in: 46 µs a wait, bench).
+      if (select parent_id from aiki.runs where id = v_child_id) is distinct from p_run_id then
         raise exception using errcode = 'AK003',
           message = format('run %s is not a child of run %s', coalesce(v_child_id::text, 'null'), p_run_id);
       end if;
@@ -1636,7 +1720,7 @@ begin
     -- as the name, null for a missing child, which must read "not a child", not "invalid name".
     v_name := aiki._check_name(v_kind || ' name', v_wait->>'name');
 
-    v_step := aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name);
+    v_step := case when v_known ? v_key then aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name) end;
     if v_step.status is null then
       insert into aiki.steps (run_id, step_key, kind, status, name, wake_at, child_id, created_at)
       values (p_run_id, v_key, v_kind::aiki.step_kind, 'waiting', v_name, v_wake_at, v_child_id, v_now)
@@ -1650,8 +1734,8 @@ begin
     end if;
   end loop;
 
-  if jsonb_array_length(v_resolved) > 0 then
-    return jsonb_build_object('suspended', false, 'resolved', v_resolved);
+  if cardinality(v_resolved) > 0 then
+    return jsonb_build_object('suspended', false, 'resolved', to_jsonb(v_resolved));
   end if;
 
   select min(wake_at),
@@ -1802,18 +1886,29 @@ declare
   v_child_id uuid;
   v_priority bigint;
   v_ids uuid[] := '{}';
+  v_known jsonb;
 begin
   if jsonb_typeof(p_children) is distinct from 'array' or jsonb_array_length(p_children) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'start_children needs a JSON array of 1-10000 children';
   end if;
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
+  -- Keys already in the journal (a replay) are checked and locked one by one; new keys need no
+  -- row lock, as the run's lock orders its journal writes (saves a lookup per child: 20 µs).
+  select coalesce(jsonb_object_agg(step_key, true), '{}') into v_known
+    from aiki.steps
+   where run_id = p_run_id and step_key = any(array(select c->>'key' from jsonb_array_elements(p_children) c));
 
   for v_child in select value from jsonb_array_elements(p_children) loop
     if jsonb_typeof(v_child) is distinct from 'object' then
       raise exception using errcode = 'AK003', message = format('invalid child %s: expected an object', left(v_child::text, 200));
     end if;
     v_key := aiki._check_key('step key', v_child->>'key');
-    v_step := aiki._lock_step(p_run_id, v_key, 'child', aiki._check_name('workflow name', v_child->>'workflow'));
+    if v_known ? v_key then
+      v_step := aiki._lock_step(p_run_id, v_key, 'child', aiki._check_name('workflow name', v_child->>'workflow'));
+    else
+      v_step := null;
+      perform aiki._check_name('workflow name', v_child->>'workflow');
+    end if;
     if v_step.child_id is not null then
       v_ids := v_ids || v_step.child_id;
       continue;
@@ -2000,10 +2095,10 @@ to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function
   aiki.claim(text, text[], text[], integer, integer),
-  aiki.heartbeat(text, integer),
+  aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),
   aiki.complete_step(uuid, uuid, text, text, text, jsonb),
-  aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint),
+  aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint, integer),
   aiki.suspend(uuid, uuid, jsonb),
   aiki.sleep(uuid, uuid, text, text, bigint),
   aiki.wait_event(uuid, uuid, text, text, bigint),

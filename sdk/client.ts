@@ -1,6 +1,9 @@
 // The client: a postgres.js pool plus, lazily, one LISTEN connection for status waits and
-// worker wake-ups. Options are resolved here and nowhere else.
-import postgres, { type Sql } from "postgres";
+// worker wake-ups. Options are resolved here and nowhere else. The pool replaces itself after a
+// connection failure, because postgres.js can strand queries on a closed connection
+// (sdk/db/pool.ts).
+import type { Sql } from "postgres";
+import { healingPool } from "./db/pool.js";
 import { InvalidInputError } from "./errors.js";
 import { Notifications } from "./listener.js";
 import * as engine from "./engine.js";
@@ -28,7 +31,7 @@ export interface Client {
 export function client(options: ClientOptions = {}): Client {
   const url = options.url ?? process.env.DATABASE_URL;
   if (!url) throw new InvalidInputError("AK003", "no database: pass client({ url }) or set DATABASE_URL");
-  const sql = postgres(url, {
+  const sql = healingPool(url, {
     max: options.max ?? 10,
     onnotice: () => {},
     connection: { application_name: "aiki" },

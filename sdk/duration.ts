@@ -7,7 +7,7 @@ export type Duration =
 
 const unitMs = { days: 86_400_000, hours: 3_600_000, minutes: 60_000, seconds: 1_000, milliseconds: 1 } as const;
 
-/** Whole milliseconds of a duration; the engine rejects negative and absurd values itself. */
+/** Whole milliseconds of a duration; AK003 unless finite, non-negative and a safe integer. */
 export function toMilliseconds(duration: Duration): number {
   let ms: number;
   if (typeof duration === "number") {
@@ -22,6 +22,11 @@ export function toMilliseconds(duration: Duration): number {
   } else {
     throw new InvalidInputError("AK003", `invalid duration ${String(duration)}`);
   }
-  if (!Number.isFinite(ms) || ms < 0) throw new InvalidInputError("AK003", `invalid duration ${JSON.stringify(duration)}: must be a finite, non-negative time`);
+  // Beyond 2^53 ms a number is no exact integer, and Postgres would see `1e+300`: refuse it here.
+  // (The engine bounds every timer at 100 years.)
+  if (!(ms >= 0 && ms <= Number.MAX_SAFE_INTEGER)) {
+    const shown = typeof duration === "number" ? String(duration) : JSON.stringify(duration);
+    throw new InvalidInputError("AK003", `invalid duration ${shown}: must be a finite, non-negative time (at most 2^53 ms)`);
+  }
   return Math.round(ms);
 }

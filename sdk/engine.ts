@@ -1,7 +1,7 @@
 // Typed calls of the engine's SQL functions: one wrapper per SQL verb, same name in camelCase.
 // Nothing here decides a run's state; it only moves arguments in and maps errors out.
 import type { JSONValue, Sql } from "postgres";
-import { fromDatabaseError } from "./errors.js";
+import { InvalidInputError, fromDatabaseError } from "./errors.js";
 
 export type RunStatus =
   | "scheduled" | "pending" | "running" | "sleeping" | "waiting" | "retrying" | "paused"
@@ -97,8 +97,41 @@ export interface ChildStart {
 }
 
 // A jsonb parameter. postgres.js serializes it by the type the server reports, so the value goes
-// in as is (never pre-stringified); undefined becomes JSON null.
-const jsonb = (sql: Sql, value: unknown) => sql.json((value === undefined ? null : value) as JSONValue);
+// in as is (never pre-stringified); undefined becomes JSON null. `what` names it in errors.
+const jsonb = (sql: Sql, value: unknown, what = "payload") =>
+  sql.json(checkJson(what, value === undefined ? null : value) as JSONValue);
+
+/**
+ * Returns `value` if JSON can carry it, else raises InvalidInputError (AK003) saying what and
+ * where: JSON.stringify would silently store NaN and Infinity as null and drop functions (the
+ * run would see other data than it was given), and fails on BigInt and cycles with a bare
+ * TypeError. undefined object members are left out and `toJSON` is honoured, as JSON does.
+ */
+export function checkJson(what: string, value: unknown): unknown {
+  const ancestors = new Set<object>();
+  const visit = (v: unknown, path: string): void => {
+    if (v !== null && typeof v === "object" && typeof (v as { toJSON?: unknown }).toJSON === "function") {
+      v = (v as { toJSON(): unknown }).toJSON();
+    }
+    const bad = typeof v === "number" ? (Number.isFinite(v) ? null : String(v))
+      : typeof v === "bigint" || typeof v === "function" || typeof v === "symbol" ? `a ${typeof v}`
+      : v !== null && typeof v === "object" && ancestors.has(v) ? "a circular reference"
+      : null;
+    if (bad) throw new InvalidInputError("AK003", `${what} is not JSON: ${bad} at ${path}`);
+    if (v === null || typeof v !== "object") return;
+    ancestors.add(v);
+    if (Array.isArray(v)) v.forEach((item, i) => visit(item, `${path}[${i}]`));
+    else for (const [key, item] of Object.entries(v)) if (item !== undefined) visit(item, `${path}.${key}`);
+    ancestors.delete(v);
+  };
+  visit(value, "$");
+  return value;
+}
+
+// A text[] or uuid[] parameter as an array literal: the client's pools do not fetch array types
+// (sdk/db/pool.ts), so postgres.js cannot serialize JS arrays itself. null stays SQL NULL.
+const textArray = (values: readonly string[] | null): string | null =>
+  values === null ? null : `{${values.map((v) => `"${v.replace(/["\\]/g, "\\$&")}"`).join(",")}}`;
 
 async function call<T>(query: Promise<T>): Promise<T> {
   try {
@@ -111,9 +144,17 @@ async function call<T>(query: Promise<T>): Promise<T> {
 export async function startWorkflow(
   sql: Sql, workflow: string, version: string, input: unknown, o: StartOptions = {},
 ): Promise<{ run_id: string; created: boolean }> {
+  // Checked here, not left to Postgres: a fractional priority or an Invalid Date would fail as a
+  // bare type error (22P02, 22003) or a RangeError from the driver.
+  if (o.priority !== undefined && !(Number.isInteger(o.priority) && Math.abs(o.priority) <= 1_000_000)) {
+    throw new InvalidInputError("AK003", `invalid priority ${o.priority}: use an integer between -1000000 and 1000000`);
+  }
+  if (o.startAt !== undefined && !(o.startAt instanceof Date && Number.isFinite(o.startAt.getTime()))) {
+    throw new InvalidInputError("AK003", `invalid start time ${String(o.startAt)}`);
+  }
   const rows = await call(sql<{ run_id: string; created: boolean }[]>`
     select run_id, created from aiki.start_workflow(
-      ${workflow}, ${version}, ${jsonb(sql, input)}::jsonb, ${o.idempotencyKey ?? null}, ${o.queue ?? "default"},
+      ${workflow}, ${version}, ${jsonb(sql, input, "workflow input")}::jsonb, ${o.idempotencyKey ?? null}, ${o.queue ?? "default"},
       ${o.priority ?? 0}, ${o.startAt ?? null}, ${o.delayMs ?? null}, ${o.concurrencyKey ?? null},
       ${o.timeoutMs ?? null}, ${o.retry === undefined ? null : jsonb(sql, o.retry)}::jsonb,
       ${o.maxLeaseExpiries ?? 5})`);
@@ -162,7 +203,7 @@ export async function sendEvent(
   sql: Sql, runId: string, event: string, data: unknown, idempotencyKey?: string,
 ): Promise<string> {
   const rows = await call(sql<{ id: string }[]>`
-    select aiki.send_event(${runId}::uuid, ${event}, ${jsonb(sql, data)}::jsonb, ${idempotencyKey ?? null}) as id`);
+    select aiki.send_event(${runId}::uuid, ${event}, ${jsonb(sql, data, "event data")}::jsonb, ${idempotencyKey ?? null}) as id`);
   return rows[0]!.id;
 }
 
@@ -177,15 +218,16 @@ export async function claim(
 ): Promise<ClaimResult> {
   const rows = await call(sql<{ result: ClaimResult }[]>`
     select set_config('synchronous_commit', 'off', true),
-           aiki.claim(${worker}, ${workflows}::text[], ${queues}::text[], ${limit}, ${leaseMs}) as result`);
+           aiki.claim(${worker}, ${textArray(workflows)}::text[], ${textArray(queues)}::text[], ${limit}, ${leaseMs}) as result`);
   return rows[0]!.result;
 }
 
+/** Renews the leases named by `leaseTokens` (null: every lease of `worker`). */
 export async function heartbeat(
-  sql: Sql, worker: string, leaseMs: number,
-): Promise<{ run_id: string; lease_token: string }[]> {
-  return call(sql<{ run_id: string; lease_token: string }[]>`
-    select run_id, lease_token from aiki.heartbeat(${worker}, ${leaseMs})`);
+  sql: Sql, worker: string, leaseMs: number, leaseTokens: string[] | null,
+): Promise<{ run_id: string; lease_token: string; lease_expires_at: string }[]> {
+  return call(sql<{ run_id: string; lease_token: string; lease_expires_at: string }[]>`
+    select run_id, lease_token, to_json(lease_expires_at) #>> '{}' as lease_expires_at from aiki.heartbeat(${worker}, ${leaseMs}, ${textArray(leaseTokens)}::uuid[])`);
 }
 
 export async function release(sql: Sql, runId: string, leaseToken: string): Promise<void> {
@@ -196,7 +238,7 @@ export async function completeStep(
   sql: Sql, runId: string, leaseToken: string, key: string, kind: "task" | "value", name: string, output: unknown,
 ): Promise<StepRecord> {
   const rows = await call(sql<{ step: StepRecord }[]>`
-    select aiki.complete_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${kind}, ${name}, ${jsonb(sql, output)}::jsonb) as step`);
+    select aiki.complete_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${kind}, ${name}, ${jsonb(sql, output, "step output")}::jsonb) as step`);
   return rows[0]!.step;
 }
 
@@ -207,13 +249,15 @@ export async function completeStepWithNow(sql: Sql, runId: string, leaseToken: s
   return rows[0]!.step;
 }
 
+/** Records that `attempt` (1 for the first) failed; repeating the call for it changes nothing. */
 export async function failStep(
   sql: Sql, runId: string, leaseToken: string, key: string, name: string, error: unknown,
-  retry: unknown, nonRetryable: boolean, inlineMaxMs: number,
+  retry: unknown, nonRetryable: boolean, inlineMaxMs: number, attempt: number,
 ): Promise<FailStepResult> {
   const rows = await call(sql<{ result: FailStepResult }[]>`
-    select aiki.fail_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${name}, ${jsonb(sql, error)}::jsonb,
-                          ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${nonRetryable}, ${inlineMaxMs}) as result`);
+    select aiki.fail_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${name}, ${jsonb(sql, error, "step error")}::jsonb,
+                          ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${nonRetryable}, ${inlineMaxMs},
+                          ${attempt}) as result`);
   return rows[0]!.result;
 }
 
@@ -227,12 +271,12 @@ export async function startChildren(
   sql: Sql, runId: string, leaseToken: string, children: ChildStart[],
 ): Promise<string[]> {
   const rows = await call(sql<{ ids: string[] }[]>`
-    select aiki.start_children(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, children)}::jsonb) as ids`);
+    select to_json(aiki.start_children(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, children)}::jsonb)) as ids`);
   return rows[0]!.ids;
 }
 
 export async function completeRun(sql: Sql, runId: string, leaseToken: string, output: unknown): Promise<void> {
-  await call(sql`select aiki.complete_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, output)}::jsonb)`);
+  await call(sql`select aiki.complete_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, output, "workflow output")}::jsonb)`);
 }
 
 /** One run's share of a `record` batch: task / value steps, then optionally the run's end. */
@@ -247,7 +291,7 @@ export interface RecordWrite {
 /** Per step, in order: null when recorded as given, else the journal's first record of it. */
 export async function record(sql: Sql, writes: RecordWrite[]): Promise<(StepRecord | null)[]> {
   const rows = await call(sql<{ result: (StepRecord | null)[] }[]>`
-    select aiki.record(${jsonb(sql, writes)}::jsonb) as result`);
+    select aiki.record(${jsonb(sql, writes, "journal writes")}::jsonb) as result`);
   return rows[0]!.result;
 }
 

@@ -3,7 +3,7 @@ import type { Client } from "./client.js";
 import type { EventData, EventMap } from "./definitions/event.js";
 import { toMilliseconds, type Duration } from "./duration.js";
 import * as engine from "./engine.js";
-import { RunFailedError } from "./errors.js";
+import { InvalidInputError, RunFailedError } from "./errors.js";
 import { validate } from "./schema.js";
 import { sleep } from "./sleep.js";
 
@@ -26,6 +26,10 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
     readonly id: string,
     eventDefinitions: E,
   ) {
+    // Refused here rather than by Postgres (22P02 invalid input syntax for type uuid).
+    if (typeof id !== "string" || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) {
+      throw new InvalidInputError("AK003", `invalid run id '${String(id).slice(0, 200).replaceAll("'", "''")}': expected a UUID`);
+    }
     const events = {} as Record<string, { send(data: unknown, options?: { idempotencyKey?: string }): Promise<void> }>;
     for (const [name, definition] of Object.entries(eventDefinitions)) {
       events[name] = {

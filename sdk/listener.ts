@@ -15,6 +15,7 @@ export class Notifications {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly reconnectHooks = new Set<() => void>();
   private connecting: Promise<void> | undefined;
+  private closed = false;
 
   constructor(url: string) {
     this.subscriber = createSubscriber(
@@ -24,15 +25,27 @@ export class Notifications {
     this.subscriber.events.on("notification", ({ channel, payload }) => {
       for (const listener of this.listeners.get(channel) ?? []) listener(String(payload ?? ""));
     });
-    this.subscriber.events.on("reconnect", () => undefined);
+    // pg-listen's reconnect loop does not look at close(): closed while Postgres is away, it
+    // retried forever (the process never exited), and once reconnected it kept the new
+    // connection open. Throwing from the attempt callback ends the loop; a connection made
+    // anyway is closed at once.
+    this.subscriber.events.on("reconnect", () => {
+      if (this.closed) throw new Error("notifications closed");
+    });
     this.subscriber.events.on("connected", () => {
+      if (this.closed) return void this.subscriber.close().catch(() => undefined);
       for (const hook of this.reconnectHooks) hook();
     });
     this.subscriber.events.on("error", () => undefined);
   }
 
+  // A first connection that fails (Postgres down or starting up) is not fatal: pg-listen sees
+  // the client end and keeps reconnecting in the background, LISTENs again on every channel
+  // asked for meanwhile, and emits `connected`, which runs the reconnect hooks. Until then
+  // workers claim on their safety poll and status waits re-read. Without this, a worker started
+  // during a Postgres restart crashed in spawn() (found by the chaos suite).
   private connect(): Promise<void> {
-    this.connecting ??= this.subscriber.connect();
+    this.connecting ??= this.subscriber.connect().catch(() => undefined);
     return this.connecting;
   }
 
@@ -43,7 +56,8 @@ export class Notifications {
     if (!set) {
       set = new Set();
       this.listeners.set(channel, set);
-      await this.subscriber.listenTo(channel);
+      // pg-listen records the channel before it sends LISTEN, and LISTENs again on reconnect.
+      await this.subscriber.listenTo(channel)?.catch(() => undefined);
     }
     set.add(listener);
     return () => set.delete(listener);
@@ -56,6 +70,7 @@ export class Notifications {
   }
 
   async close(): Promise<void> {
-    if (this.connecting) await this.connecting.then(() => this.subscriber.close(), () => undefined);
+    this.closed = true;
+    if (this.connecting) await this.connecting.then(() => this.subscriber.close()).catch(() => undefined);
   }
 }

@@ -104,10 +104,16 @@ $$;
 --       the run is released until retry_at (status `retrying`); the worker drops it;
 --   {"status": "failed", "attempts"}
 --       attempts exhausted or p_non_retryable: the error is journalled for the code to see.
+-- p_attempt, the attempt that failed as the worker counts it (1 for the first), makes the call
+-- idempotent: when the journal already counts that attempt, the first call committed and its
+-- answer was lost, and the repeated call answers as the first one did instead of spending a
+-- retry the task never used (found by sdk/test/faults.test.ts). Null counts every call.
 -- AK001 on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash.
+drop function if exists aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint);
 create or replace function aiki.fail_step(
   p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_error jsonb,
-  p_retry jsonb default null, p_non_retryable boolean default false, p_inline_max_ms bigint default 0)
+  p_retry jsonb default null, p_non_retryable boolean default false, p_inline_max_ms bigint default 0,
+  p_attempt integer default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -124,6 +130,9 @@ begin
   perform aiki._check_name('step name', p_name);
   perform aiki._check_payload('step error', p_error);
   perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  if p_attempt is not null and p_attempt < 1 then
+    raise exception using errcode = 'AK003', message = format('invalid attempt %s', p_attempt), hint = 'attempts count from 1';
+  end if;
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
 
   v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
@@ -132,6 +141,13 @@ begin
       message = format('step %s of run %s already completed and cannot fail', quote_literal(p_step_key), p_run_id);
   elsif v_step.status = 'failed' then
     return aiki._step_json(v_step) || jsonb_build_object('status', 'failed');
+  elsif v_step.status = 'retrying' and v_step.attempts >= p_attempt then
+    -- The repeat of a call that committed. Had it suspended the run, _lock_lease would have
+    -- refused this one (AK001): the worker kept its lease and waits in-process.
+    return jsonb_build_object(
+      'status', 'retrying', 'attempts', v_step.attempts, 'retry_at', v_step.wake_at,
+      'delay_ms', greatest(0, floor(extract(epoch from v_step.wake_at - v_now) * 1000))::bigint,
+      'suspended', false);
   end if;
 
   v_attempts := coalesce(v_step.attempts, 0) + 1;

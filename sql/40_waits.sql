@@ -97,15 +97,23 @@ declare
   v_child_id uuid;
   v_wake_at timestamptz;
   v_step aiki.steps;
-  v_resolved jsonb := '[]';
+  -- An array, turned into JSON once: appending to a jsonb array copies it, quadratic in the
+  -- number of waits resolved at once (a fan-in whose children finished first).
+  v_resolved jsonb[] := '{}';
   v_available_at timestamptz;
   v_status aiki.run_status;
+  v_known jsonb;
 begin
   if jsonb_typeof(p_waits) is distinct from 'array' or jsonb_array_length(p_waits) not between 1 and 10000 then
     raise exception using errcode = 'AK003',
       message = 'suspend needs a JSON array of 1-10000 waits';
   end if;
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
+  -- Keys already in the journal are checked and locked one by one; new ones need no row lock,
+  -- as the run's lock orders its journal writes (a lookup less per wait).
+  select coalesce(jsonb_object_agg(step_key, true), '{}') into v_known
+    from aiki.steps
+   where run_id = p_run_id and step_key = any(array(select w->>'key' from jsonb_array_elements(p_waits) w));
 
   for v_wait in select value from jsonb_array_elements(p_waits) loop
     if jsonb_typeof(v_wait) is distinct from 'object' then
@@ -127,7 +135,9 @@ begin
           message = format('invalid child id %s', coalesce(left(v_wait->>'child_id', 100), 'null'));
       end if;
       v_child_id := (v_wait->>'child_id')::uuid;
-      if not exists (select 1 from aiki.runs where id = v_child_id and parent_id = p_run_id) then
+      -- By primary key: matched on (id, parent_id), the planner may walk runs_children, all of
+      -- the parent's children for each wait (a 1,000-child fan-in: 46 µs a wait, bench).
+      if (select parent_id from aiki.runs where id = v_child_id) is distinct from p_run_id then
         raise exception using errcode = 'AK003',
           message = format('run %s is not a child of run %s', coalesce(v_child_id::text, 'null'), p_run_id);
       end if;
@@ -140,7 +150,7 @@ begin
     -- as the name, null for a missing child, which must read "not a child", not "invalid name".
     v_name := aiki._check_name(v_kind || ' name', v_wait->>'name');
 
-    v_step := aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name);
+    v_step := case when v_known ? v_key then aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name) end;
     if v_step.status is null then
       insert into aiki.steps (run_id, step_key, kind, status, name, wake_at, child_id, created_at)
       values (p_run_id, v_key, v_kind::aiki.step_kind, 'waiting', v_name, v_wake_at, v_child_id, v_now)
@@ -154,8 +164,8 @@ begin
     end if;
   end loop;
 
-  if jsonb_array_length(v_resolved) > 0 then
-    return jsonb_build_object('suspended', false, 'resolved', v_resolved);
+  if cardinality(v_resolved) > 0 then
+    return jsonb_build_object('suspended', false, 'resolved', to_jsonb(v_resolved));
   end if;
 
   select min(wake_at),

@@ -29,10 +29,10 @@ to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function
   aiki.claim(text, text[], text[], integer, integer),
-  aiki.heartbeat(text, integer),
+  aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),
   aiki.complete_step(uuid, uuid, text, text, text, jsonb),
-  aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint),
+  aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint, integer),
   aiki.suspend(uuid, uuid, jsonb),
   aiki.sleep(uuid, uuid, text, text, bigint),
   aiki.wait_event(uuid, uuid, text, text, bigint),

@@ -131,7 +131,7 @@ CREATE INDEX runs_running ON aiki.runs USING btree (queue, concurrency_key) WHER
 
 CREATE INDEX runs_timers ON aiki.runs USING btree (available_at) WHERE (status = ANY (ARRAY['scheduled'::aiki.run_status, 'sleeping'::aiki.run_status, 'waiting'::aiki.run_status, 'retrying'::aiki.run_status, 'running'::aiki.run_status]));
 
-CREATE INDEX steps_waiting ON aiki.steps USING btree (run_id, kind) WHERE (status = 'waiting'::aiki.step_status);
+CREATE INDEX steps_waiting ON aiki.steps USING btree (run_id, kind, child_id) WHERE (status = 'waiting'::aiki.step_status);
 
 create function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text) returns void
   language plpgsql immutable;
@@ -194,7 +194,7 @@ create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) ret
   language plpgsql volatile;
 
 create function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
-  language sql stable;
+  language plpgsql stable;
 
 create function aiki._slot_freed(p_run aiki.runs) returns void
   language plpgsql volatile;
@@ -231,9 +231,9 @@ create function aiki.fail_run(p_run_id uuid, p_lease_token uuid, p_error jsonb, 
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.fail_run(uuid, uuid, jsonb, boolean) to aiki_admin, aiki_worker;
 
-create function aiki.fail_step(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_error jsonb, p_retry jsonb DEFAULT NULL::jsonb, p_non_retryable boolean DEFAULT false, p_inline_max_ms bigint DEFAULT 0) returns jsonb
+create function aiki.fail_step(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_error jsonb, p_retry jsonb DEFAULT NULL::jsonb, p_non_retryable boolean DEFAULT false, p_inline_max_ms bigint DEFAULT 0, p_attempt integer DEFAULT NULL::integer) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint) to aiki_admin, aiki_worker;
+grant execute on function aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint, integer) to aiki_admin, aiki_worker;
 
 create function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
@@ -243,9 +243,9 @@ create function aiki.get_run(p_run_id uuid) returns jsonb
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.get_run(uuid) to aiki_admin, aiki_client, aiki_worker;
 
-create function aiki.heartbeat(p_worker text, p_lease_ms integer DEFAULT 30000) returns TABLE(run_id uuid, lease_token uuid, lease_expires_at timestamp with time zone)
+create function aiki.heartbeat(p_worker text, p_lease_ms integer DEFAULT 30000, p_lease_tokens uuid[] DEFAULT NULL::uuid[]) returns TABLE(run_id uuid, lease_token uuid, lease_expires_at timestamp with time zone)
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.heartbeat(text, integer) to aiki_admin, aiki_worker;
+grant execute on function aiki.heartbeat(text, integer, uuid[]) to aiki_admin, aiki_worker;
 
 create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone)
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
@@ -304,7 +304,7 @@ create function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_childre
 grant execute on function aiki.start_children(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.start_workflow(p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_start_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms bigint DEFAULT NULL::bigint, p_concurrency_key text DEFAULT NULL::text, p_timeout_ms bigint DEFAULT NULL::bigint, p_retry jsonb DEFAULT NULL::jsonb, p_max_lease_expiries integer DEFAULT 5) returns TABLE(run_id uuid, created boolean)
-  language sql volatile security definer set search_path = pg_catalog, pg_temp;
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.start_workflow(text, text, jsonb, text, text, integer, timestamp with time zone, bigint, text, bigint, jsonb, integer) to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb

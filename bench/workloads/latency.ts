@@ -71,7 +71,7 @@ export async function latency(ctx: Context): Promise<{ sections: Section[]; resu
       await system.start({ onTask: (payload) => probe.onTask(payload) }, { listen: entry.listen });
       await serial(system, probe, 10, 1_000_000); // warm-up: connections, prepared statements
       // A polling system takes half its interval per serial sample: fewer samples keep the run short.
-      const count = entry.polled ? Math.min(settings.latencySerial, 40) : settings.latencySerial;
+      const count = entry.polled ? Math.min(settings.latencySerial, 20) : settings.latencySerial;
       const s = await serial(system, probe, count, 0);
       const l = await underLoad(system, probe, settings.latencyRate, settings.latencyLoadSeconds, 2_000_000);
       return { system: entry.label ?? system.name, serial: s, load: l };
@@ -91,7 +91,7 @@ export async function latency(ctx: Context): Promise<{ sections: Section[]; resu
     ratioColumn: 0,
     lowerIsBetter: true,
     notes: [
-      `Serial: ${settings.latencySerial} samples (polling systems: ${Math.min(settings.latencySerial, 40)}). ` +
+      `Serial: ${settings.latencySerial} samples (polling systems: ${Math.min(settings.latencySerial, 20)}). ` +
       "graphile-worker always LISTENs; pg-boss only polls.",
     ],
   };

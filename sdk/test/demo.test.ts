@@ -39,8 +39,8 @@ describe("npm start (sdk/demo)", () => {
     assert.match(output, /o-2 \(order\)\s+completed\s+\{"status":"cancelled"\}/);
     assert.match(output, /o-1: card charged \(attempt 2/, "the flaky charge is retried");
     assert.match(output, /bob did not pay within 14 days/);
-    const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from aiki.runs where status = 'completed'`;
-    assert.equal(n, 5, "four runs and o-1's courier child");
+    const [row] = await db.sql<{ n: number }[]>`select count(*)::int as n from aiki.runs where status = 'completed'`;
+    assert.equal(row?.n, 5, "four runs and o-1's courier child");
   });
 
   it("runs again on the same database: the engine is already installed and new runs complete", async () => {

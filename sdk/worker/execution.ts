@@ -55,6 +55,18 @@ export interface ExecutionSettings {
   onSettled?: () => void;
 }
 
+/**
+ * A JSON value as jsonb hands it back: object keys shorter first, then by their UTF-8 bytes. The
+ * code must see a deferred result exactly as a replay will read it from the journal.
+ */
+function asJsonb(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(asJsonb);
+  if (value === null || typeof value !== "object") return value;
+  const entries = Object.entries(value).map(([k, v]) => [Buffer.from(k), k, v] as const);
+  entries.sort(([a], [b]) => a.length - b.length || Buffer.compare(a, b));
+  return Object.fromEntries(entries.map(([, k, v]) => [k, asJsonb(v)]));
+}
+
 /** Names the engine accepts (aiki._check_name); others take the undeferred path and its error. */
 const STEP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:\/-]{0,127}$/;
 
@@ -68,6 +80,9 @@ export function executionOf(run: WorkflowRun<any>): Execution {
 }
 
 const never = <T>(): Promise<T> => new Promise<T>(() => {});
+
+/** The abort reason of every ended execution: one object, as a DOMException per run is costly. */
+const ENDED = new DOMException("the run's execution ended", "AbortError");
 
 interface OpenWait {
   wait: engine.Wait;
@@ -99,6 +114,8 @@ export class Execution {
   private readonly counters = new Map<string, number>();
   private readonly waits = new Map<string, OpenWait>();
   private childQueue: QueuedChild[] = [];
+  /** When the lease runs out, on the database clock (claim, then each heartbeat). */
+  private leaseExpiresAtMs: number;
   /** Task results the code has, not recorded yet (see "Deferred records"). */
   private deferred: StepWrite[] = [];
   private deferredWrite: Promise<void> = Promise.resolve();
@@ -113,6 +130,21 @@ export class Execution {
     this.unreplayed = record.journal.filter((step) => step.status === "completed").length;
     this.unreached = new Set(record.journal.map((step) => step.key));
     this.run = this.makeRun();
+    this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
+  }
+
+  /** A heartbeat renewed this execution's lease until `expiresAt` (database clock). */
+  renewed(leaseToken: string, expiresAt: string): void {
+    if (leaseToken === this.leaseToken) this.leaseExpiresAtMs = Date.parse(expiresAt);
+  }
+
+  /**
+   * Whether the lease may still be held. A process frozen (SIGSTOP, a long GC pause) past its
+   * lease wakes with timers firing before any heartbeat: another worker may have replayed and
+   * recorded the very task it is about to retry, so it must not start another attempt.
+   */
+  private leaseHeld(): boolean {
+    return !(Date.now() + (this.settings.clockOffsetMs ?? 0) >= this.leaseExpiresAtMs);
   }
 
   get id(): string {
@@ -140,7 +172,7 @@ export class Execution {
   end(how: ExecutionEnd): void {
     if (this.ended) return;
     this.ended = true;
-    this.abort.abort();
+    this.abort.abort(ENDED);
     this.resolveDone(how);
   }
 
@@ -165,6 +197,10 @@ export class Execution {
         if (this.ended) return never();
       }
       for (;;) {
+        if (!this.leaseHeld()) {
+          this.end("lost");
+          return never();
+        }
         let output: O;
         try {
           output = await options.handler(valid, {
@@ -179,7 +215,7 @@ export class Execution {
           if (this.ended) return never();
           const outcome = await this.write(() => engine.failStep(
             this.settings.sql, this.id, this.leaseToken, key, options.name, serializeError(error),
-            options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs));
+            options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs, attempts + 1));
           if (outcome.status === "failed") throw taskFailed(options.name, serializeError(error));
           if (outcome.suspended) {
             this.end("retrying");
@@ -411,8 +447,9 @@ export class Execution {
     } catch {
       return undefined;
     }
-    if (json === undefined || json.length > 65_536 || json.includes("\\u0000")) return undefined;
-    const step: StepWrite = { key, kind: "task", name, output: JSON.parse(json) };
+    // Large results, NUL and lone surrogates (jsonb refuses both) take the path that reports errors.
+    if (json === undefined || json.length > 65_536 || json.includes("\\u0000") || json.includes("\\ud")) return undefined;
+    const step: StepWrite = { key, kind: "task", name, output: asJsonb(JSON.parse(json)) };
     this.deferred.push(step);
     setImmediate(() => void this.recordDeferred());
     return { output: step.output };

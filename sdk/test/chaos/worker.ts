@@ -12,7 +12,8 @@
 // SIGKILL (the kernel holds them) and the controller can read them after the process is gone.
 import { appendFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
+import { healingPool } from "../../db/pool.js";
 import { client, worker, type Client } from "../../index.js";
 import { defineWorkload } from "./workload.js";
 
@@ -33,6 +34,40 @@ function sqlState(error: unknown): string {
   return typeof e?.code === "string" ? e.code : String(e?.errno ?? "error");
 }
 
+// Calls in flight, so that one the driver never settles is reported (a `stall` line) instead of
+// silently holding its run: a stalled write keeps the run leased while heartbeats renew it.
+const STALL_MS = 15_000;
+const inFlight = new Map<number, { what: string; sent: number; reported?: boolean }>();
+let callId = 0;
+setInterval(() => {
+  const now = Date.now();
+  for (const call of inFlight.values()) {
+    if (!call.reported && now - call.sent > STALL_MS) {
+      call.reported = true;
+      record({ ev: "stall", what: call.what, sent: call.sent, t: now });
+    }
+  }
+}, 1_000).unref();
+
+function tracked<T>(what: string, promise: Promise<T>): Promise<T> {
+  const id = callId++;
+  inFlight.set(id, { what, sent: Date.now() });
+  return promise.finally(() => inFlight.delete(id));
+}
+
+/** The writes one engine call makes: one per run for fenced functions, one per batch entry for `record`. */
+function writesOf(fn: string, args: unknown[]): { fn: string; run: unknown; token: unknown; key?: unknown }[] {
+  if (fn === "record") {
+    const batch = (args[1] as { value?: { run_id: string; lease_token: string; steps?: { key: string }[]; complete?: boolean }[] }).value ?? [];
+    return batch.flatMap((w) => [
+      ...(w.steps ?? []).map((step) => ({ fn: "complete_step", run: w.run_id, token: w.lease_token, key: step.key })),
+      ...(w.complete ? [{ fn: "complete_run", run: w.run_id, token: w.lease_token }] : []),
+    ]);
+  }
+  const key = fn === "complete_step" || fn === "fail_step" ? args[3] : undefined;
+  return [{ fn, run: args[1], token: args[2], key }];
+}
+
 /** postgres.js with a log line per engine call (see the header). */
 function instrument(sql: Sql): Sql {
   return new Proxy(sql, {
@@ -41,9 +76,10 @@ function instrument(sql: Sql): Sql {
       const strings = args[0] as readonly string[] | undefined;
       if (!Array.isArray(strings)) return query;
       const fn = /aiki\.(\w+)\(/.exec(strings.join("$"))?.[1];
-      if (!fn || (!fenced.has(fn) && fn !== "claim" && fn !== "heartbeat")) return query;
+      if (!fn) return query;
       const sent = Date.now();
-      return query.then(
+      const logged = fenced.has(fn) || fn === "record";
+      return tracked(fn, query).then(
         (rows) => {
           const acked = Date.now();
           if (fn === "claim") {
@@ -51,14 +87,14 @@ function instrument(sql: Sql): Sql {
             if (runs.length > 0) record({ ev: "claim", sent, acked, runs: runs.map((r) => [r.id, r.lease_token]) });
           } else if (fn === "heartbeat") {
             record({ ev: "hb", sent, acked, n: (rows as unknown[]).length });
-          } else {
-            record({ ev: "w", fn, run: args[1], token: args[2], key: fn === "complete_step" || fn === "fail_step" ? args[3] : undefined, sent, acked, ok: true });
+          } else if (logged) {
+            for (const w of writesOf(fn, args)) record({ ev: "w", ...w, via: fn, sent, acked, ok: true });
           }
           return rows;
         },
         (error) => {
-          if (fenced.has(fn)) {
-            record({ ev: "w", fn, run: args[1], token: args[2], key: fn === "complete_step" || fn === "fail_step" ? args[3] : undefined, sent, acked: Date.now(), code: sqlState(error) });
+          if (logged) {
+            for (const w of writesOf(fn, args)) record({ ev: "w", ...w, via: fn, sent, acked: Date.now(), code: sqlState(error) });
           }
           throw error;
         });
@@ -67,7 +103,9 @@ function instrument(sql: Sql): Sql {
 }
 
 const aiki = client({ url, max: 8 });
-const effects = postgres(url, { max: 4, onnotice: () => {}, connection: { application_name: "aiki" } });
+// Side effects go through the SDK's self-healing pool too: a raw postgres.js pool strands
+// queries on connections the chaos kills (see sdk/db/pool.ts).
+const effects = healingPool(url, { max: 4, onnotice: () => {}, connection: { application_name: "aiki" } });
 
 const workload = defineWorkload({
   started(runId, stepKey, attempt) {
@@ -79,12 +117,12 @@ const workload = defineWorkload({
     // Retried until durable: the same execution counts once however often the statement is sent.
     for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
       try {
-        await effects`
+        await tracked("effect", effects`
           insert into chaos_effects as e (run_id, step_key, count, execs)
           values (${runId}::uuid, ${stepKey}, 1, array[${execId}::uuid])
           on conflict (run_id, step_key) do update
              set count = e.count + 1, execs = e.execs || excluded.execs
-           where not (excluded.execs[1] = any (e.execs))`;
+           where not (excluded.execs[1] = any (e.execs))`);
         record({ ev: "fx", exec: execId, run: runId, key: stepKey, t: Date.now() });
         return;
       } catch (error) {

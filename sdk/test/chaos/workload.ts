@@ -24,11 +24,11 @@ export const VERSION = "1.0.0";
 /** The deterministic function every task computes. */
 export const f = (x: number): number => (x * 31 + 7) % 100_003;
 
-export type Kind = "tasks" | "sleep" | "event" | "event-timeout" | "parent" | "retry";
+export type Kind = "tasks" | "sleep" | "event" | "event-timeout" | "parent" | "retry" | "values";
 
 /** Top-level workflow of run number i (children belong to chaos-parent runs). */
 export const kindOf = (i: number): Kind =>
-  (["tasks", "sleep", "event", "tasks", "event-timeout", "parent", "retry"] as const)[i % 7]!;
+  (["tasks", "sleep", "event", "values", "event-timeout", "parent", "retry", "values"] as const)[i % 8]!;
 
 export const workflowName = (kind: Kind): string => `chaos-${kind}`;
 
@@ -41,11 +41,21 @@ const sleepFails = (i: number) => i % 2;
 const sleepMs = (i: number) => 20 + (i % 5) * 40;
 const neverTimeoutMs = (i: number) => 100 + (i % 3) * 100;
 export const CHILDREN = 3;
+/** run.random() calls of a chaos-values run: back-to-back journal writes, no task in between. */
+export const VALUES = 12;
 
-/** The output a completed run of `workflow` with `input` must have. */
-export function expectedOutput(workflowName: string, input: { i: number; j?: number }): unknown {
+/**
+ * The output a completed run of `workflow` with `input` must have. `recorded` reads the run's
+ * journal: chaos-values returns the sum of its recorded random values, which replays must keep.
+ */
+export function expectedOutput(workflowName: string, input: { i: number; j?: number }, recorded: (key: string) => unknown): unknown {
   const { i } = input;
   switch (workflowName) {
+    case "chaos-values": {
+      let sum = 0;
+      for (let k = 1; k <= VALUES; k++) sum += recorded(`random#${k}`) as number;
+      return { v: f(i), sum };
+    }
     case "chaos-tasks": return { v: f(f(i)) + 1 };
     case "chaos-sleep": return { v: f(f(i)) + 2 };
     case "chaos-event": return { v: f(goData(i).v) };
@@ -81,6 +91,7 @@ export function expectedTaskOutputs(workflowName: string, input: { i: number; j?
     }
     case "chaos-parent": return {};
     case "chaos-retry": return { "compute#1": { y: f(i) }, "compute#2": { y: f(f(i)) } };
+    case "chaos-values": return { "compute#1": { y: f(i) } };
     default: throw new Error(`unknown workflow ${workflowName}`);
   }
 }
@@ -96,7 +107,7 @@ export function defineWorkload(hooks: TaskHooks) {
 
   async function body(x: number, fails: number, bonus: number, ctx: { runId: string; stepKey: string; attempt: number; signal: AbortSignal }) {
     const execId = hooks.started(ctx.runId, ctx.stepKey, ctx.attempt);
-    await pause(Math.floor(Math.random() * 25), ctx.signal);
+    await pause(5 + Math.floor(Math.random() * 75), ctx.signal);
     if (ctx.attempt <= fails) throw new Error(`planned failure of attempt ${ctx.attempt} of ${fails}`);
     const y = f(x) + bonus;
     await hooks.effect(ctx.runId, ctx.stepKey, execId, ctx.signal);
@@ -197,9 +208,19 @@ export function defineWorkload(hooks: TaskHooks) {
     },
   });
 
+  const values = workflow({ name: "chaos-values" }).v(VERSION, {
+    async handler(run, input: { i: number }) {
+      // Journal writes back to back: whenever the worker stops, one is likely in flight.
+      let sum = 0;
+      for (let k = 0; k < VALUES; k++) sum += await run.random();
+      const a = await compute.start(run, input.i);
+      return { v: a.y, sum };
+    },
+  });
+
   return {
-    workflows: [tasks, sleep, onEvent, onEventTimeout, child, parent, retry] as WorkflowVersion<any, any, any>[],
-    byKind: { tasks, sleep, event: onEvent, "event-timeout": onEventTimeout, parent, retry } as Record<Kind, WorkflowVersion<{ i: number }, any, any>>,
+    workflows: [tasks, sleep, onEvent, onEventTimeout, child, parent, retry, values] as WorkflowVersion<any, any, any>[],
+    byKind: { tasks, sleep, event: onEvent, "event-timeout": onEventTimeout, parent, retry, values } as Record<Kind, WorkflowVersion<{ i: number }, any, any>>,
     onEvent,
   };
 }
