@@ -1648,9 +1648,15 @@ $$;
 --   {"key", "kind": "event",      "name", "timeout_ms"?}          the next event of that name
 --   {"key", "kind": "wait_child", "name", "child_id"}             a child run's terminal status
 -- Waits already in the journal keep their original deadline (replay-safe). Returns
---   {"suspended": false, "resolved": [steps]}  some wait resolved at once: the worker goes on;
+--   {"suspended": false, "resolved": [steps]}  a sleep or event wait resolved at once, or every
+--                                              child wait did: the worker goes on;
 --   {"suspended": true, "available_at": ts}    the run is released as `sleeping` (only sleeps
 --                                              outstanding) or `waiting`, until a wait resolves.
+-- The answer follows the wake rule (see the header): child waits that resolved while others
+-- stay open are journalled and the run is released, to wake when the last child finishes.
+-- Answering "go on" for them instead made a fan-in re-suspend once per batch of finished
+-- children, each time over all open waits and under the parent's lock (bench: 1,000 children
+-- took 1.5 s instead of 0.5 s whenever the children began finishing before the first suspend).
 -- AK001 lease lost, AK003 malformed wait or a child of another run, AK006 step clash.
 create or replace function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb)
 returns jsonb
@@ -1673,6 +1679,9 @@ declare
   v_available_at timestamptz;
   v_status aiki.run_status;
   v_known jsonb;
+  v_children integer := 0;
+  v_children_done integer := 0;
+  v_others_done integer := 0;
 begin
   if jsonb_typeof(p_waits) is distinct from 'array' or jsonb_array_length(p_waits) not between 1 and 10000 then
     raise exception using errcode = 'AK003',
@@ -1732,9 +1741,15 @@ begin
     if v_step.status is not null then
       v_resolved := v_resolved || aiki._step_json(v_step);
     end if;
+    if v_kind = 'wait_child' then
+      v_children := v_children + 1;
+      v_children_done := v_children_done + (v_step.status is not null)::integer;
+    else
+      v_others_done := v_others_done + (v_step.status is not null)::integer;
+    end if;
   end loop;
 
-  if cardinality(v_resolved) > 0 then
+  if v_others_done > 0 or (v_children > 0 and v_children_done = v_children) then
     return jsonb_build_object('suspended', false, 'resolved', to_jsonb(v_resolved));
   end if;
 

@@ -180,6 +180,20 @@ describe("wait_child", () => {
     assert.equal(await status(h.sql, parent.id), "running");
   });
 
+  it("with some children finished and others not: journals the finished, releases the run until the last", async () => {
+    const parent = await startAndClaim(h.sql);
+    const [a, b] = await startChildren(h.sql, parent, [
+      { key: "a#1", workflow: "kid", version: "1" }, { key: "b#1", workflow: "kid", version: "1" }]);
+    await completeRun(h.sql, await claimOne(h.sql, { worker: "w-2", expect: a }), { ok: "a" });
+    const kid = (key: string, child_id: string) => ({ key, kind: "wait_child", name: "kid", child_id });
+    const r = await suspend(h.sql, parent, [kid("a-wait#1", a!), kid("b-wait#1", b!)]);
+    assert.deepEqual(r, { suspended: true, available_at: null });
+    assert.deepEqual((await step(h.sql, parent.id, "a-wait#1"))!.output, { status: "completed", output: { ok: "a" }, error: null });
+    assert.equal(await status(h.sql, parent.id), "waiting");
+    await completeRun(h.sql, await claimOne(h.sql, { worker: "w-2", expect: b }), { ok: "b" });
+    assert.equal(await status(h.sql, parent.id), "pending");
+  });
+
   it("a claim does not time out a child wait (it has no timer)", async () => {
     const parent = await startAndClaim(h.sql);
     const [child] = await startChildren(h.sql, parent, [{ key: "kid#1", workflow: "kid", version: "1", queue: "kids" }]);
