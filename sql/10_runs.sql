@@ -360,10 +360,7 @@ as $$
 declare
   v_run aiki.runs;
 begin
-  select * into v_run from aiki.runs where id = p_run_id for update;
-  if not found then
-    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
-  end if;
+  v_run := aiki._lock_run(p_run_id);
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
@@ -392,10 +389,7 @@ declare
   v_run aiki.runs;
   v_status aiki.run_status;
 begin
-  select * into v_run from aiki.runs where id = p_run_id for update;
-  if not found then
-    raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
-  end if;
+  v_run := aiki._lock_run(p_run_id);
   if v_run.status <> 'paused' then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s, not paused; only a paused run can be resumed', p_run_id, v_run.status);
