@@ -29,39 +29,48 @@ function panelHeight(p: Panel): number {
   return 60 + p.groups.length * (p.series.length * bar + gap) + 20;
 }
 
+/** Round tick values covering 0..max: steps of 1, 2 or 5 times a power of ten. */
+function linearTicks(max: number): number[] {
+  const raw = max / 4;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw)!;
+  return Array.from({ length: Math.ceil(max / step) + 1 }, (_, k) => k * step);
+}
+
 function drawPanel(p: Panel, x0: number): string {
   const values = p.groups.flatMap((g) => g.values).filter((v): v is number => typeof v === "number" && v > 0);
-  const max = Math.max(...values, 1);
-  const min = p.log ? Math.min(...values, 1) : 0;
-  const lo = p.log ? Math.floor(Math.log10(min)) : 0;
-  const hi = p.log ? Math.ceil(Math.log10(max)) : max * 1.1;
-  const scale = (v: number) => (p.log ? ((Math.log10(v) - lo) / (hi - lo)) * plotWidth : (v / hi) * plotWidth);
+  const lo = p.log ? Math.floor(Math.log10(Math.min(...values, 1))) : 0;
+  const ticks = p.log
+    ? Array.from({ length: Math.ceil(Math.log10(Math.max(...values, 10))) - lo + 1 }, (_, k) => 10 ** (lo + k))
+    : linearTicks(Math.max(...values, 1));
+  const top = ticks[ticks.length - 1]!;
+  const scale = (v: number) =>
+    p.log ? ((Math.log10(v) - lo) / (Math.log10(top) - lo)) * plotWidth : (v / top) * plotWidth;
+  const px = (n: number) => n.toFixed(1);
   const out: string[] = [`<text x="${x0}" y="20" class="title">${escape(p.title)}</text>`];
   p.series.forEach((s, i) => {
     out.push(`<rect x="${x0 + i * 150}" y="30" width="10" height="10" fill="${s.color}"/>`,
       `<text x="${x0 + i * 150 + 14}" y="39">${escape(s.name)}</text>`);
   });
-  let y = 55;
-  const top = y;
+  const y0 = 55;
+  const bottom = y0 + p.groups.length * (p.series.length * bar + gap);
+  for (const t of ticks) {
+    const tx = px(x0 + labelWidth + scale(t));
+    out.push(`<line x1="${tx}" y1="${y0 - 4}" x2="${tx}" y2="${bottom}" class="grid"/>`,
+      `<text x="${tx}" y="${bottom + 12}" text-anchor="middle" class="value">${Number.isInteger(t) ? t.toLocaleString("en-US") : format(t)}</text>`);
+  }
+  let y = y0;
   for (const group of p.groups) {
     out.push(`<text x="${x0 + labelWidth - 6}" y="${y + (p.series.length * bar) / 2 + 4}" text-anchor="end">${escape(group.label)}</text>`);
     group.values.forEach((v, i) => {
       if (typeof v === "number" && v > 0) {
         const w = Math.max(1, scale(v));
-        out.push(`<rect x="${x0 + labelWidth}" y="${y}" width="${w.toFixed(1)}" height="${bar - 2}" fill="${p.series[i]!.color}"/>`,
-          `<text x="${x0 + labelWidth + w + 4}" y="${y + bar - 3}" class="value">${format(v)}</text>`);
+        out.push(`<rect x="${x0 + labelWidth}" y="${y}" width="${px(w)}" height="${bar - 2}" fill="${p.series[i]!.color}"/>`,
+          `<text x="${px(x0 + labelWidth + w + 4)}" y="${y + bar - 3}" class="value">${format(v)}</text>`);
       }
       y += bar;
     });
     y += gap;
-  }
-  const ticks = p.log
-    ? Array.from({ length: hi - lo + 1 }, (_, k) => 10 ** (lo + k))
-    : Array.from({ length: 5 }, (_, k) => (hi * k) / 4);
-  for (const t of ticks) {
-    const tx = x0 + labelWidth + (p.log ? scale(t) : (t / hi) * plotWidth);
-    out.push(`<line x1="${tx}" y1="${top - 4}" x2="${tx}" y2="${y}" class="grid"/>`,
-      `<text x="${tx}" y="${y + 12}" text-anchor="middle" class="value">${format(t)}</text>`);
   }
   return out.join("\n");
 }
