@@ -7,7 +7,7 @@
 import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  expectRejected, harness, jsonb, reset, startAndClaim, startRun, type Harness, type Sql,
+  expectRejected, harness, jsonb, reset, startAndClaim, startRun, tableCounts, type Harness, type Sql,
 } from "./support.js";
 
 interface World {
@@ -249,6 +249,60 @@ cases("start_children", [
 cases("start_child", [
   { name: "bad version", code: "AK003", message: /^invalid version '\?'$/, act: (w) => w.sql`select aiki.start_child(${w.run}::uuid, ${w.token}::uuid, 'c#1', 'kid', '?')` },
   { name: "stale lease token", code: "AK001", message: /^lease lost/, act: (w) => w.sql`select aiki.start_child(${w.run}::uuid, ${nobody}::uuid, 'c#1', 'kid', '1')` },
+]);
+
+// record answers per write instead of raising: each case is a batch, and every write of it must
+// be answered with its error while nothing is written.
+interface RecordCase {
+  name: string;
+  writes(w: World): unknown[];
+  answers: { status: string; sqlstate?: string; message: RegExp }[];
+}
+
+function recordCases(list: RecordCase[]) {
+  describe("record", () => {
+    for (const c of list) {
+      it(`${c.name} → ${c.answers.map((a) => a.sqlstate ?? a.status).join(", ")}`, async () => {
+        const before = await tableCounts(h.sql);
+        const [row] = await h.sql`select aiki.record(${jsonb(h.sql, c.writes(w))}) as r`;
+        const answers = row!.r as { status: string; sqlstate?: string; message: string }[];
+        assert.equal(answers.length, c.answers.length);
+        for (const [i, expected] of c.answers.entries()) {
+          assert.equal(answers[i]!.status, expected.status, JSON.stringify(answers[i]));
+          assert.equal(answers[i]!.sqlstate, expected.sqlstate, JSON.stringify(answers[i]));
+          assert.match(answers[i]!.message, expected.message);
+        }
+        assert.deepEqual(await tableCounts(h.sql), before, "a refused write must write nothing");
+      });
+    }
+  });
+}
+
+const write = (w: World, fields: Record<string, unknown> = {}) =>
+  ({ run_id: w.run, lease_token: w.token, steps: [{ key: "pay#1", kind: "task", name: "pay", output: 1 }], ...fields });
+const invalid = (message: RegExp, sqlstate = "AK003") => ({ status: "error", sqlstate, message });
+
+recordCases([
+  { name: "a run id that is not a UUID", writes: (w) => [write(w, { run_id: "run-1" })], answers: [invalid(/^invalid run id "run-1": expected a UUID$/)] },
+  { name: "a null run id", writes: (w) => [write(w, { run_id: null })], answers: [invalid(/^invalid run id null: expected a UUID$/)] },
+  { name: "a lease token that is not a UUID", writes: (w) => [write(w, { lease_token: 7 })], answers: [invalid(/^invalid lease token 7 of run [0-9a-f-]{36}: expected a UUID$/)] },
+  { name: "a write that is not an object", writes: () => ["x"], answers: [invalid(/^invalid write "x": expected a JSON object$/)] },
+  { name: "steps as an object", writes: (w) => [write(w, { steps: {} })], answers: [invalid(/^invalid steps of run [0-9a-f-]{36}: expected a JSON array$/)] },
+  { name: "complete as the string \"true\"", writes: (w) => [write(w, { complete: "true" })], answers: [invalid(/^invalid complete "true" of run [0-9a-f-]{36}: expected true or false$/)] },
+  { name: "the same run completed twice in one batch", writes: (w) => [write(w, { complete: true, output: 1 }), write(w, { steps: [], complete: true, output: 2 })],
+    answers: [invalid(/^run [0-9a-f-]{36} is completed by more than one write of one record call$/), invalid(/completed by more than one write/)] },
+  { name: "a step that is not an object", writes: (w) => [write(w, { steps: [1] })], answers: [invalid(/^invalid step 1 of run [0-9a-f-]{36}: expected a JSON object$/)] },
+  { name: "step kind sleep", writes: (w) => [write(w, { steps: [{ key: "s#1", kind: "sleep", name: "s" }] })], answers: [invalid(/^invalid step kind 'sleep' for record$/)] },
+  { name: "an empty step key", writes: (w) => [write(w, { steps: [{ key: "", kind: "task", name: "s" }] })], answers: [invalid(/^invalid step key ''$/)] },
+  { name: "a step key that is a number", writes: (w) => [write(w, { steps: [{ key: 1, kind: "task", name: "s" }] })], answers: [invalid(/^invalid step key '1'$/)] },
+  { name: "a step name with a space", writes: (w) => [write(w, { steps: [{ key: "a#1", kind: "task", name: "a b" }] })], answers: [invalid(/^invalid step name 'a b'$/)] },
+  { name: "a step output over 1 MiB", writes: (w) => [write(w, { steps: [{ key: "a#1", kind: "task", name: "a", output: big }] })], answers: [invalid(/^step output is \d+ bytes, over the limit of 1048576 bytes$/, "AK007")] },
+  { name: "a workflow output over 1 MiB", writes: (w) => [write(w, { complete: true, output: big })], answers: [invalid(/^workflow output is \d+ bytes, over the limit of 1048576 bytes$/, "AK007")] },
+  { name: "a stale lease token", writes: (w) => [write(w, { lease_token: nobody })], answers: [{ status: "lease_lost", message: /^lease lost: run [0-9a-f-]{36} was claimed again by worker-1$/ }] },
+  { name: "a run that is not running", writes: (w) => [write(w, { run_id: w.other })], answers: [{ status: "lease_lost", message: /^lease lost: run [0-9a-f-]{36} is pending$/ }] },
+  { name: "an unknown run", writes: (w) => [write(w, { run_id: nobody })], answers: [invalid(/^run 00000000-0000-4000-8000-000000000000 not found$/, "AK002")] },
+  { name: "a recorded key asked with another name", writes: (w) => [write(w, { steps: [{ key: "done#1", kind: "task", name: "charge" }] })], answers: [invalid(/^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls task 'charge'$/, "AK006")] },
+  { name: "a good write's steps with a bad one's", writes: (w) => [write(w, { steps: [{ key: "a#1", kind: "task", name: "a" }, { key: "b#1", kind: "wait", name: "b" }] })], answers: [invalid(/^invalid step kind 'wait' for record$/)] },
 ]);
 
 cases("get_run", [
