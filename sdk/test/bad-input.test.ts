@@ -143,6 +143,10 @@ table("starting a workflow", [
   { name: "input with NaN (not JSON)", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: NaN at \$\.list\[1\]$/, act: () => start({ list: [1, NaN] }) },
   { name: "input with Infinity (not JSON)", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: Infinity at \$$/, act: () => start(Infinity) },
   { name: "input with a function (not JSON)", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a function at \$\.f$/, act: () => start({ f: () => 1 }) },
+  { name: "input with a NUL character", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a NUL character \(\\u0000\) at \$\.s$/, act: () => start({ s: "a\u0000" }) },
+  { name: "input with a lone surrogate", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a lone surrogate \(\\udc00\) at \$\[0\]$/, act: () => start(["\udc00"]) },
+  { name: "input with a NUL in a key", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a NUL character \(\\u0000\) in a key at \$$/, act: () => start({ "k\u0000": 1 }) },
+  { name: "input nested 5,000 deep", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: nesting deeper than 1000 levels at \$(\.a){66}/, act: () => start(Array.from({ length: 5_000 }).reduce((inner) => ({ a: inner }), 1)) },
   { name: "input violating the workflow's zod schema", error: SchemaValidationError, code: "schema_validation", message: /^input of workflow bad-order-\w+@1 does not match its schema: /, act: () => order.start(env.aiki, { id: 7 } as never) },
   { name: "idempotency key reused with another input", error: IdempotencyConflictError, code: "AK004", message: /^idempotency key 'done' of workflow bad-order-\w+ already started run [0-9a-f-]{36} with another input$/, act: () => order.start(env.aiki, { id: "other" }, { idempotencyKey: "done" }) },
   { name: "idempotency key reused with another version", error: IdempotencyConflictError, code: "AK004", message: /already started run [0-9a-f-]{36} with another version$/, act: () => orderV2.start(env.aiki, null, { idempotencyKey: "done" }) },
@@ -231,6 +235,64 @@ describe("SQL injection in free-text parameters", () => {
     const [tables] = await env.sql`select count(*)::int as n from pg_tables where schemaname = 'aiki'`;
     assert.ok(tables!.n >= 5, "every engine table is still there");
   });
+});
+
+// Item: a value Postgres cannot store is a data error, not a lost connection. Each of five such
+// values, returned by a task, thrown by a task, or returned by a workflow, fails its step or run
+// once, at once, with an error that says which step and what was wrong; the task never runs again
+// (no retry policy here), and nothing is retried as connection trouble.
+describe("values Postgres cannot store, through a real worker", () => {
+  const deep: unknown[] = [];
+  let inner = deep;
+  for (let n = 0; n < 2_000; n++) {
+    const next: unknown[] = [];
+    inner.push(next);
+    inner = next;
+  }
+  const cyclic: Record<string, unknown> = { a: 1 };
+  cyclic.self = cyclic;
+  const values: { name: string; value: unknown; problem: RegExp; thrown: RegExp }[] = [
+    { name: "a string with \\u0000", value: "a\u0000b", problem: /is not JSON: a NUL character \(\\u0000\) at \$$/, thrown: /^a\ufffdb$/ },
+    { name: "a lone surrogate \\ud800", value: "x\ud800", problem: /is not JSON: a lone surrogate \(\\ud800\) at \$$/, thrown: /^x\ufffd$/ },
+    { name: "a BigInt", value: 10n, problem: /is not JSON: a bigint at \$$/, thrown: /^10$/ },
+    { name: "an object that contains itself", value: cyclic, problem: /is not JSON: a circular reference at \$\.self$/, thrown: /^\[object Object\]$/ },
+    { name: "an array nested 2,000 deep", value: deep, problem: /is not JSON: nesting deeper than 1000 levels at \$(\[0\]){66}/, thrown: /^\[\[\[\[/ },
+  ];
+  const places = [
+    { place: "a task result", expect: (v: (typeof values)[number], wf: string) => new RegExp(`^task poison failed: output of task poison \\(step poison#1\\) ${v.problem.source}`) },
+    { place: "a task error", expect: (v: (typeof values)[number]) => new RegExp(`^task poison failed: ${v.thrown.source.replace(/^\^/, "")}`) },
+    { place: "a workflow output", expect: (v: (typeof values)[number], wf: string) => new RegExp(`^output of workflow ${wf}@1 ${v.problem.source}`) },
+  ];
+  for (const { place, expect } of places) {
+    for (const v of values) {
+      it(`${v.name} as ${place} fails the run once, at once, naming what was wrong`, async () => {
+        let calls = 0;
+        const poison = task({
+          name: "poison",
+          handler: () => {
+            calls++;
+            if (place === "a task error") throw v.value;
+            return place === "a task result" ? v.value : "fine";
+          },
+        });
+        const name = `bad-value-${suffix}-${values.indexOf(v)}-${places.findIndex((p) => p.place === place)}`;
+        const wf = workflow({ name }).v("1", {
+          async handler(run) {
+            const out = await poison.start(run, null);
+            return place === "a workflow output" ? v.value : out;
+          },
+        });
+        const w = await env.spawn({ workflows: [wf] });
+        const run = await wf.start(env.aiki, null);
+        const failed = await untilStatus(env.aiki, run.id, "failed");
+        await w.stop({ timeoutMs: 1_000 });
+        assert.match((failed.error as { message: string }).message, expect(v, name));
+        assert.equal(calls, 1, "the task ran once");
+        assert.equal(failed.attempt, 1, "the run failed on its first attempt");
+        assert.deepEqual([w.stats.ended.failed, w.stats.ended.abandoned, w.stats.ended.lost], [1, 0, 0]);
+      });
+    }
+  }
 });
 
 describe("client", () => {

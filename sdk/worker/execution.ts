@@ -211,6 +211,9 @@ export class Execution {
             stepKey: key,
           });
           output = validate(options.schema?.output, output, `output of task ${options.name}`);
+          // A result Postgres cannot store fails this attempt here, naming the step; sent, it
+          // would only come back as a data error.
+          engine.checkJson(`output of task ${options.name} (step ${key})`, output ?? null);
         } catch (error) {
           if (this.ended) return never();
           const outcome = await this.write(() => engine.failStep(
@@ -512,6 +515,7 @@ export class Execution {
     let valid: unknown;
     try {
       valid = validate(this.definition.options.schema?.output, output, `output of workflow ${this.definition.key}`);
+      engine.checkJson(`output of workflow ${this.definition.key}`, valid ?? null);
     } catch (error) {
       return this.onThrow(error);
     }
