@@ -47,7 +47,11 @@ export interface ExecutionSettings {
   log: (line: string) => void;
   /** Task retries due within this many ms wait in-process instead of suspending the run. */
   inlineRetryMaxMs: number;
-  /** The database clock minus this process's, at the claim: turns the journal's times into waits. */
+  /**
+   * The database clock minus this process's monotonic clock (performance.now()), taken at the
+   * claim: turns the journal's and the lease's times into local waits that moving the wall
+   * clock does not disturb.
+   */
   clockOffsetMs?: number;
   /** Batches step records and run ends with other executions' (group commit). Default: none. */
   recorder?: Recorder;
@@ -134,8 +138,13 @@ export class Execution {
   }
 
   /** A heartbeat renewed this execution's lease until `expiresAt` (database clock). */
-  renewed(leaseToken: string, expiresAt: string): void {
-    if (leaseToken === this.leaseToken) this.leaseExpiresAtMs = Date.parse(expiresAt);
+  renewed(expiresAt: string): void {
+    this.leaseExpiresAtMs = Date.parse(expiresAt);
+  }
+
+  /** Now on the database clock, as this process reckons it from the monotonic clock. */
+  private databaseNow(): number {
+    return performance.now() + (this.settings.clockOffsetMs ?? 0);
   }
 
   /**
@@ -144,7 +153,7 @@ export class Execution {
    * recorded the very task it is about to retry, so it must not start another attempt.
    */
   private leaseHeld(): boolean {
-    return !(Date.now() + (this.settings.clockOffsetMs ?? 0) >= this.leaseExpiresAtMs);
+    return !(this.databaseNow() >= this.leaseExpiresAtMs);
   }
 
   get id(): string {
@@ -192,7 +201,7 @@ export class Execution {
       if (!(await this.recordDeferred())) return never();
       if (step?.status === "retrying" && step.wake_at) {
         // An in-process retry delay interrupted by a crash: the next attempt keeps its due time.
-        const dueInMs = Date.parse(step.wake_at) - (Date.now() + (this.settings.clockOffsetMs ?? 0));
+        const dueInMs = Date.parse(step.wake_at) - this.databaseNow();
         if (dueInMs > 0) await sleep(dueInMs, this.abort.signal);
         if (this.ended) return never();
       }
