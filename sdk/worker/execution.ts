@@ -17,8 +17,8 @@
 //
 // Deferred records. With a recorder (the worker's group commit), a small task result reaches the
 // code before it is durable, and is recorded before the run's next durable effect — the next
-// task's body, a wait, a child start, the run's end — or at the latest once the handler is idle
-// (setImmediate). So no task starts before the steps before it are recorded, and a workflow that
+// task's body, a value step (now, random, uuid), a wait, a child start, the run's end — or at the
+// latest once the handler is idle (setImmediate). So no task starts before the steps before it are recorded, and a workflow that
 // returns right after its last task records that step and its end in one write. A crash in
 // between costs what a crash just before the record costs: the task runs again. The code sees
 // the result as JSON, exactly as a replay will.
@@ -315,6 +315,9 @@ export class Execution {
     this.busy++;
     try {
       if (!(await this.replayReached({ key, kind: "value", name }))) return never();
+      // Journal writes reach the database in code order: a value recorded before the task
+      // result it follows would, after a crash, be a journal the code cannot replay.
+      if (!(await this.recordDeferred())) return never();
       const recorded = await this.write(() => name === "now"
         ? engine.completeStepWithNow(this.settings.sql, this.id, this.leaseToken, key)
         : this.completeStep(key, "value", name, produce()));
