@@ -1,14 +1,14 @@
 // One execution of a claimed run: replays the handler against the run's journal and performs
 // the durable calls the journal does not answer yet.
 //
-// Replay. Every durable call gets a step key — its name plus an occurrence counter
-// (`charge-card#1`, `charge-card#2`) — so the same code reaches the same keys on every replay.
-// A completed key answers from the journal without running anything; a key recorded with
-// another kind or name is non-determinism and fails the run. So is code that goes somewhere new
-// (runs a task, records a value, starts a child, waits, returns) while journal entries remain
-// that it has not reached: recorded results arrive in microtasks, so once the handler is idle
-// (setImmediate) a deterministic replay has reached every entry, and the new call is held until
-// then — a task of changed code never runs.
+// Replay. Every durable call gets a step key, and its journal entry, from the run's Replay
+// (replay.ts: keys, journal look-ups, what is unreached, divergence). A completed key answers
+// from the journal without running anything; a key recorded with another kind or name is
+// non-determinism and fails the run. So is code that goes somewhere new (runs a task, records a
+// value, starts a child, waits, returns) while journal entries remain that it has not reached:
+// recorded results arrive in microtasks, so once the handler is idle (setImmediate) a
+// deterministic replay has reached every entry, and the new call is held until then — a task of
+// changed code never runs.
 //
 // Blocking. Waits (sleep, event, child) are collected instead of sent one by one. When the
 // handler can make no progress — nothing in flight, at least one wait open — all open waits go
@@ -39,6 +39,7 @@ import {
 import { validate } from "../schema.js";
 import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
+import { Replay, type DurableCall } from "./replay.js";
 
 export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
@@ -107,15 +108,10 @@ export class Execution {
   private resolveDone!: (end: ExecutionEnd) => void;
   private ended = false;
   private settled = false;
-  /** Completed journal entries the replay has not reached yet; the logger is quiet until 0. */
-  private unreplayed: number;
-  /** Journal keys (any status) the code has not reached yet, in journal order. */
-  private readonly unreached: Set<string>;
+  private readonly replay: Replay;
   private busy = 0;
   private checkQueued = false;
   private suspending = false;
-  private readonly journal: Map<string, engine.StepRecord>;
-  private readonly counters = new Map<string, number>();
   private readonly waits = new Map<string, OpenWait>();
   private childQueue: QueuedChild[] = [];
   /** When the lease runs out, on the database clock (claim, then each heartbeat). */
@@ -130,9 +126,7 @@ export class Execution {
     private readonly settings: ExecutionSettings,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.journal = new Map(record.journal.map((step) => [step.key, step]));
-    this.unreplayed = record.journal.filter((step) => step.status === "completed").length;
-    this.unreached = new Set(record.journal.map((step) => step.key));
+    this.replay = new Replay(record.id, record.journal);
     this.run = this.makeRun();
     this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
   }
@@ -188,7 +182,7 @@ export class Execution {
   // ---- durable calls -------------------------------------------------------------------------
 
   async task<I, O>(options: TaskOptions<I, O>, input: I): Promise<O> {
-    const key = this.nextKey(options.name);
+    const key = this.replay.nextKey(options.name);
     const step = this.recorded(key, "task", options.name);
     if (step === MISMATCH || this.ended) return never();
     if (step?.status === "completed") return step.output as O;
@@ -252,7 +246,7 @@ export class Execution {
 
   sleep(name: string, duration: Duration): Promise<void> {
     const durationMs = toMilliseconds(duration);
-    const key = this.nextKey(name);
+    const key = this.replay.nextKey(name);
     const step = this.recorded(key, "sleep", name);
     if (step === MISMATCH) return never();
     if (step?.status === "completed") return Promise.resolve();
@@ -261,7 +255,7 @@ export class Execution {
 
   waitEvent<T>(name: string, timeout: Duration | undefined): Promise<EventWaitResult<T>> {
     const timeoutMs = timeout === undefined ? null : toMilliseconds(timeout);
-    const key = this.nextKey(name);
+    const key = this.replay.nextKey(name);
     const step = this.recorded(key, "event", name);
     if (step === MISMATCH) return never();
     const toResult = (s: engine.StepRecord): EventWaitResult<T> => {
@@ -273,7 +267,7 @@ export class Execution {
   }
 
   async startChild<O>(child: WorkflowVersion<any, O, any>, input: unknown, options: ChildStartOptions): Promise<ChildRunHandle<O>> {
-    const key = this.nextKey(child.name);
+    const key = this.replay.nextKey(child.name);
     const step = this.recorded(key, "child", child.name);
     if (step === MISMATCH) return never();
     const childId = step?.child_id ?? await this.queueChild({
@@ -294,7 +288,7 @@ export class Execution {
   }
 
   private waitChild<O>(childKey: string, childId: string, name: string, expected: engine.RunStatus) {
-    const key = this.nextKey(`${childKey}/wait`);
+    const key = this.replay.nextKey(`${childKey}/wait`);
     const step = this.recorded(key, "wait_child", name);
     if (step === MISMATCH) return never<never>();
     const toResult = (s: engine.StepRecord) => {
@@ -308,7 +302,7 @@ export class Execution {
   }
 
   async value<T>(name: "now" | "random" | "uuid", produce: () => T): Promise<T> {
-    const key = this.nextKey(name);
+    const key = this.replay.nextKey(name);
     const step = this.recorded(key, "value", name);
     if (step === MISMATCH || this.ended) return never();
     if (step?.status === "completed") return step.output as T;
@@ -328,45 +322,33 @@ export class Execution {
     }
   }
 
-  // ---- replay bookkeeping --------------------------------------------------------------------
+  // ---- replay ------------------------------------------------------------------------------
 
-  private nextKey(name: string): string {
-    const n = (this.counters.get(name) ?? 0) + 1;
-    this.counters.set(name, n);
-    return `${name}#${n}`;
-  }
-
-  /** The journal entry for key, checked against the call the code makes now. */
+  /** The journal entry for key, checked against the call the code makes now (see Replay). */
   private recorded(key: string, kind: engine.StepKind, name: string): engine.StepRecord | undefined | typeof MISMATCH {
-    const step = this.journal.get(key);
-    if (step?.status === "completed" && this.unreplayed > 0) this.unreplayed--;
-    this.unreached.delete(key);
-    if (step && (step.kind !== kind || step.name !== name)) {
-      void this.failRun(new NonDeterminismError("AK006",
-        `non-determinism at step '${key}' of run ${this.id}: the journal recorded ${step.kind} '${step.name}', ` +
-        `the code now calls ${kind} '${name}'. Deploy changed workflow code as a new version.`));
+    const found = this.replay.lookup(key, kind, name);
+    if ("mismatch" in found) {
+      void this.failRun(new NonDeterminismError("AK006", found.mismatch));
       return MISMATCH;
     }
-    return step;
+    return found.step;
   }
 
   /**
-   * Whether the code, about to make `call` (or to return, without one), has reached every journal
-   * entry; if not, the run fails with a non-determinism error naming the first entry missed.
+   * Whether the code, about to make `call` (or to return, without one), has left journal entries
+   * behind; if so, the run fails with a non-determinism error naming the first entry missed.
    */
-  private diverged(call: { key: string; kind: string; name: string } | undefined): boolean {
-    const missed = this.journal.get(this.unreached.values().next().value ?? "");
-    if (!missed || this.ended || this.settled) return false;
-    const now = call ? `the code now calls ${call.kind} '${call.name}' (step '${call.key}') instead` : "the code returned without reaching it";
-    void this.failRun(new NonDeterminismError("AK006",
-      `non-determinism at step '${missed.key}' of run ${this.id}: the journal recorded ${missed.kind} '${missed.name}', ` +
-      `${now}. Deploy changed workflow code as a new version.`));
+  private diverged(call: DurableCall | undefined): boolean {
+    if (this.ended || this.settled) return false;
+    const divergence = this.replay.divergence(call);
+    if (divergence === undefined) return false;
+    void this.failRun(new NonDeterminismError("AK006", divergence));
     return true;
   }
 
   /** Holds a new call until the handler is idle, when replay has reached all it can; false if it diverged. */
-  private async replayReached(call: { key: string; kind: string; name: string }): Promise<boolean> {
-    if (this.unreached.size === 0) return true;
+  private async replayReached(call: DurableCall): Promise<boolean> {
+    if (this.replay.caughtUp) return true;
     await new Promise((resolve) => setImmediate(resolve));
     return !this.diverged(call) && !this.ended;
   }
@@ -422,7 +404,7 @@ export class Execution {
   private async suspendIfBlocked(): Promise<void> {
     if (this.ended || this.settled || this.busy > 0 || this.suspending || this.waits.size === 0) return;
     const open = [...this.waits.values()];
-    const fresh = open.find((w) => !this.journal.has(w.wait.key)) ?? open[0]!;
+    const fresh = open.find((w) => !this.replay.has(w.wait.key)) ?? open[0]!;
     if (this.diverged(fresh.wait)) return;
     this.suspending = true;
     try {
@@ -434,7 +416,7 @@ export class Execution {
         return;
       }
       for (const step of result.resolved) {
-        this.journal.set(step.key, step);
+        this.replay.learn(step);
         const wait = this.waits.get(step.key);
         if (!wait) continue;
         this.waits.delete(step.key);
@@ -520,7 +502,7 @@ export class Execution {
 
   private async onReturn(output: unknown): Promise<void> {
     if (this.ended || this.settled) return;
-    if (this.unreached.size > 0) {
+    if (!this.replay.caughtUp) {
       await new Promise((resolve) => setImmediate(resolve));
       if (this.diverged(undefined) || this.ended || this.settled) return;
     }
@@ -569,7 +551,7 @@ export class Execution {
   private makeRun(): WorkflowRun<any> {
     const prefix = `[${this.definition.key} ${this.id}]`;
     const line = (level: string) => (message: string, fields?: Record<string, unknown>) => {
-      if (this.unreplayed === 0) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
+      if (!this.replay.replaying) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
     };
     const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
     const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
