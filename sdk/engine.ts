@@ -2,6 +2,7 @@
 // Nothing here decides a run's state; it only moves arguments in and maps errors out.
 import type { JSONValue, Sql } from "postgres";
 import { InvalidInputError, fromDatabaseError } from "./errors.js";
+import { engineQuery } from "./db/pool.js";
 
 export type RunStatus =
   | "scheduled" | "pending" | "running" | "sleeping" | "waiting" | "retrying" | "paused"
@@ -166,7 +167,7 @@ const textArray = (values: readonly string[] | null): string | null =>
 
 async function call<T>(query: Promise<T>): Promise<T> {
   try {
-    return await query;
+    return await engineQuery(query);
   } catch (error) {
     throw fromDatabaseError(error);
   }
