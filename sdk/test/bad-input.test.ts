@@ -237,6 +237,79 @@ describe("SQL injection in free-text parameters", () => {
   });
 });
 
+// Data sent from SQL bypasses the SDK's schema checks on start and send; the worker checks what
+// it receives, fails the run or the wait with SchemaValidationError, and never hands the
+// handler data its schema forbids.
+describe("data past the SDK's schemas, sent from SQL, is refused on receipt", () => {
+  it("a run input its workflow's schema forbids fails the run for good; the handler never runs", async () => {
+    let ran = 0;
+    const wf = workflow({ name: `schema-in-${suffix}` }).v("1", {
+      schema: { input: z.object({ id: z.string() }) },
+      retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 0 },
+      async handler(_run, input: { id: string }) {
+        ran++;
+        return input.id;
+      },
+    });
+    const w = await env.spawn({ workflows: [wf] });
+    const [row] = await raw.client`select run_id from aiki.start_workflow(${wf.name}, '1', '{"id": 7}')`;
+    const failed = await untilStatus(env.aiki, row!.run_id, "failed");
+    await w.stop({ timeoutMs: 1_000 });
+    assert.equal(ran, 0, "the handler never saw the input");
+    assert.equal((failed.error as { name: string }).name, "SchemaValidationError");
+    assert.match((failed.error as { message: string }).message, new RegExp(`^input of workflow ${wf.key} \\(run ${row!.run_id}\\) does not match its schema: `));
+    assert.equal(failed.attempt, 1, "not retried: the input cannot change");
+  });
+
+  it("event data its schema forbids fails the wait; the handler never sees the data", async () => {
+    const seen: unknown[] = [];
+    const wf = workflow({ name: `schema-event-${suffix}` }).v("1", {
+      events: { go: event(z.object({ eta: z.number() })) },
+      async handler(run) {
+        try {
+          const got = await run.events.go.wait();
+          seen.push(got);
+          return "handed";
+        } catch (error) {
+          return `${(error as Error).name}: ${(error as Error).message}`;
+        }
+      },
+    });
+    const w = await env.spawn({ workflows: [wf] });
+    const handle = await wf.start(env.aiki, null);
+    await untilStatus(env.aiki, handle.id, "waiting");
+    await raw.client`select aiki.send_event(${handle.id}::uuid, 'go', '{"eta": "soon"}')`;
+    const output = await handle.result({ timeout: 10_000 });
+    await w.stop({ timeoutMs: 1_000 });
+    assert.deepEqual(seen, []);
+    assert.match(String(output), new RegExp(`^SchemaValidationError: event go received by run ${handle.id} does not match its schema: `));
+  });
+
+  it("a typed child's result its schema forbids fails the parent's wait", async () => {
+    const childName = `schema-child-${suffix}`;
+    // The parent's worker knows the child as typed; the child's own worker (other code) returns a string.
+    const typedChild = workflow({ name: childName }).v("1", { schema: { output: z.number() }, handler: async () => 1 });
+    const untypedChild = workflow({ name: childName }).v("1", { handler: async () => "not a number" as unknown as number });
+    const parent = workflow({ name: `schema-parent-${suffix}` }).v("1", {
+      async handler(run) {
+        const child = await typedChild.startAsChild(run, null, { queue: `kids-${suffix}` });
+        try {
+          return await child.waitForStatus("completed");
+        } catch (error) {
+          return `${(error as Error).name}: ${(error as Error).message}`;
+        }
+      },
+    });
+    const parents = await env.spawn({ workflows: [parent, typedChild] });
+    const children = await env.spawn({ workflows: [untypedChild], queues: [`kids-${suffix}`] }, env.client());
+    const handle = await parent.start(env.aiki, null);
+    const output = await handle.result({ timeout: 10_000 });
+    await parents.stop({ timeoutMs: 1_000 });
+    await children.stop({ timeoutMs: 1_000 });
+    assert.match(String(output), /^SchemaValidationError: output of child run [0-9a-f-]{36} \(workflow schema-child-\w+\) does not match its schema: /);
+  });
+});
+
 // Item: a value Postgres cannot store is a data error, not a lost connection. Each of five such
 // values, returned by a task, thrown by a task, or returned by a workflow, fails its step or run
 // once, at once, with an error that says which step and what was wrong; the task never runs again

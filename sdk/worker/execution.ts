@@ -36,7 +36,7 @@ import {
   AikiError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError, TaskFailedError,
   serializeError, type SerializedError,
 } from "../errors.js";
-import { validate } from "../schema.js";
+import { validate, type Schema } from "../schema.js";
 import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
 import { Replay, type DurableCall } from "./replay.js";
@@ -119,6 +119,8 @@ export class Execution {
   /** Task results the code has, not recorded yet (see "Deferred records"). */
   private deferred: StepWrite[] = [];
   private deferredWrite: Promise<void> = Promise.resolve();
+  /** The run's input failed its schema: no retry can mend it. */
+  private invalidInput = false;
 
   constructor(
     readonly record: engine.ClaimedRun,
@@ -161,7 +163,7 @@ export class Execution {
   /** Runs the handler to its end or its next suspension; `done` tells which. */
   start(): Promise<ExecutionEnd> {
     Promise.resolve()
-      .then(() => this.definition.options.handler(this.run, this.record.input))
+      .then(() => this.definition.options.handler(this.run, this.receivedInput()))
       .then((output) => this.onReturn(output), (error) => this.onThrow(error))
       .catch((error) => {
         // The engine refused even the run's failure: leave the run to lease expiry.
@@ -169,6 +171,20 @@ export class Execution {
         this.end("abandoned");
       });
     return this.done;
+  }
+
+  /**
+   * The run's input, checked against the workflow's schema here too: a client calling
+   * aiki.start_workflow from SQL bypasses the SDK that validates on start. Data that does not fit
+   * fails the run for good; the handler never sees it.
+   */
+  private receivedInput(): unknown {
+    try {
+      return validate(this.definition.options.schema?.input, this.record.input, `input of workflow ${this.definition.key} (run ${this.id})`);
+    } catch (error) {
+      this.invalidInput = true;
+      throw error;
+    }
   }
 
   /** Stops this execution without writing anything: the lease is gone or the worker is leaving. */
@@ -258,11 +274,15 @@ export class Execution {
     const key = this.replay.nextKey(name);
     const step = this.recorded(key, "event", name);
     if (step === MISMATCH) return never();
+    const schema = this.definition.events[name]?.schema;
+    // Event data is checked on receipt too (aiki.send_event from SQL bypasses the SDK's check):
+    // data that does not fit fails the wait, and the handler never sees it.
     const toResult = (s: engine.StepRecord): EventWaitResult<T> => {
       const output = s.output as { timeout?: boolean; data?: T } | null;
-      return output?.timeout ? { timeout: true } : { timeout: false, data: output?.data as T };
+      if (output?.timeout) return { timeout: true };
+      return { timeout: false, data: validate(schema, output?.data, `event ${name} received by run ${this.id}`) as T };
     };
-    if (step?.status === "completed") return Promise.resolve(toResult(step));
+    if (step?.status === "completed") return Promise.resolve(step).then(toResult);
     return this.openWait({ key, kind: "event", name, timeout_ms: timeoutMs }).then(toResult);
   }
 
@@ -283,21 +303,25 @@ export class Execution {
     });
     return {
       id: childId,
-      waitForStatus: (status) => this.waitChild<O>(key, childId, child.name, status),
+      waitForStatus: (status) => this.waitChild<O>(key, childId, child.name, status, child.options.schema?.output),
     };
   }
 
-  private waitChild<O>(childKey: string, childId: string, name: string, expected: engine.RunStatus) {
+  private waitChild<O>(childKey: string, childId: string, name: string, expected: engine.RunStatus, schema: Schema<O> | undefined) {
     const key = this.replay.nextKey(`${childKey}/wait`);
     const step = this.recorded(key, "wait_child", name);
     if (step === MISMATCH) return never<never>();
+    // A typed child's result is checked on receipt: a run completed from SQL may hold anything.
     const toResult = (s: engine.StepRecord) => {
       const outcome = s.output as { status: engine.RunStatus; output: O; error: unknown };
+      const output = outcome.status === "completed"
+        ? validate(schema, outcome.output, `output of child run ${childId} (workflow ${name})`)
+        : outcome.output;
       return outcome.status === expected
-        ? { success: true as const, state: { status: outcome.status, output: outcome.output } }
+        ? { success: true as const, state: { status: outcome.status, output } }
         : { success: false as const, cause: "run_terminated" as const, state: { status: outcome.status, error: outcome.error } };
     };
-    if (step?.status === "completed") return Promise.resolve(toResult(step));
+    if (step?.status === "completed") return Promise.resolve(step).then(toResult);
     return this.openWait({ key, kind: "wait_child", name, child_id: childId }).then(toResult);
   }
 
@@ -541,7 +565,7 @@ export class Execution {
     this.settings.onSettled?.();
     await this.recordDeferred();
     if (this.ended) return;
-    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError;
+    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError || this.invalidInput;
     if (error instanceof NonDeterminismError) this.settings.log(error.message);
     const outcome = await this.write(() => engine.failRun(
       this.settings.sql, this.id, this.leaseToken, serializeError(error), nonRetryable));
