@@ -1,7 +1,7 @@
 // Typed calls of the engine's SQL functions: one wrapper per SQL verb, same name in camelCase.
 // Nothing here decides a run's state; it only moves arguments in and maps errors out.
 import type { JSONValue, Sql } from "postgres";
-import { InvalidInputError, fromDatabaseError } from "./errors.js";
+import { InvalidInputError, fromDatabaseError, type SerializedError } from "./errors.js";
 import { engineQuery } from "./db/pool.js";
 
 export type RunStatus =
@@ -16,7 +16,7 @@ export interface StepRecord {
   key: string;
   kind: StepKind;
   name: string;
-  status: "waiting" | "retrying" | "completed" | "failed";
+  status: "waiting" | "started" | "retrying" | "completed" | "failed";
   attempts: number;
   output: unknown;
   error: unknown;
@@ -279,6 +279,24 @@ export async function completeStepWithNow(sql: Sql, runId: string, leaseToken: s
   const rows = await call(sql<{ step: StepRecord }[]>`
     select aiki.complete_step(${runId}::uuid, ${leaseToken}::uuid, ${key}, 'value', 'now', to_jsonb(aiki.now())) as step`);
   return rows[0]!.step;
+}
+
+export type StartAttemptResult =
+  | { status: "started"; attempt: number; deadline_at: string }
+  | (FailStepResult & { timed_out: true; error: SerializedError });
+
+/**
+ * Journals that the next attempt of a timed task runs until `deadlineMs` from now (its start, or
+ * a heartbeat). An earlier attempt found past its deadline is failed by timeout instead.
+ */
+export async function startAttempt(
+  sql: Sql, runId: string, leaseToken: string, key: string, name: string, deadlineMs: number,
+  retry: unknown, inlineMaxMs: number,
+): Promise<StartAttemptResult> {
+  const rows = await call(sql<{ result: StartAttemptResult }[]>`
+    select aiki.start_attempt(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${name}, ${deadlineMs},
+                              ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${inlineMaxMs}) as result`);
+  return rows[0]!.result;
 }
 
 /** Records that `attempt` (1 for the first) failed; repeating the call for it changes nothing. */

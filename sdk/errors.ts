@@ -42,6 +42,15 @@ export class TaskFailedError extends AikiError {
     this.details = details;
   }
 }
+/**
+ * A task attempt ran past its `timeout`, or past its `heartbeatTimeout` without a heartbeat. The
+ * attempt fails with it (its retry policy decides what follows); its signal is aborted with it.
+ */
+export class TaskTimeoutError extends AikiError {
+  constructor(message: string) {
+    super("task_timeout", message);
+  }
+}
 /** Throw this from a task or workflow to fail it at once, skipping remaining retries. */
 export class NonRetryableError extends AikiError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -1,6 +1,7 @@
 -- aiki engine: steps — the journal writes a worker makes under its lease, and the run's end.
 --
 --   complete_step  record a task result or a deterministic value (now, random, uuid)
+--   start_attempt  record a timed task attempt's deadline (start, heartbeat); fail it once overdue
 --   fail_step      record a task failure; the retry policy decides: retry inline, suspend, or fail
 --   complete_run   the handler returned
 --   fail_run       the handler threw; the run's retry policy decides: retry or fail
@@ -82,7 +83,7 @@ begin
   elsif v_step.status = 'failed' then
     raise exception using errcode = 'AK005',
       message = format('step %s of run %s already failed for good and cannot be completed', quote_literal(p_step_key), p_run_id);
-  elsif v_step.status = 'retrying' then
+  elsif v_step.status in ('retrying', 'started') then
     update aiki.steps
        set status = 'completed', output = p_output, error = null, wake_at = null,
            attempts = attempts + 1, completed_at = v_now
@@ -94,6 +95,58 @@ begin
     returning * into v_step;
   end if;
   return aiki._step_json(v_step);
+end
+$$;
+
+-- Records that the next attempt of task step p_step_key runs until p_deadline_ms from now: at the
+-- attempt's start, and again at each task heartbeat, which pushes the deadline on. Only tasks
+-- that declare a timeout or a heartbeat timeout call it (untimed tasks pay nothing).
+-- If the journal holds an attempt still `started` whose deadline has passed — its worker died or
+-- hung — that attempt failed by timeout: it is counted as fail_step counts a failure, with a
+-- TaskTimeoutError, and fail_step's answer is returned with "timed_out": true and the "error"
+-- (the retry policy decides what follows; the task does not simply run again). Otherwise returns
+-- {"status": "started", "attempt", "deadline_at"}: the attempt's number (1 for the first) and
+-- its deadline. AK001 on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a
+-- clash. Locks: the run, then the step.
+create or replace function aiki.start_attempt(
+  p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint,
+  p_retry jsonb default null, p_inline_max_ms bigint default 0)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_step aiki.steps;
+  v_now timestamptz := aiki.now();
+  v_deadline timestamptz;
+  v_error jsonb;
+begin
+  perform aiki._check_key('step key', p_step_key);
+  perform aiki._check_name('step name', p_name);
+  v_deadline := v_now + aiki._check_duration('attempt deadline', p_deadline_ms);
+  perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  perform aiki._lock_lease(p_run_id, p_lease_token, false);
+
+  v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
+  if v_step.status = 'completed' then
+    raise exception using errcode = 'AK005',
+      message = format('step %s of run %s already completed and cannot start another attempt', quote_literal(p_step_key), p_run_id);
+  elsif v_step.status = 'failed' then
+    return jsonb_build_object('status', 'failed', 'attempts', v_step.attempts, 'error', v_step.error);
+  elsif v_step.status = 'started' and v_step.wake_at <= v_now then
+    v_error := jsonb_build_object('name', 'TaskTimeoutError', 'code', 'task_timeout',
+      'message', format('task %s (step %s) timed out: attempt %s passed its deadline %s',
+                        p_name, p_step_key, v_step.attempts + 1, v_step.wake_at));
+    return aiki.fail_step(p_run_id, p_lease_token, p_step_key, p_name, v_error, p_retry, false,
+                          p_inline_max_ms, v_step.attempts + 1)
+           || jsonb_build_object('timed_out', true, 'error', v_error);
+  end if;
+
+  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, wake_at, created_at)
+  values (p_run_id, p_step_key, 'task', 'started', p_name, 0, v_deadline, v_now)
+  on conflict (run_id, step_key) do update set status = 'started', wake_at = excluded.wake_at
+  returning * into v_step;
+  return jsonb_build_object('status', 'started', 'attempt', v_step.attempts + 1, 'deadline_at', v_step.wake_at);
 end
 $$;
 
@@ -199,7 +252,7 @@ $$;
 
 -- The handler threw p_error. Unless p_non_retryable, the run's retry policy (given at start)
 -- may schedule another attempt: the run then waits as `retrying`, keeps its completed steps,
--- and forgets its failed ones so they run again. Returns {"status": "retrying", "attempt",
+-- and forgets its failed (and started) ones so they run again. Returns {"status": "retrying", "attempt",
 -- "retry_at"} or {"status": "failed"}. AK001 on a lost lease.
 create or replace function aiki.fail_run(
   p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean default false)
@@ -221,7 +274,7 @@ begin
     return jsonb_build_object('status', 'failed', 'attempt', v_run.attempt);
   end if;
 
-  delete from aiki.steps where run_id = p_run_id and status = 'failed';
+  delete from aiki.steps where run_id = p_run_id and status in ('failed', 'started');
   update aiki.runs
      set status = case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
          attempt = attempt + 1, error = p_error, updated_at = v_now,
@@ -406,7 +459,8 @@ begin
     left join aiki.runs r on r.id = v_ids[i];
 
   begin
-    -- Steps recorded before answer with their first record; retrying ones complete; new ones insert.
+    -- Steps recorded before answer with their first record; retrying and started ones complete;
+    -- new ones insert.
     select coalesce(jsonb_object_agg(st.run_id || ' ' || st.step_key, aiki._step_json(st)), '{}') into v_existing
       from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s,
            aiki.steps st
@@ -415,7 +469,7 @@ begin
        set status = 'completed', output = coalesce(s->'output', 'null'), error = null, wake_at = null,
            attempts = st.attempts + 1, completed_at = v_now
       from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'retrying';
+     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status in ('retrying', 'started');
     -- No ON CONFLICT: under the run's lock only this batch writes the run's journal, so a
     -- conflict is a key given twice in the batch, and the slow path sorts that out.
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)

@@ -12,7 +12,7 @@ grant usage on type aiki.run_status to aiki_admin, aiki_client, aiki_worker, pub
 create type aiki.step_kind as enum ('task', 'sleep', 'event', 'child', 'wait_child', 'value');
 grant usage on type aiki.step_kind to aiki_admin, aiki_client, aiki_worker, public;
 
-create type aiki.step_status as enum ('waiting', 'retrying', 'completed', 'failed');
+create type aiki.step_status as enum ('waiting', 'retrying', 'completed', 'failed', 'started');
 grant usage on type aiki.step_status to aiki_admin, aiki_client, aiki_worker, public;
 
 create table aiki.events (
@@ -190,6 +190,12 @@ create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) ret
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns integer
   language plpgsql volatile;
 
+create function aiki._record_shape_error(p_write jsonb) returns jsonb
+  language plpgsql immutable;
+
+create function aiki._record_write(p_write jsonb) returns jsonb
+  language plpgsql volatile;
+
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
   language plpgsql volatile;
 
@@ -294,6 +300,10 @@ grant execute on function aiki.set_queue(text, integer, integer) to aiki_admin;
 create function aiki.sleep(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_duration_ms bigint) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.sleep(uuid, uuid, text, text, bigint) to aiki_admin, aiki_worker;
+
+create function aiki.start_attempt(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint, p_retry jsonb DEFAULT NULL::jsonb, p_inline_max_ms bigint DEFAULT 0) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint) to aiki_admin, aiki_worker;
 
 create function aiki.start_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_options jsonb DEFAULT '{}'::jsonb) returns uuid
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

@@ -40,6 +40,7 @@ import { validate, type Schema } from "../schema.js";
 import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
 import { Replay, type DurableCall } from "./replay.js";
+import { AttemptClock, type AttemptTiming } from "./attempt.js";
 
 export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
@@ -215,20 +216,49 @@ export class Execution {
         if (dueInMs > 0) await sleep(dueInMs, this.abort.signal);
         if (this.ended) return never();
       }
+      // After a failed attempt: false when the run is suspended or over; throws when the task failed for good.
+      const afterFailure = async (outcome: engine.FailStepResult, error: SerializedError): Promise<boolean> => {
+        if (outcome.status === "failed") throw taskFailed(options.name, error);
+        if (outcome.suspended) {
+          this.end("retrying");
+          return false;
+        }
+        attempts = outcome.attempts;
+        await sleep(outcome.delay_ms, this.abort.signal);
+        return !this.ended;
+      };
+      const timing = attemptTiming(options);
       for (;;) {
         if (!this.leaseHeld()) {
           this.end("lost");
           return never();
         }
+        let clock: AttemptClock | undefined;
+        if (timing) {
+          const started = await this.write(() => engine.startAttempt(
+            this.settings.sql, this.id, this.leaseToken, key, options.name, AttemptClock.firstDeadlineMs(timing),
+            options.retry, this.settings.inlineRetryMaxMs));
+          if (started.status !== "started") {
+            // An earlier attempt passed its deadline while its worker was gone: it failed by timeout.
+            if (!(await afterFailure(started, started.error))) return never();
+            continue;
+          }
+          clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms) => {
+            engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
+              this.settings.inlineRetryMaxMs).catch((error) => this.settings.log(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
+          });
+        }
         let output: O;
         try {
-          output = await options.handler(valid, {
+          const result = options.handler(valid, {
             attempt: attempts + 1,
-            signal: this.abort.signal,
+            signal: clock?.signal ?? this.abort.signal,
             idempotencyKey: `${this.id}:${key}`,
             runId: this.id,
             stepKey: key,
+            heartbeat: () => clock?.heartbeat(),
           });
+          output = await (clock ? Promise.race([result, clock.expired]) : result);
           output = validate(options.schema?.output, output, `output of task ${options.name}`);
           // A result Postgres cannot store fails this attempt here, naming the step; sent, it
           // would only come back as a data error.
@@ -238,15 +268,10 @@ export class Execution {
           const outcome = await this.write(() => engine.failStep(
             this.settings.sql, this.id, this.leaseToken, key, options.name, serializeError(error),
             options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs, attempts + 1));
-          if (outcome.status === "failed") throw taskFailed(options.name, serializeError(error));
-          if (outcome.suspended) {
-            this.end("retrying");
-            return never();
-          }
-          attempts = outcome.attempts;
-          await sleep(outcome.delay_ms, this.abort.signal);
-          if (this.ended) return never();
+          if (!(await afterFailure(outcome, serializeError(error)))) return never();
           continue;
+        } finally {
+          clock?.dispose();
         }
         if (this.ended) return never();
         const deferred = this.defer(key, options.name, output);
@@ -597,6 +622,15 @@ export class Execution {
     };
     return run as unknown as WorkflowRun<any>;
   }
+}
+
+/** The timing of a task's attempts, or undefined for an untimed task (which journals no start). */
+function attemptTiming(options: TaskOptions<any, any>): AttemptTiming | undefined {
+  if (options.timeout === undefined && options.heartbeatTimeout === undefined) return undefined;
+  return {
+    timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
+    heartbeatTimeoutMs: options.heartbeatTimeout === undefined ? undefined : toMilliseconds(options.heartbeatTimeout),
+  };
 }
 
 function taskFailed(name: string, error: SerializedError | null): TaskFailedError {

@@ -251,6 +251,23 @@ cases("start_child", [
   { name: "stale lease token", code: "AK001", message: /^lease lost/, act: (w) => w.sql`select aiki.start_child(${w.run}::uuid, ${nobody}::uuid, 'c#1', 'kid', '1')` },
 ]);
 
+const startAttempt = (w: World, args: Record<string, unknown>) => {
+  const a: Record<string, any> = { run: w.run, token: w.token, key: "slow#1", name: "slow", deadlineMs: 1000, inlineMs: 0, ...args };
+  return w.sql`select aiki.start_attempt(${a.run as string}::uuid, ${a.token as string}::uuid, ${a.key as string}::text,
+                                         ${a.name as string}::text, ${a.deadlineMs as number}::bigint, null, ${a.inlineMs as number}::bigint)`;
+};
+
+cases("start_attempt", [
+  { name: "a negative deadline", code: "AK003", message: /^invalid attempt deadline -1 ms$/, act: (w) => startAttempt(w, { deadlineMs: -1 }) },
+  { name: "a null deadline", code: "AK003", message: /^invalid attempt deadline null ms$/, act: (w) => startAttempt(w, { deadlineMs: null }) },
+  { name: "an empty step key", code: "AK003", message: /^invalid step key ''$/, act: (w) => startAttempt(w, { key: "" }) },
+  { name: "a step name with a space", code: "AK003", message: /^invalid step name 'a b'$/, act: (w) => startAttempt(w, { name: "a b" }) },
+  { name: "a negative inline retry limit", code: "AK003", message: /^invalid inline retry limit -1 ms$/, act: (w) => startAttempt(w, { inlineMs: -1 }) },
+  { name: "a stale lease token", code: "AK001", message: /^lease lost/, act: (w) => startAttempt(w, { token: nobody }) },
+  { name: "a completed step", code: "AK005", message: /^step 'done#1' of run .* already completed and cannot start another attempt$/, act: (w) => startAttempt(w, { key: "done#1", name: "done" }) },
+  { name: "a recorded key asked with another name", code: "AK006", message: /^non-determinism at step 'done#1'/, act: (w) => startAttempt(w, { key: "done#1", name: "other" }) },
+]);
+
 // record answers per write instead of raising: each case is a batch, and every write of it must
 // be answered with its error while nothing is written.
 interface RecordCase {
