@@ -71,6 +71,45 @@ describe("complete_step", () => {
   });
 });
 
+describe("start_attempt", () => {
+  const start = (run: { id: string; lease_token: string }, deadlineMs: number, retry: unknown = null) =>
+    h.sql`select aiki.start_attempt(${run.id}::uuid, ${run.lease_token}::uuid, 'slow#1', 'slow', ${deadlineMs},
+                                    ${retry === null ? null : JSON.stringify(retry)}::text::jsonb, 1000) as r`.then(([row]) => row!.r);
+
+  it("journals a started attempt with its deadline; a heartbeat pushes the deadline on", async () => {
+    const run = await startAndClaim(h.sql);
+    assert.deepEqual(await start(run, 5_000), { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:05+00:00" });
+    await setNow(h.sql, at(4_000));
+    assert.deepEqual(await start(run, 5_000), { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:09+00:00" });
+    const s = (await step(h.sql, run.id, "slow#1"))!;
+    assert.deepEqual([s.status, s.attempts, s.wake_at], ["started", 0, "2030-01-01T00:00:09+00:00"]);
+  });
+
+  it("an attempt found past its deadline failed by timeout: counted as fail_step counts it, the policy decides", async () => {
+    const run = await startAndClaim(h.sql, { leaseMs: 60_000 });
+    await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 });
+    await setNow(h.sql, at(1_000));
+    const timedOut = await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 });
+    assert.equal(timedOut.status, "retrying");
+    assert.equal(timedOut.attempts, 1);
+    assert.equal(timedOut.timed_out, true);
+    assert.match(timedOut.error.message, /^task slow \(step slow#1\) timed out: attempt 1 passed its deadline 2030-01-01 00:00:01\+00$/);
+    // The retry starts; when it too runs out, the policy has no attempt left.
+    assert.equal((await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 })).attempt, 2);
+    await setNow(h.sql, at(5_000));
+    const last = await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 });
+    assert.deepEqual([last.status, last.attempts, last.error.name], ["failed", 2, "TaskTimeoutError"]);
+    assert.equal((await step(h.sql, run.id, "slow#1"))!.status, "failed");
+  });
+
+  it("a started attempt completes as a retried one does, counting it", async () => {
+    const run = await startAndClaim(h.sql);
+    await start(run, 5_000);
+    const s = await completeStep(h.sql, run, "slow#1", "slow", "done");
+    assert.deepEqual([s.status, s.attempts, s.output, s.wake_at], ["completed", 1, "done", null]);
+  });
+});
+
 describe("fail_step", () => {
   it("without a retry policy, fails the step at once; the run keeps running for the code to see it", async () => {
     const run = await startAndClaim(h.sql);
