@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import postgres, { type Sql } from "postgres";
 import { z } from "zod";
 import {
-  DefinitionError, IdempotencyConflictError, InvalidInputError, InvalidTransitionError, PayloadTooLargeError,
+  DataError, DefinitionError, IdempotencyConflictError, InvalidInputError, InvalidTransitionError, PayloadTooLargeError,
   RunNotFoundError, SchemaValidationError, client, event, task, worker, workflow, type Client,
 } from "../index.js";
 import * as engine from "../engine.js";
@@ -175,6 +175,7 @@ table("events, handles and operator calls", [
   { name: "event idempotency key of 257 characters", error: InvalidInputError, code: "AK003", message: /^invalid idempotency key 'k{200}'$/, act: () => order.handle(env.aiki, world.waiting).events.free.send(1, { idempotencyKey: "k".repeat(257) }) },
   { name: "SQL injection as the event name", error: InvalidInputError, code: "AK003", message: /^invalid event name 'x''\); drop table aiki\.runs; --'$/, act: () => engine.sendEvent(env.aiki.sql, world.waiting, injection, null) },
   { name: "event data that is not JSON text (SQL)", code: "22P02", message: /^invalid input syntax for type json$/, act: () => env.sql`select aiki.send_event(${world.waiting}::uuid, 'free', '{not json'::jsonb)` },
+  { name: "a run id that is not a UUID, past the SDK's check: a Postgres data error", error: DataError, code: "22P02", message: /^invalid input syntax for type uuid: "x"$/, act: () => engine.getRun(env.aiki.sql, "x") },
   { name: "a handle on a run id that is not a UUID", error: InvalidInputError, code: "AK003", message: /^invalid run id 'x''\); drop table aiki\.runs; --': expected a UUID$/, act: () => order.handle(env.aiki, injection).get() },
   { name: "waiting with a negative timeout", error: InvalidInputError, code: "AK003", message: /^invalid duration -1/, act: () => order.handle(env.aiki, world.waiting).waitForStatus("completed", { timeout: -1 }) },
   { name: "cancelling a completed run", error: InvalidTransitionError, code: "AK005", message: /^run [0-9a-f-]{36} is already completed and cannot be cancelled$/, act: () => order.handle(env.aiki, world.completed).cancel() },
