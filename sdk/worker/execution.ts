@@ -18,10 +18,14 @@
 // Deferred records. With a recorder (the worker's group commit), a small task result reaches the
 // code before it is durable, and is recorded before the run's next durable effect — the next
 // task's body, a value step (now, random, uuid), a wait, a child start, the run's end — or at the
-// latest once the handler is idle (setImmediate). So no task starts before the steps before it are recorded, and a workflow that
-// returns right after its last task records that step and its end in one write. A crash in
+// latest once the handler is idle (setImmediate). So the journal is written in code order: no
+// task starts and no value is recorded before the steps before it are recorded, and a workflow
+// that returns right after its last task records that step and its end in one write. A crash in
 // between costs what a crash just before the record costs: the task runs again. The code sees
 // the result as JSON, exactly as a replay will.
+//
+// Timed tasks. A task with a timeout journals each attempt's deadline first (attempt.ts): an
+// attempt past it fails with TaskTimeoutError, in process or, when the worker died, at replay.
 //
 // End states: completed, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
