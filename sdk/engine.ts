@@ -282,20 +282,22 @@ export async function completeStepWithNow(sql: Sql, runId: string, leaseToken: s
 }
 
 export type StartAttemptResult =
-  | { status: "started"; attempt: number; deadline_at: string }
+  | { status: "started"; attempt: number; deadline_at: string; details: unknown }
   | (FailStepResult & { timed_out: true; error: SerializedError });
 
 /**
  * Journals that the next attempt of a timed task runs until `deadlineMs` from now (its start, or
- * a heartbeat). An earlier attempt found past its deadline is failed by timeout instead.
+ * a heartbeat with its details). An earlier attempt found past its deadline is failed by timeout
+ * instead.
  */
 export async function startAttempt(
   sql: Sql, runId: string, leaseToken: string, key: string, name: string, deadlineMs: number,
-  retry: unknown, inlineMaxMs: number,
+  retry: unknown, inlineMaxMs: number, details?: unknown,
 ): Promise<StartAttemptResult> {
   const rows = await call(sql<{ result: StartAttemptResult }[]>`
     select aiki.start_attempt(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${name}, ${deadlineMs},
-                              ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${inlineMaxMs}) as result`);
+                              ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${inlineMaxMs},
+                              ${details === undefined ? null : jsonb(sql, details, "heartbeat details")}::jsonb) as result`);
   return rows[0]!.result;
 }
 

@@ -99,18 +99,20 @@ end
 $$;
 
 -- Records that the next attempt of task step p_step_key runs until p_deadline_ms from now: at the
--- attempt's start, and again at each task heartbeat, which pushes the deadline on. Only tasks
--- that declare a timeout or a heartbeat timeout call it (untimed tasks pay nothing).
+-- attempt's start, and again at each task heartbeat, which pushes the deadline on and may leave
+-- p_details (progress the next attempt can resume from) in the step's output until it completes.
+-- Only tasks that declare a timeout or a heartbeat timeout call it (untimed tasks pay nothing).
 -- If the journal holds an attempt still `started` whose deadline has passed — its worker died or
 -- hung — that attempt failed by timeout: it is counted as fail_step counts a failure, with a
 -- TaskTimeoutError, and fail_step's answer is returned with "timed_out": true and the "error"
 -- (the retry policy decides what follows; the task does not simply run again). Otherwise returns
--- {"status": "started", "attempt", "deadline_at"}: the attempt's number (1 for the first) and
--- its deadline. AK001 on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a
--- clash. Locks: the run, then the step.
+-- {"status": "started", "attempt", "deadline_at", "details"}: the attempt's number (1 for the
+-- first), its deadline, and the details of the last heartbeat journalled (null if none). AK001
+-- on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash, AK007 on
+-- oversized details. Locks: the run, then the step.
 create or replace function aiki.start_attempt(
   p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint,
-  p_retry jsonb default null, p_inline_max_ms bigint default 0)
+  p_retry jsonb default null, p_inline_max_ms bigint default 0, p_details jsonb default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -125,6 +127,7 @@ begin
   perform aiki._check_name('step name', p_name);
   v_deadline := v_now + aiki._check_duration('attempt deadline', p_deadline_ms);
   perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  perform aiki._check_payload('heartbeat details', p_details);
   perform aiki._lock_lease(p_run_id, p_lease_token, false);
 
   v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
@@ -142,11 +145,13 @@ begin
            || jsonb_build_object('timed_out', true, 'error', v_error);
   end if;
 
-  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, wake_at, created_at)
-  values (p_run_id, p_step_key, 'task', 'started', p_name, 0, v_deadline, v_now)
-  on conflict (run_id, step_key) do update set status = 'started', wake_at = excluded.wake_at
+  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, wake_at, created_at)
+  values (p_run_id, p_step_key, 'task', 'started', p_name, 0, p_details, v_deadline, v_now)
+  on conflict (run_id, step_key) do update
+    set status = 'started', wake_at = excluded.wake_at, output = coalesce(excluded.output, aiki.steps.output)
   returning * into v_step;
-  return jsonb_build_object('status', 'started', 'attempt', v_step.attempts + 1, 'deadline_at', v_step.wake_at);
+  return jsonb_build_object('status', 'started', 'attempt', v_step.attempts + 1, 'deadline_at', v_step.wake_at,
+                            'details', v_step.output);
 end
 $$;
 

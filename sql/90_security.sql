@@ -32,7 +32,7 @@ grant execute on function
   aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),
   aiki.complete_step(uuid, uuid, text, text, text, jsonb),
-  aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint),
+  aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint, jsonb),
   aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint, integer),
   aiki.suspend(uuid, uuid, jsonb),
   aiki.sleep(uuid, uuid, text, text, bigint),

@@ -301,9 +301,9 @@ create function aiki.sleep(p_run_id uuid, p_lease_token uuid, p_step_key text, p
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.sleep(uuid, uuid, text, text, bigint) to aiki_admin, aiki_worker;
 
-create function aiki.start_attempt(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint, p_retry jsonb DEFAULT NULL::jsonb, p_inline_max_ms bigint DEFAULT 0) returns jsonb
+create function aiki.start_attempt(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint, p_retry jsonb DEFAULT NULL::jsonb, p_inline_max_ms bigint DEFAULT 0, p_details jsonb DEFAULT NULL::jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint) to aiki_admin, aiki_worker;
+grant execute on function aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.start_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_options jsonb DEFAULT '{}'::jsonb) returns uuid
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

@@ -17,8 +17,13 @@ export interface TaskContext {
   idempotencyKey: string;
   runId: string;
   stepKey: string;
-  /** Says the task is alive: with `heartbeatTimeout`, the attempt fails if these stop coming. */
-  heartbeat(): void;
+  /**
+   * Says the task is alive: with `heartbeatTimeout`, the attempt fails if these stop coming.
+   * `details` (JSON: progress to resume from) are journalled for the next attempt.
+   */
+  heartbeat(details?: unknown): void;
+  /** The details of the last heartbeat a previous attempt journalled (with `heartbeatTimeout`). */
+  heartbeatDetails: unknown;
 }
 
 export interface TaskOptions<I, O> {

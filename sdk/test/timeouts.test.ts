@@ -84,6 +84,23 @@ describe("task timeouts", () => {
     assert.match(message(failed), /^task beating failed: task beating \(step beating#1\) sent no heartbeat for 1000 ms$/);
   });
 
+  it("the next attempt starts from the details of the last heartbeat", async () => {
+    const resumable = task({
+      name: "resumable",
+      heartbeatTimeout: 600,
+      retry: { type: "fixed", maxAttempts: 2, baseDelayMs: 0 },
+      async handler(_input: null, ctx) {
+        if (ctx.attempt === 2) return ctx.heartbeatDetails;
+        for (let page = 1; page <= 3; page++) ctx.heartbeat({ page });
+        return new Promise<never>(() => {});
+      },
+    });
+    const wf = workflow({ name: unique("resumable") }).v("1", { handler: (run) => resumable.start(run, null) });
+    await env.spawn({ workflows: [wf], leaseMs: 5_000 });
+    const handle = await wf.start(env.aiki, null);
+    assert.deepEqual(await handle.result({ timeout: 10_000 }), { page: 3 });
+  });
+
   it("a worker killed mid-attempt: the next worker fails the attempt by its journalled deadline instead of running it again", async () => {
     const name = unique("killed");
     const wf = workflow({ name }).v("1", { handler: async () => null });

@@ -232,6 +232,7 @@ export class Execution {
         return !this.ended;
       };
       const timing = attemptTiming(options);
+      let heartbeatDetails: unknown;
       for (;;) {
         if (!this.leaseHeld()) {
           this.end("lost");
@@ -247,9 +248,10 @@ export class Execution {
             if (!(await afterFailure(started, started.error))) return never();
             continue;
           }
-          clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms) => {
+          heartbeatDetails = started.details ?? undefined;
+          clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms, details) => {
             engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
-              this.settings.inlineRetryMaxMs).catch((error) => this.settings.log(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
+              this.settings.inlineRetryMaxMs, details).catch((error) => this.settings.log(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
           });
         }
         let output: O;
@@ -260,7 +262,8 @@ export class Execution {
             idempotencyKey: `${this.id}:${key}`,
             runId: this.id,
             stepKey: key,
-            heartbeat: () => clock?.heartbeat(),
+            heartbeat: (details?: unknown) => clock?.heartbeat(details),
+            heartbeatDetails,
           });
           output = await (clock ? Promise.race([result, clock.expired]) : result);
           output = validate(options.schema?.output, output, `output of task ${options.name}`);

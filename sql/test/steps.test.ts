@@ -72,17 +72,29 @@ describe("complete_step", () => {
 });
 
 describe("start_attempt", () => {
-  const start = (run: { id: string; lease_token: string }, deadlineMs: number, retry: unknown = null) =>
+  const start = (run: { id: string; lease_token: string }, deadlineMs: number, retry: unknown = null, details: unknown = null) =>
     h.sql`select aiki.start_attempt(${run.id}::uuid, ${run.lease_token}::uuid, 'slow#1', 'slow', ${deadlineMs},
-                                    ${retry === null ? null : JSON.stringify(retry)}::text::jsonb, 1000) as r`.then(([row]) => row!.r);
+                                    ${retry === null ? null : JSON.stringify(retry)}::text::jsonb, 1000,
+                                    ${details === null ? null : JSON.stringify(details)}::text::jsonb) as r`.then(([row]) => row!.r);
 
-  it("journals a started attempt with its deadline; a heartbeat pushes the deadline on", async () => {
+  it("journals a started attempt with its deadline; a heartbeat pushes the deadline on and leaves its details", async () => {
     const run = await startAndClaim(h.sql);
-    assert.deepEqual(await start(run, 5_000), { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:05+00:00" });
+    assert.deepEqual(await start(run, 5_000), { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:05+00:00", details: null });
     await setNow(h.sql, at(4_000));
-    assert.deepEqual(await start(run, 5_000), { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:09+00:00" });
+    assert.deepEqual(await start(run, 5_000, null, { page: 7 }),
+      { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:09+00:00", details: { page: 7 } });
+    assert.deepEqual((await start(run, 5_000)).details, { page: 7 }, "a heartbeat without details keeps the last ones");
     const s = (await step(h.sql, run.id, "slow#1"))!;
     assert.deepEqual([s.status, s.attempts, s.wake_at], ["started", 0, "2030-01-01T00:00:09+00:00"]);
+  });
+
+  it("the next attempt starts with the last heartbeat's details", async () => {
+    const run = await startAndClaim(h.sql, { leaseMs: 60_000 });
+    const retry = { type: "fixed", maxAttempts: 2, baseDelayMs: 0 };
+    await start(run, 1_000, retry);
+    await start(run, 1_000, retry, { page: 3 });
+    await failStep(h.sql, run, "slow#1", "slow", { message: "crashed" }, { retry, inlineMaxMs: 1000 });
+    assert.deepEqual(await start(run, 1_000, retry), { status: "started", attempt: 2, deadline_at: "2030-01-01T00:00:01+00:00", details: { page: 3 } });
   });
 
   it("an attempt found past its deadline failed by timeout: counted as fail_step counts it, the policy decides", async () => {
