@@ -20,6 +20,39 @@ as $$
     'child_id', p_step.child_id, 'wake_at', p_step.wake_at)
 $$;
 
+-- Makes room in run p_run_id's journal for p_new_steps more steps and p_new_bytes more bytes of
+-- step outputs and errors, or raises AK008 when that would pass _max_journal_steps or
+-- _max_journal_bytes. Counts them on the run's row (journal_steps, journal_bytes: one row
+-- update instead of a scan of the journal). Called by every journal write of a worker:
+-- complete_step, fail_step, suspend, start_children and record. Bytes are JSONB sizes before
+-- compression, as written (a retried task's errors count once per attempt); data that waits
+-- receive (events, child outcomes) is not counted, as each is bounded by its payload limit and
+-- its wait by the step limit. Caller holds the run's lock and writes the steps in the same
+-- statement or transaction, so a refused write leaves the counters as they were.
+create or replace function aiki._check_journal_room(p_run_id uuid, p_new_steps integer, p_new_bytes bigint)
+returns void
+language plpgsql
+as $$
+declare
+  v_steps integer;
+  v_bytes bigint;
+begin
+  update aiki.runs
+     set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
+   where id = p_run_id
+  returning journal_steps, journal_bytes into v_steps, v_bytes;
+  if v_steps > aiki._max_journal_steps() or v_bytes > aiki._max_journal_bytes() then
+    raise exception using errcode = 'AK008',
+      message = format('journal of run %s is full: %s more step(s) and %s bytes would make it %s steps and %s bytes, '
+                       'over the limit of %s steps and %s bytes',
+                       p_run_id, p_new_steps, p_new_bytes, v_steps, v_bytes,
+                       aiki._max_journal_steps(), aiki._max_journal_bytes()),
+      hint = 'keep large data outside the journal (store it elsewhere and record a reference), '
+             'or continue the work in a new run';
+  end if;
+end
+$$;
+
 -- Raises AK006 when the journal holds p_step_key with another kind or name than the code asks.
 create or replace function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text)
 returns void
@@ -82,7 +115,9 @@ begin
   elsif v_step.status = 'failed' then
     raise exception using errcode = 'AK005',
       message = format('step %s of run %s already failed for good and cannot be completed', quote_literal(p_step_key), p_run_id);
-  elsif v_step.status = 'retrying' then
+  end if;
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_output));
+  if v_step.status = 'retrying' then
     update aiki.steps
        set status = 'completed', output = p_output, error = null, wake_at = null,
            attempts = attempts + 1, completed_at = v_now
@@ -150,6 +185,7 @@ begin
       'suspended', false);
   end if;
 
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_error));
   v_attempts := coalesce(v_step.attempts, 0) + 1;
   v_delay := case when not coalesce(p_non_retryable, false)
                   then aiki._retry_delay(aiki._check_retry(p_retry), v_attempts) end;
@@ -169,11 +205,7 @@ begin
 
   v_suspend := v_delay > p_inline_max_ms * interval '1 millisecond';
   if v_suspend then
-    update aiki.runs
-       set status = 'retrying', available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-           updated_at = v_now, lease_owner = null, lease_token = null, lease_expires_at = null
-     where id = p_run_id;
-    perform aiki._slot_freed(v_run);
+    perform aiki._leave_running(v_run, 'retrying', least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')));
   end if;
   return jsonb_build_object(
     'status', 'retrying', 'attempts', v_attempts, 'retry_at', v_now + v_delay,
@@ -211,6 +243,7 @@ declare
   v_run aiki.runs;
   v_delay interval;
   v_now timestamptz := aiki.now();
+  v_forgotten integer;
 begin
   perform aiki._check_payload('workflow error', p_error);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
@@ -222,17 +255,11 @@ begin
   end if;
 
   delete from aiki.steps where run_id = p_run_id and status = 'failed';
-  update aiki.runs
-     set status = case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
-         attempt = attempt + 1, error = p_error, updated_at = v_now,
-         available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  if v_delay = interval '0' then
-    perform aiki._notify_queue(v_run.queue);
-  else
-    perform aiki._slot_freed(v_run);
-  end if;
+  get diagnostics v_forgotten = row_count;
+  update aiki.runs set attempt = attempt + 1, journal_steps = journal_steps - v_forgotten where id = p_run_id;
+  perform aiki._leave_running(v_run,
+    case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
+    least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')), null, p_error);
   return jsonb_build_object('status', 'retrying', 'attempt', v_run.attempt + 1, 'retry_at', v_now + v_delay);
 end
 $$;
@@ -265,6 +292,9 @@ declare
   v_done record;
   v_existing jsonb := '{}';
   v_result jsonb;
+  -- One entry per step inserted: its run and bytes, counted into the journals after the loop.
+  v_new_runs uuid[] := '{}';
+  v_new_bytes bigint[] := '{}';
 begin
   if jsonb_typeof(p_writes) is distinct from 'array' or jsonb_array_length(p_writes) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
@@ -307,11 +337,17 @@ begin
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
     values (v_step.run_id, v_step.key, v_step.kind::aiki.step_kind, 'completed', v_step.name, 1, v_step.output, v_now, v_now)
     on conflict (run_id, step_key) do nothing;
-    if not found then
+    if found then
+      v_new_runs := v_new_runs || v_step.run_id;
+      v_new_bytes := v_new_bytes || pg_column_size(v_step.output)::bigint;
+    else
       v_existing := v_existing || jsonb_build_object(v_step.run_id || ' ' || v_step.key,
         aiki.complete_step(v_step.run_id, v_step.lease_token, v_step.key, v_step.kind, v_step.name, v_step.output));
     end if;
   end loop;
+  perform aiki._check_journal_room(n.run_id, count(*)::integer, sum(n.bytes)::bigint)
+     from unnest(v_new_runs, v_new_bytes) n(run_id, bytes)
+    group by n.run_id;
 
   for v_done in
     select r as run, coalesce(w->'output', 'null') as output
