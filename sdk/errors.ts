@@ -25,6 +25,10 @@ export class InvalidTransitionError extends AikiError {}
 export class NonDeterminismError extends AikiError {}
 /** AK007: a JSON payload is over the engine's size limit. */
 export class PayloadTooLargeError extends AikiError {}
+/** AK008: a journal write would take the run past its step or byte limit; the worker fails the run. */
+export class JournalTooLargeError extends AikiError {}
+/** AK009: the run's inbox already holds the most events no wait has taken. */
+export class InboxFullError extends AikiError {}
 
 /**
  * Postgres refused a value it cannot store or compare (SQLSTATE classes 22 data exception,
@@ -78,6 +82,8 @@ const bySqlState: Record<string, new (code: string, message: string, options?: {
   AK005: InvalidTransitionError,
   AK006: NonDeterminismError,
   AK007: PayloadTooLargeError,
+  AK008: JournalTooLargeError,
+  AK009: InboxFullError,
 };
 
 /** The error class of an engine answer's SQLSTATE (aiki.record answers per write), or undefined. */

@@ -21,6 +21,39 @@ as $$
     'child_id', p_step.child_id, 'wake_at', p_step.wake_at)
 $$;
 
+-- Makes room in run p_run_id's journal for p_new_steps more steps and p_new_bytes more bytes of
+-- step outputs and errors, or raises AK008 when that would pass _max_journal_steps or
+-- _max_journal_bytes. Counts them on the run's row (journal_steps, journal_bytes: one row
+-- update instead of a scan of the journal). Called by every journal write of a worker:
+-- complete_step, fail_step, suspend, start_children and record. Bytes are JSONB sizes before
+-- compression, as written (a retried task's errors count once per attempt); data that waits
+-- receive (events, child outcomes) is not counted, as each is bounded by its payload limit and
+-- its wait by the step limit. Caller holds the run's lock and writes the steps in the same
+-- statement or transaction, so a refused write leaves the counters as they were.
+create or replace function aiki._check_journal_room(p_run_id uuid, p_new_steps integer, p_new_bytes bigint)
+returns void
+language plpgsql
+as $$
+declare
+  v_steps integer;
+  v_bytes bigint;
+begin
+  update aiki.runs
+     set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
+   where id = p_run_id
+  returning journal_steps, journal_bytes into v_steps, v_bytes;
+  if v_steps > aiki._max_journal_steps() or v_bytes > aiki._max_journal_bytes() then
+    raise exception using errcode = 'AK008',
+      message = format('journal of run %s is full: %s more step(s) and %s bytes would make it %s steps and %s bytes, '
+                       'over the limit of %s steps and %s bytes',
+                       p_run_id, p_new_steps, p_new_bytes, v_steps, v_bytes,
+                       aiki._max_journal_steps(), aiki._max_journal_bytes()),
+      hint = 'keep large data outside the journal (store it elsewhere and record a reference), '
+             'or continue the work in a new run';
+  end if;
+end
+$$;
+
 -- Raises AK006 when the journal holds p_step_key with another kind or name than the code asks.
 create or replace function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text)
 returns void
@@ -83,7 +116,9 @@ begin
   elsif v_step.status = 'failed' then
     raise exception using errcode = 'AK005',
       message = format('step %s of run %s already failed for good and cannot be completed', quote_literal(p_step_key), p_run_id);
-  elsif v_step.status in ('retrying', 'started') then
+  end if;
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_output));
+  if v_step.status in ('retrying', 'started') then
     update aiki.steps
        set status = 'completed', output = p_output, error = null, wake_at = null,
            attempts = attempts + 1, completed_at = v_now
@@ -109,7 +144,7 @@ $$;
 -- {"status": "started", "attempt", "deadline_at", "details"}: the attempt's number (1 for the
 -- first), its deadline, and the details of the last heartbeat journalled (null if none). AK001
 -- on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash, AK007 on
--- oversized details. Locks: the run, then the step.
+-- oversized details, AK008 when the journal is full. Locks: the run, then the step.
 create or replace function aiki.start_attempt(
   p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint,
   p_retry jsonb default null, p_inline_max_ms bigint default 0, p_details jsonb default null)
@@ -145,6 +180,7 @@ begin
            || jsonb_build_object('timed_out', true, 'error', v_error);
   end if;
 
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, coalesce(pg_column_size(p_details), 0));
   insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, wake_at, created_at)
   values (p_run_id, p_step_key, 'task', 'started', p_name, 0, p_details, v_deadline, v_now)
   on conflict (run_id, step_key) do update
@@ -208,6 +244,7 @@ begin
       'suspended', false);
   end if;
 
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_error));
   v_attempts := coalesce(v_step.attempts, 0) + 1;
   v_delay := case when not coalesce(p_non_retryable, false)
                   then aiki._retry_delay(aiki._check_retry(p_retry), v_attempts) end;
@@ -227,11 +264,7 @@ begin
 
   v_suspend := v_delay > p_inline_max_ms * interval '1 millisecond';
   if v_suspend then
-    update aiki.runs
-       set status = 'retrying', available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-           updated_at = v_now, lease_owner = null, lease_token = null, lease_expires_at = null
-     where id = p_run_id;
-    perform aiki._slot_freed(v_run);
+    perform aiki._leave_running(v_run, 'retrying', least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')));
   end if;
   return jsonb_build_object(
     'status', 'retrying', 'attempts', v_attempts, 'retry_at', v_now + v_delay,
@@ -269,6 +302,7 @@ declare
   v_run aiki.runs;
   v_delay interval;
   v_now timestamptz := aiki.now();
+  v_forgotten integer;
 begin
   perform aiki._check_payload('workflow error', p_error);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
@@ -280,17 +314,11 @@ begin
   end if;
 
   delete from aiki.steps where run_id = p_run_id and status in ('failed', 'started');
-  update aiki.runs
-     set status = case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
-         attempt = attempt + 1, error = p_error, updated_at = v_now,
-         available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  if v_delay = interval '0' then
-    perform aiki._notify_queue(v_run.queue);
-  else
-    perform aiki._slot_freed(v_run);
-  end if;
+  get diagnostics v_forgotten = row_count;
+  update aiki.runs set attempt = attempt + 1, journal_steps = journal_steps - v_forgotten where id = p_run_id;
+  perform aiki._leave_running(v_run,
+    case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
+    least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')), null, p_error);
   return jsonb_build_object('status', 'retrying', 'attempt', v_run.attempt + 1, 'retry_at', v_now + v_delay);
 end
 $$;
@@ -464,6 +492,17 @@ begin
     left join aiki.runs r on r.id = v_ids[i];
 
   begin
+    -- Room in each journal for its new steps and the bytes of every step written (an AK008 here
+    -- sends the batch down the one-by-one path, where it fails only the writes of that run).
+    perform aiki._check_journal_room(x.run_id, x.new_steps, x.new_bytes) from (
+      select v_ids[i] as run_id,
+             count(*) filter (where not exists (
+               select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key'))::integer as new_steps,
+             sum(pg_column_size(coalesce(s->'output', 'null')))::bigint as new_bytes
+        from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+       where v_out[i] is null
+         and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed')
+       group by v_ids[i]) x;
     -- Steps recorded before answer with their first record; retrying and started ones complete;
     -- new ones insert.
     select coalesce(jsonb_object_agg(st.run_id || ' ' || st.step_key, aiki._step_json(st)), '{}') into v_existing

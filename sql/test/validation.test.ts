@@ -87,6 +87,8 @@ cases("start_workflow", [
   { name: "run timeout over 100 years", code: "AK003", message: /^invalid run timeout 4000000000000 ms$/, act: (w) => start(w, { timeoutMs: 4e12 }) },
   { name: "start time and delay together", code: "AK003", message: /^give either a start time or a delay, not both$/, act: (w) => start(w, { startAt: "2030-01-02T00:00:00Z", delayMs: 10 }) },
   { name: "start time infinity", code: "AK003", message: /^invalid start time infinity$/, act: (w) => start(w, { startAt: "infinity" }) },
+  { name: "start time in year 294276 (the last year timestamptz holds)", code: "AK003", message: /^invalid start time 294276-/, act: (w) => start(w, { startAt: "294276-06-01 00:00:00+00" }) },
+  { name: "start time 101 years ahead, with a timeout", code: "AK003", message: /^invalid start time 2131-/, act: (w) => start(w, { startAt: "2131-01-01 00:00:00+00", timeoutMs: 1000 }) },
   { name: "priority above 1000000", code: "AK003", message: /^invalid priority 1000001$/, act: (w) => start(w, { priority: 1_000_001 }) },
   { name: "null priority", code: "AK003", message: /^invalid priority null$/, act: (w) => start(w, { priority: null }) },
   { name: "retry policy that is not an object", code: "AK003", message: /^invalid retry policy: expected a JSON object$/, act: (w) => start(w, { retry: [3] }) },
@@ -118,6 +120,9 @@ cases("claim", [
   { name: "no queues", code: "AK003", message: /^claim needs at least one queue$/, act: (w) => claim(w, { queues: [] }) },
   { name: "null queues", code: "AK003", message: /^claim needs at least one queue$/, act: (w) => claim(w, { queues: null }) },
   { name: "empty worker id", code: "AK003", message: /^invalid worker id ''$/, act: (w) => claim(w, { worker: "" }) },
+  { name: "a null queue ('{NULL}')", code: "AK003", message: /^invalid queue name null$/, act: (w) => claim(w, { queues: [null] }) },
+  { name: "an invalid queue name after a good one", code: "AK003", message: /^invalid queue name 'my queue'$/, act: (w) => claim(w, { queues: ["default", "my queue"] }) },
+  { name: "a null workflow in the workflow list", code: "AK003", message: /^invalid workflow null in the claim's workflow list$/, act: (w) => w.sql`select aiki.claim('w', '{NULL}', '{default}')` },
 ]);
 
 cases("heartbeat", [
@@ -126,6 +131,7 @@ cases("heartbeat", [
 ]);
 
 cases("release", [
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.release(null, ${w.token}::uuid)` },
   { name: "stale lease token", code: "AK001", message: /^lease lost: run .* was claimed again by worker-1$/, act: (w) => w.sql`select aiki.release(${w.run}::uuid, ${nobody}::uuid)` },
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select aiki.release(${nobody}::uuid, ${w.token}::uuid)` },
 ]);
@@ -146,6 +152,7 @@ cases("complete_step", [
   { name: "step name with a space", code: "AK003", message: /^invalid step name 'pay now'$/, act: (w) => completeStep(w, { name: "pay now" }) },
   { name: "output over 1 MiB", code: "AK007", message: /^step output is \d+ bytes, over the limit of 1048576 bytes$/, act: (w) => completeStep(w, { output: big }) },
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => completeStep(w, { run: nobody }) },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => completeStep(w, { run: null }) },
   { name: "stale lease token", code: "AK001", message: /^lease lost: run .* was claimed again by worker-1$/, act: (w) => completeStep(w, { token: nobody }) },
   { name: "a recorded task key now asked as a value", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls value 'done'$/, act: (w) => completeStep(w, { key: "done#1", kind: "value", name: "done" }) },
   { name: "a recorded key now asked with another name", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls task 'charge'$/, act: (w) => completeStep(w, { key: "done#1", name: "charge" }) },
@@ -187,6 +194,9 @@ cases("suspend", [
   { name: "a valid wait after a bad one writes nothing either", code: "AK003", message: /^invalid wait kind 'nap'$/, act: (w) => suspend(w, [{ key: "ok#1", kind: "sleep", name: "ok", duration_ms: 10 }, { key: "a#1", kind: "nap", name: "a" }]) },
   { name: "a sleep on a key the journal holds as a task", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls sleep 'done'$/, act: (w) => suspend(w, [{ key: "done#1", kind: "sleep", name: "done", duration_ms: 10 }]) },
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.suspend(${nobody}::uuid, ${w.token}::uuid, '[{"key":"a#1","kind":"sleep","name":"a","duration_ms":1}]')` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.suspend(null, ${w.token}::uuid, '[{"key":"a#1","kind":"sleep","name":"a","duration_ms":1}]')` },
+  { name: "two waits with one key", code: "AK003", message: /^duplicate step key 'a#1' in one suspend call$/, act: (w) => suspend(w, [{ key: "a#1", kind: "sleep", name: "a", duration_ms: 10 }, { key: "a#1", kind: "sleep", name: "a", duration_ms: 20 }]) },
+  { name: "two event waits with one key", code: "AK003", message: /^duplicate step key 'e#1' in one suspend call$/, act: (w) => suspend(w, [{ key: "e#1", kind: "event", name: "buffered" }, { key: "e#1", kind: "event", name: "buffered" }]) },
 ]);
 
 cases("sleep", [
@@ -208,6 +218,7 @@ cases("complete_run", [
   { name: "output over 1 MiB", code: "AK007", message: /^workflow output is \d+ bytes/, act: (w) => w.sql`select aiki.complete_run(${w.run}::uuid, ${w.token}::uuid, ${jsonb(w.sql, big)})` },
   { name: "stale lease token", code: "AK001", message: /^lease lost: run .* was claimed again by worker-1$/, act: (w) => w.sql`select aiki.complete_run(${w.run}::uuid, ${nobody}::uuid)` },
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.complete_run(${nobody}::uuid, ${w.token}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.complete_run(null, ${w.token}::uuid)` },
 ]);
 
 cases("fail_run", [
@@ -222,6 +233,7 @@ const send = (w: World, args: Record<string, unknown>) => {
 
 cases("send_event", [
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => send(w, { run: nobody }) },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => send(w, { run: null }) },
   { name: "empty event name", code: "AK003", message: /^invalid event name ''$/, act: (w) => send(w, { event: "" }) },
   { name: "event name with a quote", code: "AK003", message: /^invalid event name 'it''s'$/, act: (w) => send(w, { event: "it's" }) },
   { name: "data over 1 MiB", code: "AK007", message: /^event data is \d+ bytes/, act: (w) => send(w, { data: big }) },
@@ -243,6 +255,7 @@ cases("start_children", [
   { name: "a child with a negative timeout", code: "AK003", message: /^invalid run timeout -1 ms$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1", timeout_ms: -1 }]) },
   { name: "a child input over 1 MiB", code: "AK007", message: /^workflow input is \d+ bytes/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1", input: big }]) },
   { name: "a good child before a bad one writes nothing either", code: "AK003", message: /^invalid workflow name ''$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1" }, { key: "c#2", workflow: "", version: "1" }]) },
+  { name: "two children with one key", code: "AK003", message: /^duplicate step key 'c#1' in one start_children call$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1" }, { key: "c#1", workflow: "kid", version: "1" }]) },
   { name: "a key the journal holds as a task", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls child 'kid'$/, act: (w) => children(w, [{ key: "done#1", workflow: "kid", version: "1" }]) },
 ]);
 
@@ -324,6 +337,7 @@ recordCases([
 
 cases("get_run", [
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select aiki.get_run(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.get_run(null)` },
 ]);
 
 cases("find_run", [
@@ -334,18 +348,22 @@ cases("find_run", [
 cases("list_runs", [
   { name: "limit 0", code: "AK003", message: /^invalid limit 0$/, act: (w) => w.sql`select * from aiki.list_runs(p_limit => 0)` },
   { name: "limit 10001", code: "AK003", message: /^invalid limit 10001$/, act: (w) => w.sql`select * from aiki.list_runs(p_limit => 10001)` },
+  { name: "a page after an unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select * from aiki.list_runs(p_before_id => ${nobody}::uuid)` },
 ]);
 
 cases("cancel", [
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select aiki.cancel(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.cancel(null)` },
 ]);
 
 cases("pause", [
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.pause(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.pause(null)` },
 ]);
 
 cases("resume", [
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.resume(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.resume(null)` },
   { name: "a run that is not paused", code: "AK005", message: /^run .* is running, not paused; only a paused run can be resumed$/, act: (w) => w.sql`select aiki.resume(${w.run}::uuid)` },
 ]);
 
