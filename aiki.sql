@@ -225,6 +225,67 @@ $aiki_0002_steps_waiting_child$;
 end
 $aiki_bundle$;
 
+-- migration 0003_journal_limits
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0003_journal_limits') then
+    execute $aiki_0003_journal_limits$-- 0003_journal_limits: a run's journal size as counters, wait creation order, and run listing
+-- by creation time.
+--
+-- journal_steps / journal_bytes: how many steps a run's journal holds and how many bytes of
+-- step outputs and errors its worker wrote, kept by aiki._check_journal_room on every journal
+-- write so the limits (aiki._max_journal_steps, aiki._max_journal_bytes) cost one row update,
+-- not a scan of the journal. Counted here once for the runs that are not finished.
+--
+-- steps.wait_seq: the order waits were created in, from one sequence. send_event hands a live
+-- event to the oldest open wait for its name; waits created by one suspend share created_at, and
+-- breaking the tie by step key as text delivered `vote#10` before `vote#2`. Null for steps that
+-- are not waits and for waits created before this migration (which are older than any other).
+--
+-- runs_created: list_runs orders and pages by (created_at, id), the creation time every filter
+-- uses (a run's UUIDv7 comes from the wall clock at insert, created_at from aiki.now()).
+
+alter table aiki.runs
+  add column journal_steps integer not null default 0,
+  add column journal_bytes bigint not null default 0;
+
+update aiki.runs r
+   set journal_steps = j.steps, journal_bytes = j.bytes
+  from (select run_id, count(*)::integer as steps,
+               sum(coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0))::bigint as bytes
+          from aiki.steps group by run_id) j
+ where r.id = j.run_id and r.finished_at is null;
+
+create sequence aiki.steps_wait_seq as bigint;
+
+alter table aiki.steps add column wait_seq bigint;
+
+create index runs_created on aiki.runs (created_at, id);
+$aiki_0003_journal_limits$;
+    insert into aiki.migrations (name) values ('0003_journal_limits');
+  end if;
+end
+$aiki_bundle$;
+
+-- migration 0004_steps_started
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0004_steps_started') then
+    execute $aiki_0004_steps_started$-- 0004_steps_started: a task attempt in flight, with its deadline, for task timeouts.
+--
+-- A task that declares a timeout (or a heartbeat timeout) records the start of each attempt as
+-- a `started` step whose wake_at is the attempt's deadline (aiki.start_attempt); heartbeats push
+-- it on. When the worker dies or hangs, the next worker that replays the run finds the attempt
+-- past its deadline and counts it as failed by timeout instead of running the task again. Tasks
+-- without a timeout never write a `started` step: they pay nothing.
+
+alter type aiki.step_status add value if not exists 'started';
+$aiki_0004_steps_started$;
+    insert into aiki.migrations (name) values ('0004_steps_started');
+  end if;
+end
+$aiki_bundle$;
+
 -- functions 00_core
 -- aiki engine: shared core — the clock, ids, validation, retry arithmetic and wake-ups.
 --
@@ -256,6 +317,9 @@ $aiki_bundle$;
 --   AK005 invalid_transition  the run's status does not allow this act (e.g. send to a finished run)
 --   AK006 non_determinism     a step key is recorded with another kind or name than the code asks
 --   AK007 payload_too_large   a JSON payload exceeds aiki._max_payload_bytes()
+--   AK008 journal_too_large   a journal write would take a run past aiki._max_journal_steps() or
+--                             aiki._max_journal_bytes(); the worker fails the run with it
+--   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
@@ -290,6 +354,36 @@ $$;
 create or replace function aiki._max_payload_bytes() returns integer
 language sql immutable parallel safe
 as $$ select 1048576 $$;
+
+-- One run's journal: at most this many steps, and this many bytes of step outputs and errors
+-- as its worker wrote them (JSONB size before compression). Checked on every journal write by
+-- _check_journal_room. Sized for the claim, which hands a run to a worker as one jsonb value
+-- (at most 256 MiB, with every other run of the claim): a journal past these would make that
+-- value unbuildable. Temporal's comparable limits are 51,200 events and 50 MB per history.
+create or replace function aiki._max_journal_steps() returns integer
+language sql immutable parallel safe
+as $$ select 50000 $$;
+
+create or replace function aiki._max_journal_bytes() returns bigint
+language sql immutable parallel safe
+as $$ select 67108864::bigint $$;
+
+-- Unconsumed events one run may hold (its inbox); send_event refuses more with AK009.
+create or replace function aiki._max_inbox_events() returns integer
+language sql immutable parallel safe
+as $$ select 10000 $$;
+
+-- Raises AK003 for a null run id: `run  not found` named no run and hid the caller's mistake.
+create or replace function aiki._check_run_id(p_run_id uuid) returns uuid
+language plpgsql immutable
+as $$
+begin
+  if p_run_id is null then
+    raise exception using errcode = 'AK003', message = 'run id is required', hint = 'pass the id of a run';
+  end if;
+  return p_run_id;
+end
+$$;
 
 -- Raises AK003 unless p_value is a name: 1-128 chars of letters, digits and `_ . : / -`,
 -- starting with a letter or digit. `@` is reserved as the workflow@version separator.
@@ -464,14 +558,18 @@ $$;
 --
 -- start_workflow is the only way a top-level run comes to exist (children: children.sql).
 -- Every terminal transition goes through _finish, which also delivers the outcome to a parent
--- that waits for it. Readers get a run as JSON from _run_json, the same shape claim returns.
+-- that waits for it. Every way out of `running` goes through _leave_running. Readers get a run as
+-- JSON from _run_json, the same shape claim returns, without the lease token (only the worker
+-- that claimed the run gets it: with it, any worker role could write the run's journal).
 
 -- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
--- one transaction share a time; the SDK looks steps up by key, so the order is for readers).
+-- one transaction share a time; the SDK looks steps up by key, so the order is for readers);
+-- with p_lease, its lease token (claim only).
 -- PL/pgSQL, not SQL: a SQL function with a subquery is not inlined, and PostgreSQL (up to 17)
 -- plans its body anew for every statement that calls it, 0.15 ms per claim (bench); PL/pgSQL
 -- keeps the plan for the session.
-create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
+drop function if exists aiki._run_json(aiki.runs, boolean);
+create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
 language plpgsql stable
 as $$
 begin
@@ -490,13 +588,13 @@ begin
     'parent_step_key', p_run.parent_step_key,
     'idempotency_key', p_run.idempotency_key,
     'concurrency_key', p_run.concurrency_key,
-    'lease_token', p_run.lease_token,
     'lease_expires_at', p_run.lease_expires_at,
     'available_at', p_run.available_at,
     'deadline_at', p_run.deadline_at,
     'created_at', p_run.created_at,
     'started_at', p_run.started_at,
     'finished_at', p_run.finished_at)
+  || case when p_lease then jsonb_build_object('lease_token', p_run.lease_token) else '{}'::jsonb end
   || case when p_journal then jsonb_build_object('journal', coalesce((
        select jsonb_agg(jsonb_build_object(
                 'key', s.step_key, 'kind', s.kind, 'name', s.name, 'status', s.status,
@@ -545,8 +643,11 @@ begin
   if p_start_at is not null and p_delay_ms is not null then
     raise exception using errcode = 'AK003', message = 'give either a start time or a delay, not both';
   end if;
-  if p_start_at is not null and not isfinite(p_start_at) then
-    raise exception using errcode = 'AK003', message = format('invalid start time %s', p_start_at);
+  -- Within 100 years, like every timer (_check_duration): a later time overflowed the deadline
+  -- arithmetic (22008 for a start in year 294276).
+  if p_start_at is not null and (not isfinite(p_start_at) or p_start_at > v_now + interval '100 years') then
+    raise exception using errcode = 'AK003', message = format('invalid start time %s', p_start_at),
+      hint = 'use a time at most 100 years from now';
   end if;
   v_start := coalesce(p_start_at, v_now + aiki._check_duration('start delay', coalesce(p_delay_ms, 0)));
 
@@ -627,11 +728,11 @@ as $$
 declare
   v_run aiki.runs;
 begin
-  select * into v_run from aiki.runs where id = p_run_id;
+  select * into v_run from aiki.runs where id = aiki._check_run_id(p_run_id);
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true);
+  return aiki._run_json(v_run, true, false);
 end
 $$;
 
@@ -649,11 +750,16 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true);
+  return aiki._run_json(v_run, true, false);
 end
 $$;
 
--- Runs newest first, filtered by workflow, status and creation time; page with p_before_id.
+-- Runs newest first by (created_at, id), filtered by workflow, status and creation time; a null
+-- bound is no bound. Page with p_before_id, the last run of the previous page: the next page
+-- starts after it in the same order. created_at (aiki.now() of the starting transaction) decides
+-- the order, the clock every filter uses; the id, a UUIDv7 of the wall clock at insert, only
+-- breaks ties (ordering by id listed a newer run second when two transactions overlapped).
+-- AK003 on a bad limit, AK002 when p_before_id names no run.
 create or replace function aiki.list_runs(
   p_workflow text default null,
   p_status aiki.run_status default null,
@@ -666,19 +772,30 @@ returns table (id uuid, workflow text, version text, status aiki.run_status, que
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_before_at timestamptz := 'infinity';
+  v_before_id uuid := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
 begin
   if p_limit is null or p_limit not between 1 and 10000 then
     raise exception using errcode = 'AK003',
       message = format('invalid limit %s', coalesce(p_limit::text, 'null')), hint = 'use 1-10000';
+  end if;
+  if p_before_id is not null then
+    select r.created_at, r.id into v_before_at, v_before_id from aiki.runs r where r.id = p_before_id;
+    if not found then
+      raise exception using errcode = 'AK002', message = format('run %s not found', p_before_id),
+        hint = 'page with the id of a run the previous page listed';
+    end if;
   end if;
   return query
     select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at
     from aiki.runs r
     where (p_workflow is null or r.workflow = p_workflow)
       and (p_status is null or r.status = p_status)
-      and r.created_at > p_created_after and r.created_at < p_created_before
-      and (p_before_id is null or r.id < p_before_id)
-    order by r.id desc
+      and r.created_at > coalesce(p_created_after, '-infinity')
+      and r.created_at < coalesce(p_created_before, 'infinity')
+      and (r.created_at, r.id) < (v_before_at, v_before_id)
+    order by r.created_at desc, r.id desc
     limit p_limit;
 end
 $$;
@@ -723,6 +840,39 @@ begin
 end
 $$;
 
+-- Moves p_run to p_status and clears its lease: the one way a run leaves `running`, whether it
+-- suspends (suspend, fail_step), retries (fail_run), is given back (release), held (pause) or
+-- ends (_finish: completion, failure, cancellation, descendants included). A run that held a
+-- slot of a keyed or limited queue frees it (_slot_freed), and a run made claimable now wakes
+-- its queue. A terminal p_status sets output, error (p_output, p_error) and finished_at;
+-- otherwise p_error, when given, records the failed attempt's error. The operator acts use it
+-- for runs in any status; then it only moves the status. Caller holds the run's lock (for a
+-- terminal status, its parent's first). One exception, on the claim's hot path: _promote_due
+-- turns expired leases back to pending in one set-based statement and wakes their queues itself.
+create or replace function aiki._leave_running(
+  p_run aiki.runs, p_status aiki.run_status, p_available_at timestamptz,
+  p_output jsonb default null, p_error jsonb default null)
+returns void
+language plpgsql
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled');
+begin
+  update aiki.runs
+     set status = p_status, available_at = p_available_at, updated_at = v_now,
+         output = case when v_terminal then p_output end,
+         error = case when v_terminal then p_error else coalesce(p_error, error) end,
+         finished_at = case when v_terminal then v_now end,
+         lease_owner = null, lease_token = null, lease_expires_at = null
+   where id = p_run.id;
+  perform aiki._slot_freed(p_run);
+  if p_status = 'pending' and p_available_at <= v_now then
+    perform aiki._notify_queue(p_run.queue);
+  end if;
+end
+$$;
+
 -- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
 create or replace function aiki._finish(
   p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb)
@@ -730,13 +880,8 @@ returns void
 language plpgsql
 as $$
 begin
-  update aiki.runs
-     set status = p_status, output = p_output, error = p_error,
-         finished_at = aiki.now(), updated_at = aiki.now(), available_at = null,
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run.id;
+  perform aiki._leave_running(p_run, p_status, null, p_output, p_error);
   perform aiki._notify_status(p_run.id, p_status);
-  perform aiki._slot_freed(p_run);
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
   end if;
@@ -752,7 +897,7 @@ declare
   v_run aiki.runs;
   v_parent_id uuid;
 begin
-  select parent_id into v_parent_id from aiki.runs where id = p_run_id;
+  select parent_id into v_parent_id from aiki.runs where id = aiki._check_run_id(p_run_id);
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
@@ -774,7 +919,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_run aiki.runs;
-  v_descendants integer;
+  v_descendant aiki.runs;
   v_error jsonb := jsonb_build_object('name', 'Cancelled', 'message', coalesce(left(p_reason, 2000), 'cancelled'));
 begin
   v_run := aiki._lock_run(p_run_id);
@@ -787,23 +932,21 @@ begin
   end if;
 
   -- Descendants are locked parent-before-child (ordered by depth) to keep the global lock order.
-  with recursive tree (id, depth) as (
-    select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
-    union all
-    select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
-  ), locked as (
-    select r.id from aiki.runs r join tree t on t.id = r.id
+  -- Each leaves through _leave_running, so a running one frees its queue's slot.
+  for v_descendant in
+    with recursive tree (id, depth) as (
+      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
+      union all
+      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+    )
+    select r.* from aiki.runs r join tree t on t.id = r.id
     where r.status not in ('completed', 'failed', 'cancelled')
     order by t.depth
     for update of r
-  ), cancelled as (
-    update aiki.runs r
-       set status = 'cancelled', error = v_error, finished_at = aiki.now(), updated_at = aiki.now(),
-           available_at = null, lease_owner = null, lease_token = null, lease_expires_at = null
-      from locked where r.id = locked.id
-    returning r.id, aiki._notify_status(r.id, 'cancelled')
-  )
-  select count(*) into v_descendants from cancelled;
+  loop
+    perform aiki._leave_running(v_descendant, 'cancelled', null, null, v_error);
+    perform aiki._notify_status(v_descendant.id, 'cancelled');
+  end loop;
 
   perform aiki._finish(v_run, 'cancelled', null, v_error);
   return 'cancelled';
@@ -827,12 +970,9 @@ begin
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
   end if;
-  update aiki.runs
-     set status = 'paused', updated_at = aiki.now(),
-         available_at = case when status in ('scheduled', 'retrying') then available_at end,
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id and status <> 'paused';
-  if found then
+  if v_run.status <> 'paused' then
+    perform aiki._leave_running(v_run, 'paused',
+      case when v_run.status in ('scheduled', 'retrying') then v_run.available_at end);
     perform aiki._notify_status(p_run_id, 'paused');
   end if;
   return 'paused';
@@ -1008,6 +1148,74 @@ begin
 end
 $$;
 
+-- The claim's answer, built run by run after building it at once failed (see claim): the JSON
+-- of each run of p_ids (in answer order), each built in a block that writes nothing. A run
+-- whose own JSON cannot be built (its journal is over what one jsonb value holds) is failed
+-- with JournalTooLarge, so it never stops its queue again; its parent is locked first, SKIP
+-- LOCKED (lock order: the caller holds the run), and a run whose parent is busy goes back to
+-- pending for a later claim. Runs that would take the answer past _max_claim_bytes go back to
+-- pending for the next claim; a run over it on its own fails. So every claim progresses.
+-- Caller holds the runs' locks. The error path only: a subtransaction per run.
+create or replace function aiki._claim_answer_by_run(p_ids uuid[], p_now timestamptz) returns jsonb
+language plpgsql
+as $$
+declare
+  v_id uuid;
+  v_run aiki.runs;
+  v_json jsonb;
+  v_runs jsonb[] := '{}';
+  v_bytes bigint := 0;
+  v_reason text;
+begin
+  foreach v_id in array p_ids loop
+    select * into v_run from aiki.runs where id = v_id;
+    v_json := null;
+    begin
+      v_json := aiki._run_json(v_run, true, true);
+    exception when program_limit_exceeded or out_of_memory then
+      get stacked diagnostics v_reason = message_text;
+    end;
+    if pg_column_size(v_json) > aiki._max_claim_bytes() then
+      v_reason := format('%s bytes of JSON, over the %s a claim can hand out', pg_column_size(v_json), aiki._max_claim_bytes());
+      v_json := null;
+    end if;
+    if v_json is null then
+      if v_run.parent_id is not null then
+        perform 1 from aiki.runs where id = v_run.parent_id for update skip locked;
+        if not found and exists (select 1 from aiki.runs where id = v_run.parent_id) then
+          perform aiki._leave_running(v_run, 'pending', p_now);
+          continue;
+        end if;
+      end if;
+      perform aiki._finish(v_run, 'failed', null, jsonb_build_object(
+        'name', 'JournalTooLarge', 'code', 'AK008',
+        'message', format('run %s cannot be handed to a worker: its journal of %s steps is too large (%s)',
+                          v_run.id, (select count(*) from aiki.steps where run_id = v_run.id), v_reason)));
+    elsif v_bytes + pg_column_size(v_json) > aiki._max_claim_bytes() then
+      perform aiki._leave_running(v_run, 'pending', p_now);
+    else
+      v_runs := v_runs || v_json;
+      v_bytes := v_bytes + pg_column_size(v_json);
+    end if;
+  end loop;
+  return to_jsonb(v_runs);
+end
+$$;
+
+-- What one claim's answer may hold: a jsonb value's limit (2^28 - 1 bytes), less 1 MiB for
+-- the answer's envelope and the array's own headers. Tests lower it with the session setting
+-- `aiki.max_claim_bytes`, to take claim's error path without building 256 MiB of JSON; like
+-- aiki.fake_now, only a superuser or a member of aiki_admin may (a worker that could lower it
+-- would fail every run it claims). Unset, the role check is never evaluated.
+create or replace function aiki._max_claim_bytes() returns bigint
+language sql stable parallel safe
+as $$
+  select case when current_setting('aiki.max_claim_bytes', true) <> ''
+               and pg_has_role(session_user, 'aiki_admin', 'member')
+              then current_setting('aiki.max_claim_bytes', true)::bigint
+              else 268435455::bigint - 1048576 end
+$$;
+
 -- Leases up to p_limit runs for p_worker from p_queues (in that order), restricted to the
 -- `workflow@version` pairs in p_workflows (null: any), highest priority first, then oldest due.
 -- Returns {"now", "runs": [run with "journal" and "lease_token"], "next_due_at": ts | null}:
@@ -1039,7 +1247,11 @@ declare
   v_settings aiki.queues;
   v_want integer;
   v_result jsonb;
+  v_leased uuid[];
+  v_next_due timestamptz;
+  v_runs jsonb;
   v_overdue boolean;
+  v_again boolean := false;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_limit is null or p_limit not between 1 and 1000 then
@@ -1053,6 +1265,13 @@ begin
   end if;
   if p_queues is null or cardinality(p_queues) = 0 then
     raise exception using errcode = 'AK003', message = 'claim needs at least one queue';
+  end if;
+  foreach v_queue in array p_queues loop
+    perform aiki._check_name('queue name', v_queue);
+  end loop;
+  if array_position(p_workflows, null) is not null then
+    raise exception using errcode = 'AK003', message = 'invalid workflow null in the claim''s workflow list',
+      hint = 'list workflow@version pairs, or pass null for any';
   end if;
   v_lease := p_lease_ms * interval '1 millisecond';
 
@@ -1090,6 +1309,9 @@ begin
   end loop;
 
   -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.
+  -- A run whose deadline passed while it was pending gets a lease that is expired at once: a
+  -- worker could record nothing for it (AK001), yet would run its tasks' side effects. It is
+  -- not handed out; the promotion below fails it with DeadlineExceeded.
   with leased as (
     update aiki.runs
        set status = 'running', lease_owner = p_worker, lease_token = gen_random_uuid(),
@@ -1097,26 +1319,45 @@ begin
            available_at = least(v_now + v_lease, greatest(coalesce(deadline_at, 'infinity'), v_now)),
            started_at = coalesce(started_at, v_now), updated_at = v_now
      where id = any(v_ids)
-    returning *
+    returning id, priority, created_at, lease_expires_at
   )
-  -- A run whose deadline passed while it was pending gets a lease that is expired at once: a
-  -- worker could record nothing for it (AK001), yet would run its tasks' side effects. It is
-  -- not handed out; the promotion below fails it with DeadlineExceeded.
-  select jsonb_build_object(
+  select coalesce(array_agg(id order by priority desc, created_at) filter (where lease_expires_at > v_now), '{}'),
+         coalesce(bool_or(lease_expires_at <= v_now), false),
+         -- Only a short claim needs it: after a full one the worker claims again at once. Skipping
+         -- it spares a scan over the lease expiries of just-finished runs under load (bench).
+         -- In this statement, it does not see the leases just taken (a worker sleeps until the
+         -- next timer, not until its own leases expire).
+         case when count(*) < p_limit then
+           (select min(available_at) from aiki.runs
+             where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
+               and available_at > v_now) end
+    into v_leased, v_overdue, v_next_due
+    from leased;
+
+  -- The answer is built apart from the leasing, in a block that writes nothing (so its
+  -- subtransaction takes no transaction id): building it fails (54000) when a journal, or all
+  -- the journals together, pass what one jsonb value holds (256 MiB; _max_claim_bytes). That
+  -- error must not undo the leases and promotions or stop the queue behind one run: the answer
+  -- is then built run by run, and the runs it cannot hold are failed or left for the next claim.
+  begin
+    select coalesce(jsonb_agg(aiki._run_json(r, true, true) order by r.priority desc, r.created_at), '[]')
+      into v_runs
+      from aiki.runs r where r.id = any(v_leased);
+    if pg_column_size(v_runs) > aiki._max_claim_bytes() then
+      raise exception using errcode = 'program_limit_exceeded',
+        message = format('the claim''s answer is %s bytes, over %s', pg_column_size(v_runs), aiki._max_claim_bytes());
+    end if;
+  exception when program_limit_exceeded or out_of_memory then
+    v_runs := aiki._claim_answer_by_run(v_leased, v_now);
+    v_again := true;
+  end;
+
+  v_result := jsonb_build_object(
     'now', v_now,
-    'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at)
-                       filter (where leased.lease_expires_at > v_now), '[]'::jsonb),
-    -- Only a short claim needs it: after a full one the worker claims again at once. Skipping
-    -- it spares a scan over the lease expiries of just-finished runs under load (bench).
-    -- Withheld overdue runs took slots that pending runs may still fill: claim again now.
-    'next_due_at', case when bool_or(leased.lease_expires_at <= v_now) then v_now
-                        when count(*) < p_limit then
-                     (select min(available_at) from aiki.runs
-                      where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
-                        and available_at > v_now) end),
-         coalesce(bool_or(leased.lease_expires_at <= v_now), false)
-  into v_result, v_overdue
-  from leased;
+    'runs', v_runs,
+    -- Withheld overdue runs took slots that pending runs may still fill, and an answer built
+    -- run by run may have left runs behind: claim again now.
+    'next_due_at', case when v_overdue or v_again then v_now else v_next_due end);
   if v_overdue then
     perform aiki._promote_due(v_now, greatest(p_limit, 100));
   end if;
@@ -1124,19 +1365,25 @@ begin
 end
 $$;
 
--- Renews the leases p_worker still holds (never past a run's deadline) and records the worker
--- as alive. Returns the renewed runs; a run the worker thinks it holds but that is missing here
--- was lost (expired and reclaimed, cancelled or paused) and must be abandoned quietly.
+-- Renews the leases p_worker holds and presents (never past a run's deadline) and records the
+-- worker as alive. Returns one row per lease it still holds: renewed, or skipped (below); a run
+-- the worker thinks it holds but that is missing here was lost (expired and reclaimed,
+-- cancelled or paused) and must be abandoned quietly.
 --
--- p_lease_tokens names the leases the worker knows it holds; only those are renewed. A claim
+-- Only leases whose tokens are in p_lease_tokens are renewed: a worker id proves nothing (any
+-- worker role could name another worker and keep its runs `running` for a day), and a claim
 -- whose answer never reached the worker (the connection died after the commit) leased runs the
--- worker never executes: renewing every run leased to p_worker would keep them `running`
--- forever (found by the chaos suite). Null renews every lease of p_worker, for SQL callers that
--- keep no tokens.
+-- worker never executes, which must expire (found by the chaos suite). Null or empty renews no
+-- lease and only records the worker as alive.
 --
--- Locks the renewed runs in id order, the order aiki.record locks a worker's runs in: in scan
--- order, a heartbeat and a group commit of the same worker deadlocked (40P01 after
--- deadlock_timeout, long enough for the leases to expire).
+-- Never waits for a row lock (SKIP LOCKED): a run another transaction holds (the worker's own
+-- group commit, an operator's cancel) is skipped, not waited for; one held row made a heartbeat
+-- wait 4.5 s while the worker's other leases ran out. A skipped lease that is still valid is
+-- returned with its current expiry, unrenewed, so the worker keeps the run and knows how long
+-- it may; the next heartbeat renews it. Never waiting, it cannot deadlock with aiki.record.
+--
+-- A worker's first heartbeat also forgets up to 100 workers not seen for a day (aiki.workers
+-- is for operators; a worker without leases does not beat, and reappears when it does).
 drop function if exists aiki.heartbeat(text, integer);
 create or replace function aiki.heartbeat(
   p_worker text, p_lease_ms integer default 30000, p_lease_tokens uuid[] default null)
@@ -1146,28 +1393,41 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_now timestamptz := aiki.now();
+  v_new boolean;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_lease_ms is null or p_lease_ms not between 100 and 86400000 then
     raise exception using errcode = 'AK003',
       message = format('invalid lease %s ms', coalesce(p_lease_ms::text, 'null')), hint = 'use 100 ms to 1 day';
   end if;
-  insert into aiki.workers (id, started_at, last_seen) values (p_worker, v_now, v_now)
-  on conflict (id) do update set last_seen = excluded.last_seen;
+  insert into aiki.workers as w (id, started_at, last_seen) values (p_worker, v_now, v_now)
+  on conflict (id) do update set last_seen = excluded.last_seen
+  returning w.xmax = 0 into v_new;
+  if v_new then
+    delete from aiki.workers
+     where id in (select id from aiki.workers where last_seen < v_now - interval '1 day'
+                  limit 100 for update skip locked);
+  end if;
   return query
     with held as (
       select h.id from aiki.runs h
-       where h.status = 'running' and h.lease_owner = p_worker and h.lease_expires_at > v_now
-         and (p_lease_tokens is null or h.lease_token = any(p_lease_tokens))
-       order by h.id
-         for update)
-    update aiki.runs r
-       set lease_expires_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
-           available_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
-           updated_at = v_now
-      from held
-     where r.id = held.id
-    returning r.id, r.lease_token, r.lease_expires_at;
+       where h.lease_token = any(p_lease_tokens) and h.status = 'running' and h.lease_owner = p_worker
+         and h.lease_expires_at > v_now
+         for update skip locked),
+    renewed as (
+      update aiki.runs r
+         set lease_expires_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
+             available_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
+             updated_at = v_now
+        from held
+       where r.id = held.id
+      returning r.id, r.lease_token, r.lease_expires_at)
+    select renewed.id, renewed.lease_token, renewed.lease_expires_at from renewed
+    union all
+    select s.id, s.lease_token, s.lease_expires_at from aiki.runs s
+     where s.lease_token = any(p_lease_tokens) and s.status = 'running' and s.lease_owner = p_worker
+       and s.lease_expires_at > v_now
+       and s.id not in (select renewed.id from renewed);
 end
 $$;
 
@@ -1183,6 +1443,7 @@ declare
   v_run aiki.runs;
   v_parent_id uuid;
 begin
+  perform aiki._check_run_id(p_run_id);
   if p_lock_parent then
     select parent_id into v_parent_id from aiki.runs where id = p_run_id;
     if v_parent_id is not null then
@@ -1219,11 +1480,7 @@ declare
   v_run aiki.runs;
 begin
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
-  update aiki.runs
-     set status = 'pending', available_at = aiki.now(), updated_at = aiki.now(),
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  perform aiki._notify_queue(v_run.queue);
+  perform aiki._leave_running(v_run, 'pending', aiki.now());
 end
 $$;
 
@@ -1232,6 +1489,7 @@ $$;
 -- aiki engine: steps — the journal writes a worker makes under its lease, and the run's end.
 --
 --   complete_step  record a task result or a deterministic value (now, random, uuid)
+--   start_attempt  record a timed task attempt's deadline (start, heartbeat); fail it once overdue
 --   fail_step      record a task failure; the retry policy decides: retry inline, suspend, or fail
 --   complete_run   the handler returned
 --   fail_run       the handler threw; the run's retry policy decides: retry or fail
@@ -1249,6 +1507,39 @@ as $$
     'key', p_step.step_key, 'kind', p_step.kind, 'name', p_step.name, 'status', p_step.status,
     'attempts', p_step.attempts, 'output', p_step.output, 'error', p_step.error,
     'child_id', p_step.child_id, 'wake_at', p_step.wake_at)
+$$;
+
+-- Makes room in run p_run_id's journal for p_new_steps more steps and p_new_bytes more bytes of
+-- step outputs and errors, or raises AK008 when that would pass _max_journal_steps or
+-- _max_journal_bytes. Counts them on the run's row (journal_steps, journal_bytes: one row
+-- update instead of a scan of the journal). Called by every journal write of a worker:
+-- complete_step, fail_step, suspend, start_children and record. Bytes are JSONB sizes before
+-- compression, as written (a retried task's errors count once per attempt); data that waits
+-- receive (events, child outcomes) is not counted, as each is bounded by its payload limit and
+-- its wait by the step limit. Caller holds the run's lock and writes the steps in the same
+-- statement or transaction, so a refused write leaves the counters as they were.
+create or replace function aiki._check_journal_room(p_run_id uuid, p_new_steps integer, p_new_bytes bigint)
+returns void
+language plpgsql
+as $$
+declare
+  v_steps integer;
+  v_bytes bigint;
+begin
+  update aiki.runs
+     set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
+   where id = p_run_id
+  returning journal_steps, journal_bytes into v_steps, v_bytes;
+  if v_steps > aiki._max_journal_steps() or v_bytes > aiki._max_journal_bytes() then
+    raise exception using errcode = 'AK008',
+      message = format('journal of run %s is full: %s more step(s) and %s bytes would make it %s steps and %s bytes, '
+                       'over the limit of %s steps and %s bytes',
+                       p_run_id, p_new_steps, p_new_bytes, v_steps, v_bytes,
+                       aiki._max_journal_steps(), aiki._max_journal_bytes()),
+      hint = 'keep large data outside the journal (store it elsewhere and record a reference), '
+             'or continue the work in a new run';
+  end if;
+end
 $$;
 
 -- Raises AK006 when the journal holds p_step_key with another kind or name than the code asks.
@@ -1313,7 +1604,9 @@ begin
   elsif v_step.status = 'failed' then
     raise exception using errcode = 'AK005',
       message = format('step %s of run %s already failed for good and cannot be completed', quote_literal(p_step_key), p_run_id);
-  elsif v_step.status = 'retrying' then
+  end if;
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_output));
+  if v_step.status in ('retrying', 'started') then
     update aiki.steps
        set status = 'completed', output = p_output, error = null, wake_at = null,
            attempts = attempts + 1, completed_at = v_now
@@ -1325,6 +1618,64 @@ begin
     returning * into v_step;
   end if;
   return aiki._step_json(v_step);
+end
+$$;
+
+-- Records that the next attempt of task step p_step_key runs until p_deadline_ms from now: at the
+-- attempt's start, and again at each task heartbeat, which pushes the deadline on and may leave
+-- p_details (progress the next attempt can resume from) in the step's output until it completes.
+-- Only tasks that declare a timeout or a heartbeat timeout call it (untimed tasks pay nothing).
+-- If the journal holds an attempt still `started` whose deadline has passed — its worker died or
+-- hung — that attempt failed by timeout: it is counted as fail_step counts a failure, with a
+-- TaskTimeoutError, and fail_step's answer is returned with "timed_out": true and the "error"
+-- (the retry policy decides what follows; the task does not simply run again). Otherwise returns
+-- {"status": "started", "attempt", "deadline_at", "details"}: the attempt's number (1 for the
+-- first), its deadline, and the details of the last heartbeat journalled (null if none). AK001
+-- on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash, AK007 on
+-- oversized details, AK008 when the journal is full. Locks: the run, then the step.
+create or replace function aiki.start_attempt(
+  p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint,
+  p_retry jsonb default null, p_inline_max_ms bigint default 0, p_details jsonb default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_step aiki.steps;
+  v_now timestamptz := aiki.now();
+  v_deadline timestamptz;
+  v_error jsonb;
+begin
+  perform aiki._check_key('step key', p_step_key);
+  perform aiki._check_name('step name', p_name);
+  v_deadline := v_now + aiki._check_duration('attempt deadline', p_deadline_ms);
+  perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  perform aiki._check_payload('heartbeat details', p_details);
+  perform aiki._lock_lease(p_run_id, p_lease_token, false);
+
+  v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
+  if v_step.status = 'completed' then
+    raise exception using errcode = 'AK005',
+      message = format('step %s of run %s already completed and cannot start another attempt', quote_literal(p_step_key), p_run_id);
+  elsif v_step.status = 'failed' then
+    return jsonb_build_object('status', 'failed', 'attempts', v_step.attempts, 'error', v_step.error);
+  elsif v_step.status = 'started' and v_step.wake_at <= v_now then
+    v_error := jsonb_build_object('name', 'TaskTimeoutError', 'code', 'task_timeout',
+      'message', format('task %s (step %s) timed out: attempt %s passed its deadline %s',
+                        p_name, p_step_key, v_step.attempts + 1, v_step.wake_at));
+    return aiki.fail_step(p_run_id, p_lease_token, p_step_key, p_name, v_error, p_retry, false,
+                          p_inline_max_ms, v_step.attempts + 1)
+           || jsonb_build_object('timed_out', true, 'error', v_error);
+  end if;
+
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, coalesce(pg_column_size(p_details), 0));
+  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, wake_at, created_at)
+  values (p_run_id, p_step_key, 'task', 'started', p_name, 0, p_details, v_deadline, v_now)
+  on conflict (run_id, step_key) do update
+    set status = 'started', wake_at = excluded.wake_at, output = coalesce(excluded.output, aiki.steps.output)
+  returning * into v_step;
+  return jsonb_build_object('status', 'started', 'attempt', v_step.attempts + 1, 'deadline_at', v_step.wake_at,
+                            'details', v_step.output);
 end
 $$;
 
@@ -1381,6 +1732,7 @@ begin
       'suspended', false);
   end if;
 
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_error));
   v_attempts := coalesce(v_step.attempts, 0) + 1;
   v_delay := case when not coalesce(p_non_retryable, false)
                   then aiki._retry_delay(aiki._check_retry(p_retry), v_attempts) end;
@@ -1400,11 +1752,7 @@ begin
 
   v_suspend := v_delay > p_inline_max_ms * interval '1 millisecond';
   if v_suspend then
-    update aiki.runs
-       set status = 'retrying', available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-           updated_at = v_now, lease_owner = null, lease_token = null, lease_expires_at = null
-     where id = p_run_id;
-    perform aiki._slot_freed(v_run);
+    perform aiki._leave_running(v_run, 'retrying', least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')));
   end if;
   return jsonb_build_object(
     'status', 'retrying', 'attempts', v_attempts, 'retry_at', v_now + v_delay,
@@ -1430,7 +1778,7 @@ $$;
 
 -- The handler threw p_error. Unless p_non_retryable, the run's retry policy (given at start)
 -- may schedule another attempt: the run then waits as `retrying`, keeps its completed steps,
--- and forgets its failed ones so they run again. Returns {"status": "retrying", "attempt",
+-- and forgets its failed (and started) ones so they run again. Returns {"status": "retrying", "attempt",
 -- "retry_at"} or {"status": "failed"}. AK001 on a lost lease.
 create or replace function aiki.fail_run(
   p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean default false)
@@ -1442,6 +1790,7 @@ declare
   v_run aiki.runs;
   v_delay interval;
   v_now timestamptz := aiki.now();
+  v_forgotten integer;
 begin
   perform aiki._check_payload('workflow error', p_error);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
@@ -1452,111 +1801,244 @@ begin
     return jsonb_build_object('status', 'failed', 'attempt', v_run.attempt);
   end if;
 
-  delete from aiki.steps where run_id = p_run_id and status = 'failed';
-  update aiki.runs
-     set status = case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
-         attempt = attempt + 1, error = p_error, updated_at = v_now,
-         available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  if v_delay = interval '0' then
-    perform aiki._notify_queue(v_run.queue);
-  else
-    perform aiki._slot_freed(v_run);
-  end if;
+  delete from aiki.steps where run_id = p_run_id and status in ('failed', 'started');
+  get diagnostics v_forgotten = row_count;
+  update aiki.runs set attempt = attempt + 1, journal_steps = journal_steps - v_forgotten where id = p_run_id;
+  perform aiki._leave_running(v_run,
+    case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
+    least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')), null, p_error);
   return jsonb_build_object('status', 'retrying', 'attempt', v_run.attempt + 1, 'retry_at', v_now + v_delay);
 end
 $$;
 
+-- The first thing wrong with one write of a `record` batch, found without raising (a raise
+-- would abort the whole batch, or cost a subtransaction per write to catch): null when its shape
+-- is good, else {"status": "error", "sqlstate": "AK003" | "AK007", "message"}. The messages are
+-- the ones complete_step and complete_run would raise.
+create or replace function aiki._record_shape_error(p_write jsonb) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_uuid constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+  v_max integer := aiki._max_payload_bytes();
+  v_step jsonb;
+  v_bad text;
+begin
+  if jsonb_typeof(p_write) is distinct from 'object' then
+    v_bad := format('invalid write %s: expected a JSON object', left(p_write::text, 200));
+  elsif jsonb_typeof(p_write->'run_id') is distinct from 'string' or p_write->>'run_id' !~ v_uuid then
+    v_bad := format('invalid run id %s: expected a UUID', left((p_write->'run_id')::text, 200));
+  elsif jsonb_typeof(p_write->'lease_token') is distinct from 'string' or p_write->>'lease_token' !~ v_uuid then
+    v_bad := format('invalid lease token %s of run %s: expected a UUID', left((p_write->'lease_token')::text, 200), p_write->>'run_id');
+  elsif coalesce(jsonb_typeof(p_write->'steps'), 'null') not in ('array', 'null') then
+    v_bad := format('invalid steps of run %s: expected a JSON array', p_write->>'run_id');
+  elsif coalesce(jsonb_typeof(p_write->'complete'), 'null') not in ('boolean', 'null') then
+    v_bad := format('invalid complete %s of run %s: expected true or false', left((p_write->'complete')::text, 100), p_write->>'run_id');
+  end if;
+  if v_bad is null and jsonb_typeof(p_write->'steps') = 'array' then
+    for v_step in select * from jsonb_array_elements(p_write->'steps') loop
+      if jsonb_typeof(v_step) is distinct from 'object' then
+        v_bad := format('invalid step %s of run %s: expected a JSON object', left(v_step::text, 200), p_write->>'run_id');
+      elsif coalesce(v_step->>'kind', '') not in ('task', 'value') then
+        v_bad := format('invalid step kind %s for record', coalesce(quote_literal(left(v_step->>'kind', 100)), 'null'));
+      elsif jsonb_typeof(v_step->'key') is distinct from 'string' or length(v_step->>'key') not between 1 and 256
+            or v_step->>'key' ~ '[[:cntrl:]]' then
+        v_bad := format('invalid step key %s', coalesce(quote_literal(left(v_step->>'key', 200)), 'null'));
+      elsif jsonb_typeof(v_step->'name') is distinct from 'string' or v_step->>'name' !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' then
+        v_bad := format('invalid step name %s', coalesce(quote_literal(left(v_step->>'name', 200)), 'null'));
+      elsif pg_column_size(v_step->'output') > v_max then
+        return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
+          format('step output is %s bytes, over the limit of %s bytes', pg_column_size(v_step->'output'), v_max));
+      end if;
+      exit when v_bad is not null;
+    end loop;
+  end if;
+  if v_bad is null and pg_column_size(p_write->'output') > v_max then
+    return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
+      format('workflow output is %s bytes, over the limit of %s bytes', pg_column_size(p_write->'output'), v_max));
+  end if;
+  return case when v_bad is not null then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message', v_bad) end;
+end
+$$;
+
+-- One write of a `record` batch on its own, raising as complete_step and complete_run do: the
+-- slow path, taken only when the batch's set-based path raised. Returns the write's step answers.
+create or replace function aiki._record_write(p_write jsonb) returns jsonb
+language plpgsql volatile
+as $$
+declare
+  v_run_id uuid := (p_write->>'run_id')::uuid;
+  v_token uuid := (p_write->>'lease_token')::uuid;
+  v_step jsonb;
+  v_answers jsonb := '[]';
+  v_before boolean;
+  v_recorded jsonb;
+begin
+  for v_step in select * from jsonb_array_elements(coalesce(p_write->'steps', '[]')) loop
+    v_before := exists (select 1 from aiki.steps where run_id = v_run_id and step_key = v_step->>'key' and status = 'completed');
+    v_recorded := aiki.complete_step(v_run_id, v_token, v_step->>'key', v_step->>'kind', v_step->>'name',
+                                     coalesce(v_step->'output', 'null'));
+    v_answers := v_answers || jsonb_build_array(case when v_before then v_recorded end);
+  end loop;
+  if (p_write->'complete') = 'true' then
+    perform aiki.complete_run(v_run_id, v_token, coalesce(p_write->'output', 'null'));
+  end if;
+  return v_answers;
+end
+$$;
+
 -- The worker's group commit: the complete_step and complete_run calls of many runs in one
--- statement and one commit. p_writes is a JSON array of
+-- statement and one commit. p_writes is a JSON array of 1-10000 writes
 --   {"run_id", "lease_token", "steps": [{"key", "kind": "task" | "value", "name", "output"}]?,
 --    "complete": true?, "output"?}
--- Every write's steps are recorded as complete_step records them; then every write with
--- "complete" completes its run as complete_run does (a run's steps always precede its end).
--- Returns one entry per step, in the order given: null when the step was recorded as given, or
--- the journal's first record of a step recorded before (replays, retried tasks), as complete_step
--- returns it.
--- All or nothing: any error (AK001 lease lost, AK002, AK003, AK005, AK006, AK007) aborts the
--- whole batch, and the caller retries the writes one by one to learn which of them failed (the
--- SDK does). Locks, with no wait in between: the parents of completing runs and the runs, in id
--- order (a parent's UUIDv7 precedes its children's, so this is the parent-before-child order),
--- then the steps. Measured (bench/RESULTS.md): one call per flush instead of two per run took
--- one-task workflows from 3.4 commits per run to well under one.
+-- Each write's steps are recorded as complete_step records them; then, with "complete", its run
+-- completes as complete_run does. Returns one answer per write, in the order given:
+--   {"status": "recorded", "steps": [null | first record, ...]}  per step: null when recorded as
+--       given, else the journal's first record of a step recorded before (replays, retries);
+--   {"status": "lease_lost", "message"}                           what AK001 would say;
+--   {"status": "error", "sqlstate", "message"}                    AK002, AK003, AK005, AK006,
+--       AK007, or any other SQLSTATE the write raised; nothing of it was written.
+-- A write is all or nothing; one write's failure never fails another's. Raises (AK003) only when
+-- p_writes itself is malformed.
+--
+-- How. Every check that needs no raise marks its write up front (shape, lease, journal clash),
+-- then the valid writes go in set-based, with no subtransaction per write: a subtransaction per
+-- write would overflow the 64-subxid cache of a 500-write batch and slow every reader. Only when
+-- that path raises anyway (a data error the checks cannot see) is the error caught, once, and the
+-- valid writes redone one by one, each in its own exception block, to find each one's outcome.
+-- Locks, with no wait in between, before anything is written: the parents of the batch's runs
+-- and the runs, in id order (a parent's UUIDv7 precedes its children's, so this is the
+-- parent-before-child order), then the steps. Measured (bench/RESULTS.md): one call per flush
+-- instead of two per run took one-task workflows from 3.4 commits per run to well under one.
 create or replace function aiki.record(p_writes jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_now timestamptz := aiki.now();
-  v_run_ids uuid[];
+  v_out jsonb[];
+  v_ids uuid[];
   v_tokens uuid[];
-  v_bad record;
-  v_step record;
+  v_existing jsonb;
   v_done record;
-  v_existing jsonb := '{}';
-  v_result jsonb;
+  v_i bigint;
+  v_state text;
+  v_message text;
 begin
   if jsonb_typeof(p_writes) is distinct from 'array' or jsonb_array_length(p_writes) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
   end if;
-  select array_agg((w->>'run_id')::uuid order by i), array_agg((w->>'lease_token')::uuid order by i)
-    into v_run_ids, v_tokens
+
+  -- Shape, and a run completed by more than one write (which output would win?).
+  select array_agg(coalesce(aiki._record_shape_error(w),
+           case when completes > 1 and (w->'complete') = 'true'
+                then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
+                       format('run %s is completed by more than one write of one record call', w->>'run_id')) end)
+         order by i)
+    into v_out
+    from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
+            from jsonb_array_elements(p_writes) with ordinality e(w, i)) x;
+
+  -- The ids of the well-formed writes (null for the others: CASE casts only those).
+  select array_agg(case when v_out[i] is null then (w->>'run_id')::uuid end order by i),
+         array_agg(case when v_out[i] is null then (w->>'lease_token')::uuid end order by i)
+    into v_ids, v_tokens
     from jsonb_array_elements(p_writes) with ordinality e(w, i);
+
+  -- Locks: parents, then runs, in id order.
   perform 1 from aiki.runs
-   where id = any(v_run_ids || array(select parent_id from aiki.runs where id = any(v_run_ids) and parent_id is not null))
+   where id = any(v_ids || array(select parent_id from aiki.runs where id = any(v_ids) and parent_id is not null))
    order by id
    for update;
 
-  select x.run_id, r.status, r.lease_owner, r.lease_expires_at into v_bad
-    from unnest(v_run_ids, v_tokens) x(run_id, lease_token) left join aiki.runs r on r.id = x.run_id
-   where r.id is null or r.status <> 'running' or r.lease_token is distinct from x.lease_token
-      or r.lease_expires_at <= v_now
-   limit 1;
-  if found then
-    if v_bad.status is null then
-      raise exception using errcode = 'AK002', message = format('run %s not found', v_bad.run_id);
-    end if;
-    raise exception using errcode = 'AK001',
-      message = format('lease lost: run %s is %s%s', v_bad.run_id, v_bad.status,
-                       case when v_bad.status = 'running' then ', leased by ' || v_bad.lease_owner || ' until ' || v_bad.lease_expires_at end);
-  end if;
+  -- Leases, then the journal: a key recorded with another kind or name (AK006), or failed (AK005).
+  select array_agg(coalesce(v_out[i],
+           case
+             when r.id is null then jsonb_build_object('status', 'error', 'sqlstate', 'AK002',
+                                      'message', format('run %s not found', w->>'run_id'))
+             when r.status <> 'running' then jsonb_build_object('status', 'lease_lost',
+                                      'message', format('lease lost: run %s is %s', r.id, r.status))
+             when r.lease_token is distinct from v_tokens[i] then jsonb_build_object('status', 'lease_lost',
+                                      'message', format('lease lost: run %s was claimed again by %s', r.id, r.lease_owner))
+             when r.lease_expires_at <= v_now then jsonb_build_object('status', 'lease_lost',
+                                      'message', format('lease lost: the lease on run %s expired at %s', r.id, r.lease_expires_at))
+           end,
+           (select case
+                     when st.kind::text <> s->>'kind' or st.name <> s->>'name' then jsonb_build_object('status', 'error', 'sqlstate', 'AK006',
+                       'message', format('non-determinism at step %s: the journal recorded %s %s, the code now calls %s %s',
+                                         quote_literal(st.step_key), st.kind, quote_literal(st.name), s->>'kind', quote_literal(s->>'name')))
+                     else jsonb_build_object('status', 'error', 'sqlstate', 'AK005',
+                       'message', format('step %s of run %s already failed for good and cannot be completed', quote_literal(st.step_key), r.id))
+                   end
+              from jsonb_array_elements(coalesce(w->'steps', '[]')) s
+              join aiki.steps st on st.run_id = r.id and st.step_key = s->>'key'
+             where st.kind::text <> s->>'kind' or st.name <> s->>'name' or st.status = 'failed'
+             limit 1))
+         order by i)
+    into v_out
+    from jsonb_array_elements(p_writes) with ordinality e(w, i)
+    left join aiki.runs r on r.id = v_ids[i];
 
-  -- Steps: validated, then inserted; a key already in the journal goes through complete_step,
-  -- which returns its first record or raises as the journal demands.
-  for v_step in
-    select (w->>'run_id')::uuid as run_id, (w->>'lease_token')::uuid as lease_token,
-           s->>'key' as key, s->>'kind' as kind, s->>'name' as name, coalesce(s->'output', 'null') as output
-      from jsonb_array_elements(p_writes) w, jsonb_array_elements(coalesce(w->'steps', '[]')) s
-  loop
-    if v_step.kind is null or v_step.kind not in ('task', 'value') then
-      raise exception using errcode = 'AK003',
-        message = format('invalid step kind %s for record', coalesce(quote_literal(left(v_step.kind, 100)), 'null'));
-    end if;
-    perform aiki._check_key('step key', v_step.key), aiki._check_name('step name', v_step.name),
-            aiki._check_payload('step output', v_step.output);
+  begin
+    -- Room in each journal for its new steps and the bytes of every step written (an AK008 here
+    -- sends the batch down the one-by-one path, where it fails only the writes of that run).
+    perform aiki._check_journal_room(x.run_id, x.new_steps, x.new_bytes) from (
+      select v_ids[i] as run_id,
+             count(*) filter (where not exists (
+               select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key'))::integer as new_steps,
+             sum(pg_column_size(coalesce(s->'output', 'null')))::bigint as new_bytes
+        from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+       where v_out[i] is null
+         and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed')
+       group by v_ids[i]) x;
+    -- Steps recorded before answer with their first record; retrying and started ones complete;
+    -- new ones insert.
+    select coalesce(jsonb_object_agg(st.run_id || ' ' || st.step_key, aiki._step_json(st)), '{}') into v_existing
+      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s,
+           aiki.steps st
+     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed';
+    update aiki.steps st
+       set status = 'completed', output = coalesce(s->'output', 'null'), error = null, wake_at = null,
+           attempts = st.attempts + 1, completed_at = v_now
+      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status in ('retrying', 'started');
+    -- No ON CONFLICT: under the run's lock only this batch writes the run's journal, so a
+    -- conflict is a key given twice in the batch, and the slow path sorts that out.
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
-    values (v_step.run_id, v_step.key, v_step.kind::aiki.step_kind, 'completed', v_step.name, 1, v_step.output, v_now, v_now)
-    on conflict (run_id, step_key) do nothing;
-    if not found then
-      v_existing := v_existing || jsonb_build_object(v_step.run_id || ' ' || v_step.key,
-        aiki.complete_step(v_step.run_id, v_step.lease_token, v_step.key, v_step.kind, v_step.name, v_step.output));
-    end if;
-  end loop;
+    select v_ids[i], s->>'key', (s->>'kind')::aiki.step_kind, 'completed', s->>'name', 1,
+           coalesce(s->'output', 'null'), v_now, v_now
+      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+     where v_out[i] is null
+       and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key');
 
-  for v_done in
-    select r as run, coalesce(w->'output', 'null') as output
-      from jsonb_array_elements(p_writes) w join aiki.runs r on r.id = (w->>'run_id')::uuid
-     where (w->'complete') = 'true'
-     order by r.id
-  loop
-    perform aiki._finish(v_done.run, 'completed', aiki._check_payload('workflow output', v_done.output), null);
-  end loop;
+    for v_done in
+      select r as run, coalesce(w->'output', 'null') as output
+        from jsonb_array_elements(p_writes) with ordinality e(w, i) join aiki.runs r on r.id = v_ids[i]
+       where v_out[i] is null and (w->'complete') = 'true'
+       order by r.id
+    loop
+      perform aiki._finish(v_done.run, 'completed', v_done.output, null);
+    end loop;
 
-  select coalesce(jsonb_agg(v_existing->((w->>'run_id') || ' ' || (s->>'key')) order by wi, si), '[]') into v_result
-    from jsonb_array_elements(p_writes) with ordinality a(w, wi),
-         jsonb_array_elements(coalesce(w->'steps', '[]')) with ordinality b(s, si);
-  return v_result;
+    select array_agg(coalesce(v_out[i], jsonb_build_object('status', 'recorded', 'steps',
+             (select coalesce(jsonb_agg(v_existing->(v_ids[i] || ' ' || (s->>'key')) order by si), '[]')
+                from jsonb_array_elements(coalesce(w->'steps', '[]')) with ordinality b(s, si))))
+           order by i)
+      into v_out
+      from jsonb_array_elements(p_writes) with ordinality e(w, i);
+  exception when others then
+    -- Caught once per batch: redo the valid writes one by one to find each one's outcome.
+    for v_i in select i from generate_subscripts(v_out, 1) i where v_out[i] is null order by i loop
+      begin
+        v_out[v_i] := jsonb_build_object('status', 'recorded', 'steps', aiki._record_write(p_writes->(v_i::int - 1)));
+      exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        v_out[v_i] := case when v_state = 'AK001' then jsonb_build_object('status', 'lease_lost', 'message', v_message)
+                           else jsonb_build_object('status', 'error', 'sqlstate', v_state, 'message', v_message) end;
+      end;
+    end loop;
+  end;
+  return to_jsonb(v_out);
 end
 $$;
 
@@ -1576,6 +2058,29 @@ $$;
 --
 -- Wake rule: a suspended run wakes when any sleep or event wait resolves, or when the last
 -- child it waits for finishes. So a fan-in over many children wakes the parent once.
+
+-- Raises AK003 when two items of p_items, a JSON array of objects, share a "key": one call
+-- cannot make two journal steps of one key (it raised 23505 from the primary key, or answered
+-- a later wait with the first one's step). p_call names the function in the message.
+create or replace function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
+language plpgsql immutable
+as $$
+declare
+  v_key text;
+begin
+  select i->>'key' into v_key
+    from jsonb_array_elements(p_items) i
+   where i->>'key' is not null
+   group by i->>'key'
+  having count(*) > 1
+   limit 1;
+  if found then
+    raise exception using errcode = 'AK003',
+      message = format('duplicate step key %s in one %s call', quote_literal(left(v_key, 200)), p_call),
+      hint = 'give every item of the call its own key';
+  end if;
+end
+$$;
 
 -- A whole number from JSON (a duration in ms, a priority), or AK003.
 create or replace function aiki._json_whole(p_what text, p_value jsonb) returns bigint
@@ -1676,11 +2181,13 @@ declare
   v_children integer := 0;
   v_children_done integer := 0;
   v_others_done integer := 0;
+  v_new integer := 0;
 begin
   if jsonb_typeof(p_waits) is distinct from 'array' or jsonb_array_length(p_waits) not between 1 and 10000 then
     raise exception using errcode = 'AK003',
       message = 'suspend needs a JSON array of 1-10000 waits';
   end if;
+  perform aiki._check_unique_keys('suspend', p_waits);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
   -- Keys already in the journal are checked and locked one by one; new ones need no row lock,
   -- as the run's lock orders its journal writes (a lookup less per wait).
@@ -1725,9 +2232,11 @@ begin
 
     v_step := case when v_known ? v_key then aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name) end;
     if v_step.status is null then
-      insert into aiki.steps (run_id, step_key, kind, status, name, wake_at, child_id, created_at)
-      values (p_run_id, v_key, v_kind::aiki.step_kind, 'waiting', v_name, v_wake_at, v_child_id, v_now)
+      insert into aiki.steps (run_id, step_key, kind, status, name, wake_at, child_id, created_at, wait_seq)
+      values (p_run_id, v_key, v_kind::aiki.step_kind, 'waiting', v_name, v_wake_at, v_child_id, v_now,
+              nextval('aiki.steps_wait_seq'))
       returning * into v_step;
+      v_new := v_new + 1;
     end if;
     if v_step.status = 'waiting' then
       v_step := aiki._try_resolve(v_step, v_now);
@@ -1742,6 +2251,7 @@ begin
       v_others_done := v_others_done + (v_step.status is not null)::integer;
     end if;
   end loop;
+  perform aiki._check_journal_room(p_run_id, v_new, 0);
 
   if v_others_done > 0 or (v_children > 0 and v_children_done = v_children) then
     return jsonb_build_object('suspended', false, 'resolved', to_jsonb(v_resolved));
@@ -1752,11 +2262,7 @@ begin
     into v_available_at, v_status
     from aiki.steps where run_id = p_run_id and status = 'waiting';
   v_available_at := least(v_available_at, v_run.deadline_at);
-  update aiki.runs
-     set status = v_status, available_at = v_available_at, updated_at = v_now,
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  perform aiki._slot_freed(v_run);
+  perform aiki._leave_running(v_run, v_status, v_available_at);
   return jsonb_build_object('suspended', true, 'available_at', v_available_at);
 end
 $$;
@@ -1801,14 +2307,16 @@ $$;
 --
 --   send_event  deliver a named event to a run
 --
--- An event goes to the oldest open wait for its name; with none open it is buffered and the
--- next wait for that name takes it (per name, first sent, first received). An idempotency key
--- makes a resend a no-op. Both send_event and every wait hold the run's lock, so an event sent
+-- An event goes to the oldest open wait for its name (waits in creation order); with none open
+-- it is buffered and the next wait for that name takes it (per name, first sent, first
+-- received). A run buffers at most _max_inbox_events events. An idempotency key makes a resend
+-- a no-op. Both send_event and every wait hold the run's lock, so an event sent
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
 -- repeated idempotency key). Wakes the run when a wait took it. AK002 for a missing run, AK005
--- for a finished one, AK003/AK007 on bad input. Called by clients and workers.
+-- for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
+-- full inbox. Called by clients and workers.
 create or replace function aiki.send_event(
   p_run_id uuid, p_event text, p_data jsonb default 'null', p_idempotency_key text default null)
 returns bigint
@@ -1826,7 +2334,7 @@ begin
   if p_idempotency_key is not null then
     perform aiki._check_key('idempotency key', p_idempotency_key);
   end if;
-  select * into v_run from aiki.runs where id = p_run_id for update;
+  select * into v_run from aiki.runs where id = aiki._check_run_id(p_run_id) for update;
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
@@ -1843,11 +2351,26 @@ begin
     end if;
   end if;
 
+  -- The oldest open wait for the name, in creation order (wait_seq; waits older than it have
+  -- none and come first). By step key as text, `vote#10` was served before `vote#2`.
   select * into v_step from aiki.steps
    where run_id = p_run_id and kind = 'event' and status = 'waiting' and name = p_event
-   order by created_at, step_key
+   order by wait_seq nulls first, created_at, step_key
    limit 1
    for update;
+
+  -- Nobody waits: the event is buffered, unless the inbox is full. Counting reads the run's
+  -- unconsumed events in events_unconsumed, at most _max_inbox_events of them: nothing for the
+  -- usual inbox of a few events, a few ms for a full one.
+  if v_step.step_key is null and (
+       select count(*) from (select 1 from aiki.events
+                              where run_id = p_run_id and consumed_by is null
+                              limit aiki._max_inbox_events()) q) >= aiki._max_inbox_events() then
+    raise exception using errcode = 'AK009',
+      message = format('inbox of run %s is full: %s events wait for a wait to take them',
+                       p_run_id, aiki._max_inbox_events()),
+      hint = 'let the run consume its events before sending more';
+  end if;
 
   insert into aiki.events (run_id, name, data, idempotency_key, created_at, consumed_by, consumed_at)
   values (p_run_id, p_event, p_data, p_idempotency_key, v_now, v_step.step_key,
@@ -1896,10 +2419,12 @@ declare
   v_priority bigint;
   v_ids uuid[] := '{}';
   v_known jsonb;
+  v_new integer := 0;
 begin
   if jsonb_typeof(p_children) is distinct from 'array' or jsonb_array_length(p_children) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'start_children needs a JSON array of 1-10000 children';
   end if;
+  perform aiki._check_unique_keys('start_children', p_children);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
   -- Keys already in the journal (a replay) are checked and locked one by one; new keys need no
   -- row lock, as the run's lock orders its journal writes (saves a lookup per child: 20 µs).
@@ -1939,7 +2464,9 @@ begin
     values (p_run_id, v_key, 'child', 'completed', v_child->>'workflow', 1, v_child_id,
             jsonb_build_object('child_id', v_child_id), v_now, v_now);
     v_ids := v_ids || v_child_id;
+    v_new := v_new + 1;
   end loop;
+  perform aiki._check_journal_room(p_run_id, v_new, 0);
   return v_ids;
 end
 $$;
@@ -2036,10 +2563,22 @@ $$;
 --
 --   purge_runs  delete finished runs (with their steps and events) older than a cutoff
 --
--- Purging is batched so that each call holds few locks and writes a bounded amount of WAL;
--- call it in a loop until it returns 0. Runs still referenced by an unfinished parent are not
--- special: a child only reads its parent row when it finishes, and tolerates its absence.
+-- Purging is batched so that each call holds few locks and writes a bounded amount of WAL:
+-- one call deletes at most p_batch_size rows of each table (runs, steps, events), so a run with
+-- 200,000 buffered events is purged over many calls instead of in one. Call it in a loop until
+-- it returns 0. A run's journal and inbox go first and its row last, so a run half purged is
+-- still found, finished, by the next call.
+--
+-- A finished child of an unfinished parent is kept: the parent may still wait for it, and
+-- without the child's row its wait failed with `run … is not a child of run …`. Once the parent
+-- is finished (or purged), the child goes with the rest. A child whose parent was purged still
+-- runs, times out and can be cancelled: it reads its parent row only when it finishes, and
+-- tolerates its absence.
 
+-- Deletes up to p_batch_size runs finished before p_finished_before, and up to p_batch_size of
+-- their steps and of their events; returns how many rows it deleted (runs, steps and events).
+-- Locks the runs it picks (SKIP LOCKED: a run another transaction holds is left for later).
+-- AK003 on a null cutoff or a batch size outside 1-100000. Admin only.
 create or replace function aiki.purge_runs(p_finished_before timestamptz, p_batch_size integer default 1000)
 returns integer
 language plpgsql volatile security definer
@@ -2047,6 +2586,9 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_ids uuid[];
+  v_events integer;
+  v_steps integer;
+  v_runs integer;
 begin
   if p_finished_before is null then
     raise exception using errcode = 'AK003', message = 'purge_runs needs a cutoff time';
@@ -2056,18 +2598,28 @@ begin
       message = format('invalid batch size %s', coalesce(p_batch_size::text, 'null')), hint = 'use 1-100000';
   end if;
   select array_agg(id) into v_ids from (
-    select id from aiki.runs
-    where finished_at < p_finished_before
-    order by finished_at
+    select r.id from aiki.runs r
+    where r.finished_at < p_finished_before
+      and not exists (select 1 from aiki.runs p where p.id = r.parent_id and p.finished_at is null)
+    order by r.finished_at
     limit p_batch_size
-    for update skip locked) doomed;
+    for update of r skip locked) doomed;
   if v_ids is null then
     return 0;
   end if;
-  delete from aiki.steps where run_id = any(v_ids);
-  delete from aiki.events where run_id = any(v_ids);
-  delete from aiki.runs where id = any(v_ids);
-  return cardinality(v_ids);
+  delete from aiki.events
+   where id = any(array(select id from aiki.events where run_id = any(v_ids) limit p_batch_size));
+  get diagnostics v_events = row_count;
+  delete from aiki.steps s
+   using (select run_id, step_key from aiki.steps where run_id = any(v_ids) limit p_batch_size) d
+   where s.run_id = d.run_id and s.step_key = d.step_key;
+  get diagnostics v_steps = row_count;
+  delete from aiki.runs r
+   where r.id = any(v_ids)
+     and not exists (select 1 from aiki.steps s where s.run_id = r.id)
+     and not exists (select 1 from aiki.events e where e.run_id = r.id);
+  get diagnostics v_runs = row_count;
+  return v_events + v_steps + v_runs;
 end
 $$;
 
@@ -2081,7 +2633,7 @@ $$;
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
 --   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
---                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
+--                start_attempt, fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
 --                complete_run, fail_run, record
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
@@ -2107,6 +2659,7 @@ grant execute on function
   aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),
   aiki.complete_step(uuid, uuid, text, text, text, jsonb),
+  aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint, jsonb),
   aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint, integer),
   aiki.suspend(uuid, uuid, jsonb),
   aiki.sleep(uuid, uuid, text, text, bigint),

@@ -15,6 +15,12 @@ export interface ClientOptions {
   max?: number;
   /** Called with the worker's and client's diagnostic lines. Default: silent. */
   log?: (line: string) => void;
+  /**
+   * An engine call in flight this long, and not waiting on a lock, is presumed stranded on a dead
+   * connection: the pool is replaced and the call retried. Your own queries on `client.sql` are
+   * never cut short. Default: 30 s.
+   */
+  stallMs?: number;
 }
 
 export interface Client {
@@ -35,7 +41,7 @@ export function client(options: ClientOptions = {}): Client {
     max: options.max ?? 10,
     onnotice: () => {},
     connection: { application_name: "aiki" },
-  });
+  }, { stallMs: options.stallMs });
   let notifications: Notifications | undefined;
   return {
     sql,

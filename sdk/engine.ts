@@ -1,7 +1,8 @@
 // Typed calls of the engine's SQL functions: one wrapper per SQL verb, same name in camelCase.
 // Nothing here decides a run's state; it only moves arguments in and maps errors out.
 import type { JSONValue, Sql } from "postgres";
-import { InvalidInputError, fromDatabaseError } from "./errors.js";
+import { InvalidInputError, fromDatabaseError, type SerializedError } from "./errors.js";
+import { engineQuery } from "./db/pool.js";
 
 export type RunStatus =
   | "scheduled" | "pending" | "running" | "sleeping" | "waiting" | "retrying" | "paused"
@@ -15,7 +16,7 @@ export interface StepRecord {
   key: string;
   kind: StepKind;
   name: string;
-  status: "waiting" | "retrying" | "completed" | "failed";
+  status: "waiting" | "started" | "retrying" | "completed" | "failed";
   attempts: number;
   output: unknown;
   error: unknown;
@@ -101,30 +102,61 @@ export interface ChildStart {
 const jsonb = (sql: Sql, value: unknown, what = "payload") =>
   sql.json(checkJson(what, value === undefined ? null : value) as JSONValue);
 
+/** Nesting deeper than this is refused: Postgres parses jsonb recursively, within its stack limit. */
+export const MAX_JSON_DEPTH = 1_000;
+
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /**
- * Returns `value` if JSON can carry it, else raises InvalidInputError (AK003) saying what and
- * where: JSON.stringify would silently store NaN and Infinity as null and drop functions (the
- * run would see other data than it was given), and fails on BigInt and cycles with a bare
- * TypeError. undefined object members are left out and `toJSON` is honoured, as JSON does.
+ * Returns `value` if JSON can carry it and Postgres can store it, else raises InvalidInputError
+ * (AK003) saying what and where: JSON.stringify would silently store NaN and Infinity as null and
+ * drop functions (the run would see other data than it was given), and fails on BigInt and cycles
+ * with a bare TypeError; jsonb refuses NUL characters and lone surrogates, in values and keys.
+ * undefined object members are left out and `toJSON` is honoured, as JSON does. Iterative, so a
+ * value nested deeper than the JS stack allows is reported, not a RangeError; nesting is bounded
+ * by MAX_JSON_DEPTH.
  */
 export function checkJson(what: string, value: unknown): unknown {
+  const fail = (bad: string, path: string) => {
+    throw new InvalidInputError("AK003", `${what} is not JSON: ${bad} at ${path.length > 200 ? `${path.slice(0, 200)}…` : path}`);
+  };
+  const badString = (s: string) => {
+    const at = s.search(UNSTORABLE);
+    return at < 0 ? null : s[at] === "\u0000" ? "a NUL character (\\u0000)" : `a lone surrogate (\\u${s.charCodeAt(at).toString(16)})`;
+  };
+  // Depth-first; an `exit` entry takes its object off the ancestors once its members are done.
   const ancestors = new Set<object>();
-  const visit = (v: unknown, path: string): void => {
+  const stack: Array<{ v: unknown; path: string; depth: number } | { exit: object }> = [{ v: value, path: "$", depth: 0 }];
+  while (stack.length > 0) {
+    const top = stack.pop()!;
+    if ("exit" in top) {
+      ancestors.delete(top.exit);
+      continue;
+    }
+    let { v } = top;
+    const { path, depth } = top;
     if (v !== null && typeof v === "object" && typeof (v as { toJSON?: unknown }).toJSON === "function") {
       v = (v as { toJSON(): unknown }).toJSON();
     }
     const bad = typeof v === "number" ? (Number.isFinite(v) ? null : String(v))
+      : typeof v === "string" ? badString(v)
       : typeof v === "bigint" || typeof v === "function" || typeof v === "symbol" ? `a ${typeof v}`
       : v !== null && typeof v === "object" && ancestors.has(v) ? "a circular reference"
       : null;
-    if (bad) throw new InvalidInputError("AK003", `${what} is not JSON: ${bad} at ${path}`);
-    if (v === null || typeof v !== "object") return;
+    if (bad) fail(bad, path);
+    if (v === null || typeof v !== "object") continue;
+    if (depth >= MAX_JSON_DEPTH) fail(`nesting deeper than ${MAX_JSON_DEPTH} levels`, path);
     ancestors.add(v);
-    if (Array.isArray(v)) v.forEach((item, i) => visit(item, `${path}[${i}]`));
-    else for (const [key, item] of Object.entries(v)) if (item !== undefined) visit(item, `${path}.${key}`);
-    ancestors.delete(v);
-  };
-  visit(value, "$");
+    stack.push({ exit: v });
+    const members: Array<[string, unknown]> = Array.isArray(v)
+      ? v.map((item, i) => [`${path}[${i}]`, item])
+      : Object.entries(v).flatMap(([key, item]) => {
+          const badKey = badString(key);
+          if (badKey) fail(`${badKey} in a key`, path);
+          return item === undefined ? [] : [[`${path}.${key}`, item] as [string, unknown]];
+        });
+    for (let i = members.length - 1; i >= 0; i--) stack.push({ v: members[i]![1], path: members[i]![0], depth: depth + 1 });
+  }
   return value;
 }
 
@@ -135,7 +167,7 @@ const textArray = (values: readonly string[] | null): string | null =>
 
 async function call<T>(query: Promise<T>): Promise<T> {
   try {
-    return await query;
+    return await engineQuery(query);
   } catch (error) {
     throw fromDatabaseError(error);
   }
@@ -249,6 +281,26 @@ export async function completeStepWithNow(sql: Sql, runId: string, leaseToken: s
   return rows[0]!.step;
 }
 
+export type StartAttemptResult =
+  | { status: "started"; attempt: number; deadline_at: string; details: unknown }
+  | (FailStepResult & { timed_out: true; error: SerializedError });
+
+/**
+ * Journals that the next attempt of a timed task runs until `deadlineMs` from now (its start, or
+ * a heartbeat with its details). An earlier attempt found past its deadline is failed by timeout
+ * instead.
+ */
+export async function startAttempt(
+  sql: Sql, runId: string, leaseToken: string, key: string, name: string, deadlineMs: number,
+  retry: unknown, inlineMaxMs: number, details?: unknown,
+): Promise<StartAttemptResult> {
+  const rows = await call(sql<{ result: StartAttemptResult }[]>`
+    select aiki.start_attempt(${runId}::uuid, ${leaseToken}::uuid, ${key}, ${name}, ${deadlineMs},
+                              ${retry === undefined ? null : jsonb(sql, retry)}::jsonb, ${inlineMaxMs},
+                              ${details === undefined ? null : jsonb(sql, details, "heartbeat details")}::jsonb) as result`);
+  return rows[0]!.result;
+}
+
 /** Records that `attempt` (1 for the first) failed; repeating the call for it changes nothing. */
 export async function failStep(
   sql: Sql, runId: string, leaseToken: string, key: string, name: string, error: unknown,
@@ -288,10 +340,20 @@ export interface RecordWrite {
   output?: unknown;
 }
 
-/** Per step, in order: null when recorded as given, else the journal's first record of it. */
-export async function record(sql: Sql, writes: RecordWrite[]): Promise<(StepRecord | null)[]> {
-  const rows = await call(sql<{ result: (StepRecord | null)[] }[]>`
-    select aiki.record(${jsonb(sql, writes, "journal writes")}::jsonb) as result`);
+/**
+ * One answer per write, in order. Recorded: per step, null when recorded as given, else the
+ * journal's first record of it. Lease lost: what AK001 would say. Error: the SQLSTATE the write
+ * raised (AK002, AK003, AK005, AK006, AK007, a Postgres data error) and nothing of it was written.
+ */
+export type RecordAnswer =
+  | { status: "recorded"; steps: (StepRecord | null)[] }
+  | { status: "lease_lost"; message: string }
+  | { status: "error"; sqlstate: string; message: string };
+
+/** The writes must be JSON already (checkJson per write: one bad value would refuse them all). */
+export async function record(sql: Sql, writes: RecordWrite[]): Promise<RecordAnswer[]> {
+  const rows = await call(sql<{ result: RecordAnswer[] }[]>`
+    select aiki.record(${sql.json(writes as unknown as JSONValue)}::jsonb) as result`);
   return rows[0]!.result;
 }
 

@@ -25,7 +25,17 @@ export class InvalidTransitionError extends AikiError {}
 export class NonDeterminismError extends AikiError {}
 /** AK007: a JSON payload is over the engine's size limit. */
 export class PayloadTooLargeError extends AikiError {}
+/** AK008: a journal write would take the run past its step or byte limit; the worker fails the run. */
+export class JournalTooLargeError extends AikiError {}
+/** AK009: the run's inbox already holds the most events no wait has taken. */
+export class InboxFullError extends AikiError {}
 
+/**
+ * Postgres refused a value it cannot store or compare (SQLSTATE classes 22 data exception,
+ * 23 integrity constraint, 54 program limit exceeded): `code` is the SQLSTATE. Sending the same
+ * write again fails the same way, so it is never retried as a connection error.
+ */
+export class DataError extends AikiError {}
 /** Data does not match the zod schema declared for it. */
 export class SchemaValidationError extends AikiError {}
 /** A task failed for good (retries exhausted or non-retryable); `details` is its last error. */
@@ -34,6 +44,15 @@ export class TaskFailedError extends AikiError {
   constructor(message: string, details: SerializedError) {
     super("task_failed", message);
     this.details = details;
+  }
+}
+/**
+ * A task attempt ran past its `timeout`, or past its `heartbeatTimeout` without a heartbeat. The
+ * attempt fails with it (its retry policy decides what follows); its signal is aborted with it.
+ */
+export class TaskTimeoutError extends AikiError {
+  constructor(message: string) {
+    super("task_timeout", message);
   }
 }
 /** Throw this from a task or workflow to fail it at once, skipping remaining retries. */
@@ -63,16 +82,24 @@ const bySqlState: Record<string, new (code: string, message: string, options?: {
   AK005: InvalidTransitionError,
   AK006: NonDeterminismError,
   AK007: PayloadTooLargeError,
+  AK008: JournalTooLargeError,
+  AK009: InboxFullError,
 };
 
-/** Maps a database error with one of the engine's SQLSTATEs to its class; others pass through. */
+/** The error class of an engine answer's SQLSTATE (aiki.record answers per write), or undefined. */
+export function engineError(code: string, message: string, cause?: unknown): AikiError | undefined {
+  const Class = bySqlState[code] ?? (/^(22|23|54)/.test(code) ? DataError : undefined);
+  return Class ? new Class(code, message, cause === undefined ? undefined : { cause }) : undefined;
+}
+
+/**
+ * Maps a database error with one of the engine's SQLSTATEs to its class, and a data error
+ * (classes 22, 23, 54) to DataError; others (connection trouble) pass through.
+ */
 export function fromDatabaseError(error: unknown): unknown {
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === "string" && code in bySqlState) {
-    const Class = bySqlState[code]!;
-    return new Class(code, (error as Error).message, { cause: error });
-  }
-  return error;
+  if (typeof code !== "string") return error;
+  return engineError(code, (error as Error).message, error) ?? error;
 }
 
 export interface SerializedError {
@@ -83,13 +110,34 @@ export interface SerializedError {
   [key: string]: unknown;
 }
 
+/** Text Postgres can store: NUL and lone surrogates (jsonb refuses both) become U+FFFD. */
+export function storableText(text: string): string {
+  return text.replace(/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
+}
+
+/** What anything thrown said, as text Postgres can store, whatever it was (a BigInt, a cycle, …). */
+function describe(value: unknown): string {
+  if (typeof value === "string") return value;
+  try {
+    const json = JSON.stringify(value);
+    if (json !== undefined) return json.length > 10_000 ? `${json.slice(0, 10_000)}…` : json;
+  } catch {
+    // a BigInt or a cycle: String() still says something
+  }
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
 export function serializeError(error: unknown): SerializedError {
   if (error instanceof Error) {
-    const out: SerializedError = { name: error.name, message: error.message };
-    if (error.stack) out.stack = error.stack.split("\n").slice(0, 12).join("\n");
+    const out: SerializedError = { name: storableText(String(error.name)), message: storableText(describe(error.message)) };
+    if (typeof error.stack === "string") out.stack = storableText(error.stack.split("\n").slice(0, 12).join("\n"));
     const code = (error as { code?: unknown }).code;
-    if (typeof code === "string") out.code = code;
+    if (typeof code === "string") out.code = storableText(code);
     return out;
   }
-  return { name: "Error", message: typeof error === "string" ? error : JSON.stringify(error) ?? String(error) };
+  return { name: "Error", message: storableText(describe(error)) };
 }

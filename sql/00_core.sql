@@ -28,6 +28,9 @@
 --   AK005 invalid_transition  the run's status does not allow this act (e.g. send to a finished run)
 --   AK006 non_determinism     a step key is recorded with another kind or name than the code asks
 --   AK007 payload_too_large   a JSON payload exceeds aiki._max_payload_bytes()
+--   AK008 journal_too_large   a journal write would take a run past aiki._max_journal_steps() or
+--                             aiki._max_journal_bytes(); the worker fails the run with it
+--   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
@@ -62,6 +65,36 @@ $$;
 create or replace function aiki._max_payload_bytes() returns integer
 language sql immutable parallel safe
 as $$ select 1048576 $$;
+
+-- One run's journal: at most this many steps, and this many bytes of step outputs and errors
+-- as its worker wrote them (JSONB size before compression). Checked on every journal write by
+-- _check_journal_room. Sized for the claim, which hands a run to a worker as one jsonb value
+-- (at most 256 MiB, with every other run of the claim): a journal past these would make that
+-- value unbuildable. Temporal's comparable limits are 51,200 events and 50 MB per history.
+create or replace function aiki._max_journal_steps() returns integer
+language sql immutable parallel safe
+as $$ select 50000 $$;
+
+create or replace function aiki._max_journal_bytes() returns bigint
+language sql immutable parallel safe
+as $$ select 67108864::bigint $$;
+
+-- Unconsumed events one run may hold (its inbox); send_event refuses more with AK009.
+create or replace function aiki._max_inbox_events() returns integer
+language sql immutable parallel safe
+as $$ select 10000 $$;
+
+-- Raises AK003 for a null run id: `run  not found` named no run and hid the caller's mistake.
+create or replace function aiki._check_run_id(p_run_id uuid) returns uuid
+language plpgsql immutable
+as $$
+begin
+  if p_run_id is null then
+    raise exception using errcode = 'AK003', message = 'run id is required', hint = 'pass the id of a run';
+  end if;
+  return p_run_id;
+end
+$$;
 
 -- Raises AK003 unless p_value is a name: 1-128 chars of letters, digits and `_ . : / -`,
 -- starting with a letter or digit. `@` is reserved as the workflow@version separator.

@@ -2,14 +2,18 @@
 --
 -- start_workflow is the only way a top-level run comes to exist (children: children.sql).
 -- Every terminal transition goes through _finish, which also delivers the outcome to a parent
--- that waits for it. Readers get a run as JSON from _run_json, the same shape claim returns.
+-- that waits for it. Every way out of `running` goes through _leave_running. Readers get a run as
+-- JSON from _run_json, the same shape claim returns, without the lease token (only the worker
+-- that claimed the run gets it: with it, any worker role could write the run's journal).
 
 -- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
--- one transaction share a time; the SDK looks steps up by key, so the order is for readers).
+-- one transaction share a time; the SDK looks steps up by key, so the order is for readers);
+-- with p_lease, its lease token (claim only).
 -- PL/pgSQL, not SQL: a SQL function with a subquery is not inlined, and PostgreSQL (up to 17)
 -- plans its body anew for every statement that calls it, 0.15 ms per claim (bench); PL/pgSQL
 -- keeps the plan for the session.
-create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
+drop function if exists aiki._run_json(aiki.runs, boolean);
+create or replace function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
 language plpgsql stable
 as $$
 begin
@@ -28,13 +32,13 @@ begin
     'parent_step_key', p_run.parent_step_key,
     'idempotency_key', p_run.idempotency_key,
     'concurrency_key', p_run.concurrency_key,
-    'lease_token', p_run.lease_token,
     'lease_expires_at', p_run.lease_expires_at,
     'available_at', p_run.available_at,
     'deadline_at', p_run.deadline_at,
     'created_at', p_run.created_at,
     'started_at', p_run.started_at,
     'finished_at', p_run.finished_at)
+  || case when p_lease then jsonb_build_object('lease_token', p_run.lease_token) else '{}'::jsonb end
   || case when p_journal then jsonb_build_object('journal', coalesce((
        select jsonb_agg(jsonb_build_object(
                 'key', s.step_key, 'kind', s.kind, 'name', s.name, 'status', s.status,
@@ -83,8 +87,11 @@ begin
   if p_start_at is not null and p_delay_ms is not null then
     raise exception using errcode = 'AK003', message = 'give either a start time or a delay, not both';
   end if;
-  if p_start_at is not null and not isfinite(p_start_at) then
-    raise exception using errcode = 'AK003', message = format('invalid start time %s', p_start_at);
+  -- Within 100 years, like every timer (_check_duration): a later time overflowed the deadline
+  -- arithmetic (22008 for a start in year 294276).
+  if p_start_at is not null and (not isfinite(p_start_at) or p_start_at > v_now + interval '100 years') then
+    raise exception using errcode = 'AK003', message = format('invalid start time %s', p_start_at),
+      hint = 'use a time at most 100 years from now';
   end if;
   v_start := coalesce(p_start_at, v_now + aiki._check_duration('start delay', coalesce(p_delay_ms, 0)));
 
@@ -165,11 +172,11 @@ as $$
 declare
   v_run aiki.runs;
 begin
-  select * into v_run from aiki.runs where id = p_run_id;
+  select * into v_run from aiki.runs where id = aiki._check_run_id(p_run_id);
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true);
+  return aiki._run_json(v_run, true, false);
 end
 $$;
 
@@ -187,11 +194,16 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true);
+  return aiki._run_json(v_run, true, false);
 end
 $$;
 
--- Runs newest first, filtered by workflow, status and creation time; page with p_before_id.
+-- Runs newest first by (created_at, id), filtered by workflow, status and creation time; a null
+-- bound is no bound. Page with p_before_id, the last run of the previous page: the next page
+-- starts after it in the same order. created_at (aiki.now() of the starting transaction) decides
+-- the order, the clock every filter uses; the id, a UUIDv7 of the wall clock at insert, only
+-- breaks ties (ordering by id listed a newer run second when two transactions overlapped).
+-- AK003 on a bad limit, AK002 when p_before_id names no run.
 create or replace function aiki.list_runs(
   p_workflow text default null,
   p_status aiki.run_status default null,
@@ -204,19 +216,30 @@ returns table (id uuid, workflow text, version text, status aiki.run_status, que
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_before_at timestamptz := 'infinity';
+  v_before_id uuid := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
 begin
   if p_limit is null or p_limit not between 1 and 10000 then
     raise exception using errcode = 'AK003',
       message = format('invalid limit %s', coalesce(p_limit::text, 'null')), hint = 'use 1-10000';
+  end if;
+  if p_before_id is not null then
+    select r.created_at, r.id into v_before_at, v_before_id from aiki.runs r where r.id = p_before_id;
+    if not found then
+      raise exception using errcode = 'AK002', message = format('run %s not found', p_before_id),
+        hint = 'page with the id of a run the previous page listed';
+    end if;
   end if;
   return query
     select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at
     from aiki.runs r
     where (p_workflow is null or r.workflow = p_workflow)
       and (p_status is null or r.status = p_status)
-      and r.created_at > p_created_after and r.created_at < p_created_before
-      and (p_before_id is null or r.id < p_before_id)
-    order by r.id desc
+      and r.created_at > coalesce(p_created_after, '-infinity')
+      and r.created_at < coalesce(p_created_before, 'infinity')
+      and (r.created_at, r.id) < (v_before_at, v_before_id)
+    order by r.created_at desc, r.id desc
     limit p_limit;
 end
 $$;
@@ -261,6 +284,39 @@ begin
 end
 $$;
 
+-- Moves p_run to p_status and clears its lease: the one way a run leaves `running`, whether it
+-- suspends (suspend, fail_step), retries (fail_run), is given back (release), held (pause) or
+-- ends (_finish: completion, failure, cancellation, descendants included). A run that held a
+-- slot of a keyed or limited queue frees it (_slot_freed), and a run made claimable now wakes
+-- its queue. A terminal p_status sets output, error (p_output, p_error) and finished_at;
+-- otherwise p_error, when given, records the failed attempt's error. The operator acts use it
+-- for runs in any status; then it only moves the status. Caller holds the run's lock (for a
+-- terminal status, its parent's first). One exception, on the claim's hot path: _promote_due
+-- turns expired leases back to pending in one set-based statement and wakes their queues itself.
+create or replace function aiki._leave_running(
+  p_run aiki.runs, p_status aiki.run_status, p_available_at timestamptz,
+  p_output jsonb default null, p_error jsonb default null)
+returns void
+language plpgsql
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled');
+begin
+  update aiki.runs
+     set status = p_status, available_at = p_available_at, updated_at = v_now,
+         output = case when v_terminal then p_output end,
+         error = case when v_terminal then p_error else coalesce(p_error, error) end,
+         finished_at = case when v_terminal then v_now end,
+         lease_owner = null, lease_token = null, lease_expires_at = null
+   where id = p_run.id;
+  perform aiki._slot_freed(p_run);
+  if p_status = 'pending' and p_available_at <= v_now then
+    perform aiki._notify_queue(p_run.queue);
+  end if;
+end
+$$;
+
 -- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
 create or replace function aiki._finish(
   p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb)
@@ -268,13 +324,8 @@ returns void
 language plpgsql
 as $$
 begin
-  update aiki.runs
-     set status = p_status, output = p_output, error = p_error,
-         finished_at = aiki.now(), updated_at = aiki.now(), available_at = null,
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run.id;
+  perform aiki._leave_running(p_run, p_status, null, p_output, p_error);
   perform aiki._notify_status(p_run.id, p_status);
-  perform aiki._slot_freed(p_run);
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
   end if;
@@ -290,7 +341,7 @@ declare
   v_run aiki.runs;
   v_parent_id uuid;
 begin
-  select parent_id into v_parent_id from aiki.runs where id = p_run_id;
+  select parent_id into v_parent_id from aiki.runs where id = aiki._check_run_id(p_run_id);
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
@@ -312,7 +363,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_run aiki.runs;
-  v_descendants integer;
+  v_descendant aiki.runs;
   v_error jsonb := jsonb_build_object('name', 'Cancelled', 'message', coalesce(left(p_reason, 2000), 'cancelled'));
 begin
   v_run := aiki._lock_run(p_run_id);
@@ -325,23 +376,21 @@ begin
   end if;
 
   -- Descendants are locked parent-before-child (ordered by depth) to keep the global lock order.
-  with recursive tree (id, depth) as (
-    select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
-    union all
-    select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
-  ), locked as (
-    select r.id from aiki.runs r join tree t on t.id = r.id
+  -- Each leaves through _leave_running, so a running one frees its queue's slot.
+  for v_descendant in
+    with recursive tree (id, depth) as (
+      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
+      union all
+      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+    )
+    select r.* from aiki.runs r join tree t on t.id = r.id
     where r.status not in ('completed', 'failed', 'cancelled')
     order by t.depth
     for update of r
-  ), cancelled as (
-    update aiki.runs r
-       set status = 'cancelled', error = v_error, finished_at = aiki.now(), updated_at = aiki.now(),
-           available_at = null, lease_owner = null, lease_token = null, lease_expires_at = null
-      from locked where r.id = locked.id
-    returning r.id, aiki._notify_status(r.id, 'cancelled')
-  )
-  select count(*) into v_descendants from cancelled;
+  loop
+    perform aiki._leave_running(v_descendant, 'cancelled', null, null, v_error);
+    perform aiki._notify_status(v_descendant.id, 'cancelled');
+  end loop;
 
   perform aiki._finish(v_run, 'cancelled', null, v_error);
   return 'cancelled';
@@ -365,12 +414,9 @@ begin
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
   end if;
-  update aiki.runs
-     set status = 'paused', updated_at = aiki.now(),
-         available_at = case when status in ('scheduled', 'retrying') then available_at end,
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id and status <> 'paused';
-  if found then
+  if v_run.status <> 'paused' then
+    perform aiki._leave_running(v_run, 'paused',
+      case when v_run.status in ('scheduled', 'retrying') then v_run.available_at end);
     perform aiki._notify_status(p_run_id, 'paused');
   end if;
   return 'paused';

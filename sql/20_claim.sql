@@ -131,6 +131,74 @@ begin
 end
 $$;
 
+-- The claim's answer, built run by run after building it at once failed (see claim): the JSON
+-- of each run of p_ids (in answer order), each built in a block that writes nothing. A run
+-- whose own JSON cannot be built (its journal is over what one jsonb value holds) is failed
+-- with JournalTooLarge, so it never stops its queue again; its parent is locked first, SKIP
+-- LOCKED (lock order: the caller holds the run), and a run whose parent is busy goes back to
+-- pending for a later claim. Runs that would take the answer past _max_claim_bytes go back to
+-- pending for the next claim; a run over it on its own fails. So every claim progresses.
+-- Caller holds the runs' locks. The error path only: a subtransaction per run.
+create or replace function aiki._claim_answer_by_run(p_ids uuid[], p_now timestamptz) returns jsonb
+language plpgsql
+as $$
+declare
+  v_id uuid;
+  v_run aiki.runs;
+  v_json jsonb;
+  v_runs jsonb[] := '{}';
+  v_bytes bigint := 0;
+  v_reason text;
+begin
+  foreach v_id in array p_ids loop
+    select * into v_run from aiki.runs where id = v_id;
+    v_json := null;
+    begin
+      v_json := aiki._run_json(v_run, true, true);
+    exception when program_limit_exceeded or out_of_memory then
+      get stacked diagnostics v_reason = message_text;
+    end;
+    if pg_column_size(v_json) > aiki._max_claim_bytes() then
+      v_reason := format('%s bytes of JSON, over the %s a claim can hand out', pg_column_size(v_json), aiki._max_claim_bytes());
+      v_json := null;
+    end if;
+    if v_json is null then
+      if v_run.parent_id is not null then
+        perform 1 from aiki.runs where id = v_run.parent_id for update skip locked;
+        if not found and exists (select 1 from aiki.runs where id = v_run.parent_id) then
+          perform aiki._leave_running(v_run, 'pending', p_now);
+          continue;
+        end if;
+      end if;
+      perform aiki._finish(v_run, 'failed', null, jsonb_build_object(
+        'name', 'JournalTooLarge', 'code', 'AK008',
+        'message', format('run %s cannot be handed to a worker: its journal of %s steps is too large (%s)',
+                          v_run.id, (select count(*) from aiki.steps where run_id = v_run.id), v_reason)));
+    elsif v_bytes + pg_column_size(v_json) > aiki._max_claim_bytes() then
+      perform aiki._leave_running(v_run, 'pending', p_now);
+    else
+      v_runs := v_runs || v_json;
+      v_bytes := v_bytes + pg_column_size(v_json);
+    end if;
+  end loop;
+  return to_jsonb(v_runs);
+end
+$$;
+
+-- What one claim's answer may hold: a jsonb value's limit (2^28 - 1 bytes), less 1 MiB for
+-- the answer's envelope and the array's own headers. Tests lower it with the session setting
+-- `aiki.max_claim_bytes`, to take claim's error path without building 256 MiB of JSON; like
+-- aiki.fake_now, only a superuser or a member of aiki_admin may (a worker that could lower it
+-- would fail every run it claims). Unset, the role check is never evaluated.
+create or replace function aiki._max_claim_bytes() returns bigint
+language sql stable parallel safe
+as $$
+  select case when current_setting('aiki.max_claim_bytes', true) <> ''
+               and pg_has_role(session_user, 'aiki_admin', 'member')
+              then current_setting('aiki.max_claim_bytes', true)::bigint
+              else 268435455::bigint - 1048576 end
+$$;
+
 -- Leases up to p_limit runs for p_worker from p_queues (in that order), restricted to the
 -- `workflow@version` pairs in p_workflows (null: any), highest priority first, then oldest due.
 -- Returns {"now", "runs": [run with "journal" and "lease_token"], "next_due_at": ts | null}:
@@ -162,7 +230,11 @@ declare
   v_settings aiki.queues;
   v_want integer;
   v_result jsonb;
+  v_leased uuid[];
+  v_next_due timestamptz;
+  v_runs jsonb;
   v_overdue boolean;
+  v_again boolean := false;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_limit is null or p_limit not between 1 and 1000 then
@@ -176,6 +248,13 @@ begin
   end if;
   if p_queues is null or cardinality(p_queues) = 0 then
     raise exception using errcode = 'AK003', message = 'claim needs at least one queue';
+  end if;
+  foreach v_queue in array p_queues loop
+    perform aiki._check_name('queue name', v_queue);
+  end loop;
+  if array_position(p_workflows, null) is not null then
+    raise exception using errcode = 'AK003', message = 'invalid workflow null in the claim''s workflow list',
+      hint = 'list workflow@version pairs, or pass null for any';
   end if;
   v_lease := p_lease_ms * interval '1 millisecond';
 
@@ -213,6 +292,9 @@ begin
   end loop;
 
   -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.
+  -- A run whose deadline passed while it was pending gets a lease that is expired at once: a
+  -- worker could record nothing for it (AK001), yet would run its tasks' side effects. It is
+  -- not handed out; the promotion below fails it with DeadlineExceeded.
   with leased as (
     update aiki.runs
        set status = 'running', lease_owner = p_worker, lease_token = gen_random_uuid(),
@@ -220,26 +302,45 @@ begin
            available_at = least(v_now + v_lease, greatest(coalesce(deadline_at, 'infinity'), v_now)),
            started_at = coalesce(started_at, v_now), updated_at = v_now
      where id = any(v_ids)
-    returning *
+    returning id, priority, created_at, lease_expires_at
   )
-  -- A run whose deadline passed while it was pending gets a lease that is expired at once: a
-  -- worker could record nothing for it (AK001), yet would run its tasks' side effects. It is
-  -- not handed out; the promotion below fails it with DeadlineExceeded.
-  select jsonb_build_object(
+  select coalesce(array_agg(id order by priority desc, created_at) filter (where lease_expires_at > v_now), '{}'),
+         coalesce(bool_or(lease_expires_at <= v_now), false),
+         -- Only a short claim needs it: after a full one the worker claims again at once. Skipping
+         -- it spares a scan over the lease expiries of just-finished runs under load (bench).
+         -- In this statement, it does not see the leases just taken (a worker sleeps until the
+         -- next timer, not until its own leases expire).
+         case when count(*) < p_limit then
+           (select min(available_at) from aiki.runs
+             where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
+               and available_at > v_now) end
+    into v_leased, v_overdue, v_next_due
+    from leased;
+
+  -- The answer is built apart from the leasing, in a block that writes nothing (so its
+  -- subtransaction takes no transaction id): building it fails (54000) when a journal, or all
+  -- the journals together, pass what one jsonb value holds (256 MiB; _max_claim_bytes). That
+  -- error must not undo the leases and promotions or stop the queue behind one run: the answer
+  -- is then built run by run, and the runs it cannot hold are failed or left for the next claim.
+  begin
+    select coalesce(jsonb_agg(aiki._run_json(r, true, true) order by r.priority desc, r.created_at), '[]')
+      into v_runs
+      from aiki.runs r where r.id = any(v_leased);
+    if pg_column_size(v_runs) > aiki._max_claim_bytes() then
+      raise exception using errcode = 'program_limit_exceeded',
+        message = format('the claim''s answer is %s bytes, over %s', pg_column_size(v_runs), aiki._max_claim_bytes());
+    end if;
+  exception when program_limit_exceeded or out_of_memory then
+    v_runs := aiki._claim_answer_by_run(v_leased, v_now);
+    v_again := true;
+  end;
+
+  v_result := jsonb_build_object(
     'now', v_now,
-    'runs', coalesce(jsonb_agg(aiki._run_json(leased, true) order by leased.priority desc, leased.created_at)
-                       filter (where leased.lease_expires_at > v_now), '[]'::jsonb),
-    -- Only a short claim needs it: after a full one the worker claims again at once. Skipping
-    -- it spares a scan over the lease expiries of just-finished runs under load (bench).
-    -- Withheld overdue runs took slots that pending runs may still fill: claim again now.
-    'next_due_at', case when bool_or(leased.lease_expires_at <= v_now) then v_now
-                        when count(*) < p_limit then
-                     (select min(available_at) from aiki.runs
-                      where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
-                        and available_at > v_now) end),
-         coalesce(bool_or(leased.lease_expires_at <= v_now), false)
-  into v_result, v_overdue
-  from leased;
+    'runs', v_runs,
+    -- Withheld overdue runs took slots that pending runs may still fill, and an answer built
+    -- run by run may have left runs behind: claim again now.
+    'next_due_at', case when v_overdue or v_again then v_now else v_next_due end);
   if v_overdue then
     perform aiki._promote_due(v_now, greatest(p_limit, 100));
   end if;
@@ -247,19 +348,25 @@ begin
 end
 $$;
 
--- Renews the leases p_worker still holds (never past a run's deadline) and records the worker
--- as alive. Returns the renewed runs; a run the worker thinks it holds but that is missing here
--- was lost (expired and reclaimed, cancelled or paused) and must be abandoned quietly.
+-- Renews the leases p_worker holds and presents (never past a run's deadline) and records the
+-- worker as alive. Returns one row per lease it still holds: renewed, or skipped (below); a run
+-- the worker thinks it holds but that is missing here was lost (expired and reclaimed,
+-- cancelled or paused) and must be abandoned quietly.
 --
--- p_lease_tokens names the leases the worker knows it holds; only those are renewed. A claim
+-- Only leases whose tokens are in p_lease_tokens are renewed: a worker id proves nothing (any
+-- worker role could name another worker and keep its runs `running` for a day), and a claim
 -- whose answer never reached the worker (the connection died after the commit) leased runs the
--- worker never executes: renewing every run leased to p_worker would keep them `running`
--- forever (found by the chaos suite). Null renews every lease of p_worker, for SQL callers that
--- keep no tokens.
+-- worker never executes, which must expire (found by the chaos suite). Null or empty renews no
+-- lease and only records the worker as alive.
 --
--- Locks the renewed runs in id order, the order aiki.record locks a worker's runs in: in scan
--- order, a heartbeat and a group commit of the same worker deadlocked (40P01 after
--- deadlock_timeout, long enough for the leases to expire).
+-- Never waits for a row lock (SKIP LOCKED): a run another transaction holds (the worker's own
+-- group commit, an operator's cancel) is skipped, not waited for; one held row made a heartbeat
+-- wait 4.5 s while the worker's other leases ran out. A skipped lease that is still valid is
+-- returned with its current expiry, unrenewed, so the worker keeps the run and knows how long
+-- it may; the next heartbeat renews it. Never waiting, it cannot deadlock with aiki.record.
+--
+-- A worker's first heartbeat also forgets up to 100 workers not seen for a day (aiki.workers
+-- is for operators; a worker without leases does not beat, and reappears when it does).
 drop function if exists aiki.heartbeat(text, integer);
 create or replace function aiki.heartbeat(
   p_worker text, p_lease_ms integer default 30000, p_lease_tokens uuid[] default null)
@@ -269,28 +376,41 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_now timestamptz := aiki.now();
+  v_new boolean;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_lease_ms is null or p_lease_ms not between 100 and 86400000 then
     raise exception using errcode = 'AK003',
       message = format('invalid lease %s ms', coalesce(p_lease_ms::text, 'null')), hint = 'use 100 ms to 1 day';
   end if;
-  insert into aiki.workers (id, started_at, last_seen) values (p_worker, v_now, v_now)
-  on conflict (id) do update set last_seen = excluded.last_seen;
+  insert into aiki.workers as w (id, started_at, last_seen) values (p_worker, v_now, v_now)
+  on conflict (id) do update set last_seen = excluded.last_seen
+  returning w.xmax = 0 into v_new;
+  if v_new then
+    delete from aiki.workers
+     where id in (select id from aiki.workers where last_seen < v_now - interval '1 day'
+                  limit 100 for update skip locked);
+  end if;
   return query
     with held as (
       select h.id from aiki.runs h
-       where h.status = 'running' and h.lease_owner = p_worker and h.lease_expires_at > v_now
-         and (p_lease_tokens is null or h.lease_token = any(p_lease_tokens))
-       order by h.id
-         for update)
-    update aiki.runs r
-       set lease_expires_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
-           available_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
-           updated_at = v_now
-      from held
-     where r.id = held.id
-    returning r.id, r.lease_token, r.lease_expires_at;
+       where h.lease_token = any(p_lease_tokens) and h.status = 'running' and h.lease_owner = p_worker
+         and h.lease_expires_at > v_now
+         for update skip locked),
+    renewed as (
+      update aiki.runs r
+         set lease_expires_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
+             available_at = least(v_now + p_lease_ms * interval '1 millisecond', greatest(coalesce(r.deadline_at, 'infinity'), v_now)),
+             updated_at = v_now
+        from held
+       where r.id = held.id
+      returning r.id, r.lease_token, r.lease_expires_at)
+    select renewed.id, renewed.lease_token, renewed.lease_expires_at from renewed
+    union all
+    select s.id, s.lease_token, s.lease_expires_at from aiki.runs s
+     where s.lease_token = any(p_lease_tokens) and s.status = 'running' and s.lease_owner = p_worker
+       and s.lease_expires_at > v_now
+       and s.id not in (select renewed.id from renewed);
 end
 $$;
 
@@ -306,6 +426,7 @@ declare
   v_run aiki.runs;
   v_parent_id uuid;
 begin
+  perform aiki._check_run_id(p_run_id);
   if p_lock_parent then
     select parent_id into v_parent_id from aiki.runs where id = p_run_id;
     if v_parent_id is not null then
@@ -342,10 +463,6 @@ declare
   v_run aiki.runs;
 begin
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
-  update aiki.runs
-     set status = 'pending', available_at = aiki.now(), updated_at = aiki.now(),
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  perform aiki._notify_queue(v_run.queue);
+  perform aiki._leave_running(v_run, 'pending', aiki.now());
 end
 $$;

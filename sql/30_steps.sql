@@ -1,6 +1,7 @@
 -- aiki engine: steps — the journal writes a worker makes under its lease, and the run's end.
 --
 --   complete_step  record a task result or a deterministic value (now, random, uuid)
+--   start_attempt  record a timed task attempt's deadline (start, heartbeat); fail it once overdue
 --   fail_step      record a task failure; the retry policy decides: retry inline, suspend, or fail
 --   complete_run   the handler returned
 --   fail_run       the handler threw; the run's retry policy decides: retry or fail
@@ -18,6 +19,39 @@ as $$
     'key', p_step.step_key, 'kind', p_step.kind, 'name', p_step.name, 'status', p_step.status,
     'attempts', p_step.attempts, 'output', p_step.output, 'error', p_step.error,
     'child_id', p_step.child_id, 'wake_at', p_step.wake_at)
+$$;
+
+-- Makes room in run p_run_id's journal for p_new_steps more steps and p_new_bytes more bytes of
+-- step outputs and errors, or raises AK008 when that would pass _max_journal_steps or
+-- _max_journal_bytes. Counts them on the run's row (journal_steps, journal_bytes: one row
+-- update instead of a scan of the journal). Called by every journal write of a worker:
+-- complete_step, fail_step, suspend, start_children and record. Bytes are JSONB sizes before
+-- compression, as written (a retried task's errors count once per attempt); data that waits
+-- receive (events, child outcomes) is not counted, as each is bounded by its payload limit and
+-- its wait by the step limit. Caller holds the run's lock and writes the steps in the same
+-- statement or transaction, so a refused write leaves the counters as they were.
+create or replace function aiki._check_journal_room(p_run_id uuid, p_new_steps integer, p_new_bytes bigint)
+returns void
+language plpgsql
+as $$
+declare
+  v_steps integer;
+  v_bytes bigint;
+begin
+  update aiki.runs
+     set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
+   where id = p_run_id
+  returning journal_steps, journal_bytes into v_steps, v_bytes;
+  if v_steps > aiki._max_journal_steps() or v_bytes > aiki._max_journal_bytes() then
+    raise exception using errcode = 'AK008',
+      message = format('journal of run %s is full: %s more step(s) and %s bytes would make it %s steps and %s bytes, '
+                       'over the limit of %s steps and %s bytes',
+                       p_run_id, p_new_steps, p_new_bytes, v_steps, v_bytes,
+                       aiki._max_journal_steps(), aiki._max_journal_bytes()),
+      hint = 'keep large data outside the journal (store it elsewhere and record a reference), '
+             'or continue the work in a new run';
+  end if;
+end
 $$;
 
 -- Raises AK006 when the journal holds p_step_key with another kind or name than the code asks.
@@ -82,7 +116,9 @@ begin
   elsif v_step.status = 'failed' then
     raise exception using errcode = 'AK005',
       message = format('step %s of run %s already failed for good and cannot be completed', quote_literal(p_step_key), p_run_id);
-  elsif v_step.status = 'retrying' then
+  end if;
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_output));
+  if v_step.status in ('retrying', 'started') then
     update aiki.steps
        set status = 'completed', output = p_output, error = null, wake_at = null,
            attempts = attempts + 1, completed_at = v_now
@@ -94,6 +130,64 @@ begin
     returning * into v_step;
   end if;
   return aiki._step_json(v_step);
+end
+$$;
+
+-- Records that the next attempt of task step p_step_key runs until p_deadline_ms from now: at the
+-- attempt's start, and again at each task heartbeat, which pushes the deadline on and may leave
+-- p_details (progress the next attempt can resume from) in the step's output until it completes.
+-- Only tasks that declare a timeout or a heartbeat timeout call it (untimed tasks pay nothing).
+-- If the journal holds an attempt still `started` whose deadline has passed — its worker died or
+-- hung — that attempt failed by timeout: it is counted as fail_step counts a failure, with a
+-- TaskTimeoutError, and fail_step's answer is returned with "timed_out": true and the "error"
+-- (the retry policy decides what follows; the task does not simply run again). Otherwise returns
+-- {"status": "started", "attempt", "deadline_at", "details"}: the attempt's number (1 for the
+-- first), its deadline, and the details of the last heartbeat journalled (null if none). AK001
+-- on a lost lease, AK003 on bad input, AK005 on a completed step, AK006 on a clash, AK007 on
+-- oversized details, AK008 when the journal is full. Locks: the run, then the step.
+create or replace function aiki.start_attempt(
+  p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint,
+  p_retry jsonb default null, p_inline_max_ms bigint default 0, p_details jsonb default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_step aiki.steps;
+  v_now timestamptz := aiki.now();
+  v_deadline timestamptz;
+  v_error jsonb;
+begin
+  perform aiki._check_key('step key', p_step_key);
+  perform aiki._check_name('step name', p_name);
+  v_deadline := v_now + aiki._check_duration('attempt deadline', p_deadline_ms);
+  perform aiki._check_duration('inline retry limit', p_inline_max_ms);
+  perform aiki._check_payload('heartbeat details', p_details);
+  perform aiki._lock_lease(p_run_id, p_lease_token, false);
+
+  v_step := aiki._lock_step(p_run_id, p_step_key, 'task', p_name);
+  if v_step.status = 'completed' then
+    raise exception using errcode = 'AK005',
+      message = format('step %s of run %s already completed and cannot start another attempt', quote_literal(p_step_key), p_run_id);
+  elsif v_step.status = 'failed' then
+    return jsonb_build_object('status', 'failed', 'attempts', v_step.attempts, 'error', v_step.error);
+  elsif v_step.status = 'started' and v_step.wake_at <= v_now then
+    v_error := jsonb_build_object('name', 'TaskTimeoutError', 'code', 'task_timeout',
+      'message', format('task %s (step %s) timed out: attempt %s passed its deadline %s',
+                        p_name, p_step_key, v_step.attempts + 1, v_step.wake_at));
+    return aiki.fail_step(p_run_id, p_lease_token, p_step_key, p_name, v_error, p_retry, false,
+                          p_inline_max_ms, v_step.attempts + 1)
+           || jsonb_build_object('timed_out', true, 'error', v_error);
+  end if;
+
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, coalesce(pg_column_size(p_details), 0));
+  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, wake_at, created_at)
+  values (p_run_id, p_step_key, 'task', 'started', p_name, 0, p_details, v_deadline, v_now)
+  on conflict (run_id, step_key) do update
+    set status = 'started', wake_at = excluded.wake_at, output = coalesce(excluded.output, aiki.steps.output)
+  returning * into v_step;
+  return jsonb_build_object('status', 'started', 'attempt', v_step.attempts + 1, 'deadline_at', v_step.wake_at,
+                            'details', v_step.output);
 end
 $$;
 
@@ -150,6 +244,7 @@ begin
       'suspended', false);
   end if;
 
+  perform aiki._check_journal_room(p_run_id, (v_step.status is null)::integer, pg_column_size(p_error));
   v_attempts := coalesce(v_step.attempts, 0) + 1;
   v_delay := case when not coalesce(p_non_retryable, false)
                   then aiki._retry_delay(aiki._check_retry(p_retry), v_attempts) end;
@@ -169,11 +264,7 @@ begin
 
   v_suspend := v_delay > p_inline_max_ms * interval '1 millisecond';
   if v_suspend then
-    update aiki.runs
-       set status = 'retrying', available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-           updated_at = v_now, lease_owner = null, lease_token = null, lease_expires_at = null
-     where id = p_run_id;
-    perform aiki._slot_freed(v_run);
+    perform aiki._leave_running(v_run, 'retrying', least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')));
   end if;
   return jsonb_build_object(
     'status', 'retrying', 'attempts', v_attempts, 'retry_at', v_now + v_delay,
@@ -199,7 +290,7 @@ $$;
 
 -- The handler threw p_error. Unless p_non_retryable, the run's retry policy (given at start)
 -- may schedule another attempt: the run then waits as `retrying`, keeps its completed steps,
--- and forgets its failed ones so they run again. Returns {"status": "retrying", "attempt",
+-- and forgets its failed (and started) ones so they run again. Returns {"status": "retrying", "attempt",
 -- "retry_at"} or {"status": "failed"}. AK001 on a lost lease.
 create or replace function aiki.fail_run(
   p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean default false)
@@ -211,6 +302,7 @@ declare
   v_run aiki.runs;
   v_delay interval;
   v_now timestamptz := aiki.now();
+  v_forgotten integer;
 begin
   perform aiki._check_payload('workflow error', p_error);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
@@ -221,110 +313,243 @@ begin
     return jsonb_build_object('status', 'failed', 'attempt', v_run.attempt);
   end if;
 
-  delete from aiki.steps where run_id = p_run_id and status = 'failed';
-  update aiki.runs
-     set status = case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
-         attempt = attempt + 1, error = p_error, updated_at = v_now,
-         available_at = least(v_now + v_delay, coalesce(deadline_at, 'infinity')),
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  if v_delay = interval '0' then
-    perform aiki._notify_queue(v_run.queue);
-  else
-    perform aiki._slot_freed(v_run);
-  end if;
+  delete from aiki.steps where run_id = p_run_id and status in ('failed', 'started');
+  get diagnostics v_forgotten = row_count;
+  update aiki.runs set attempt = attempt + 1, journal_steps = journal_steps - v_forgotten where id = p_run_id;
+  perform aiki._leave_running(v_run,
+    case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,
+    least(v_now + v_delay, coalesce(v_run.deadline_at, 'infinity')), null, p_error);
   return jsonb_build_object('status', 'retrying', 'attempt', v_run.attempt + 1, 'retry_at', v_now + v_delay);
 end
 $$;
 
+-- The first thing wrong with one write of a `record` batch, found without raising (a raise
+-- would abort the whole batch, or cost a subtransaction per write to catch): null when its shape
+-- is good, else {"status": "error", "sqlstate": "AK003" | "AK007", "message"}. The messages are
+-- the ones complete_step and complete_run would raise.
+create or replace function aiki._record_shape_error(p_write jsonb) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_uuid constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+  v_max integer := aiki._max_payload_bytes();
+  v_step jsonb;
+  v_bad text;
+begin
+  if jsonb_typeof(p_write) is distinct from 'object' then
+    v_bad := format('invalid write %s: expected a JSON object', left(p_write::text, 200));
+  elsif jsonb_typeof(p_write->'run_id') is distinct from 'string' or p_write->>'run_id' !~ v_uuid then
+    v_bad := format('invalid run id %s: expected a UUID', left((p_write->'run_id')::text, 200));
+  elsif jsonb_typeof(p_write->'lease_token') is distinct from 'string' or p_write->>'lease_token' !~ v_uuid then
+    v_bad := format('invalid lease token %s of run %s: expected a UUID', left((p_write->'lease_token')::text, 200), p_write->>'run_id');
+  elsif coalesce(jsonb_typeof(p_write->'steps'), 'null') not in ('array', 'null') then
+    v_bad := format('invalid steps of run %s: expected a JSON array', p_write->>'run_id');
+  elsif coalesce(jsonb_typeof(p_write->'complete'), 'null') not in ('boolean', 'null') then
+    v_bad := format('invalid complete %s of run %s: expected true or false', left((p_write->'complete')::text, 100), p_write->>'run_id');
+  end if;
+  if v_bad is null and jsonb_typeof(p_write->'steps') = 'array' then
+    for v_step in select * from jsonb_array_elements(p_write->'steps') loop
+      if jsonb_typeof(v_step) is distinct from 'object' then
+        v_bad := format('invalid step %s of run %s: expected a JSON object', left(v_step::text, 200), p_write->>'run_id');
+      elsif coalesce(v_step->>'kind', '') not in ('task', 'value') then
+        v_bad := format('invalid step kind %s for record', coalesce(quote_literal(left(v_step->>'kind', 100)), 'null'));
+      elsif jsonb_typeof(v_step->'key') is distinct from 'string' or length(v_step->>'key') not between 1 and 256
+            or v_step->>'key' ~ '[[:cntrl:]]' then
+        v_bad := format('invalid step key %s', coalesce(quote_literal(left(v_step->>'key', 200)), 'null'));
+      elsif jsonb_typeof(v_step->'name') is distinct from 'string' or v_step->>'name' !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' then
+        v_bad := format('invalid step name %s', coalesce(quote_literal(left(v_step->>'name', 200)), 'null'));
+      elsif pg_column_size(v_step->'output') > v_max then
+        return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
+          format('step output is %s bytes, over the limit of %s bytes', pg_column_size(v_step->'output'), v_max));
+      end if;
+      exit when v_bad is not null;
+    end loop;
+  end if;
+  if v_bad is null and pg_column_size(p_write->'output') > v_max then
+    return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
+      format('workflow output is %s bytes, over the limit of %s bytes', pg_column_size(p_write->'output'), v_max));
+  end if;
+  return case when v_bad is not null then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message', v_bad) end;
+end
+$$;
+
+-- One write of a `record` batch on its own, raising as complete_step and complete_run do: the
+-- slow path, taken only when the batch's set-based path raised. Returns the write's step answers.
+create or replace function aiki._record_write(p_write jsonb) returns jsonb
+language plpgsql volatile
+as $$
+declare
+  v_run_id uuid := (p_write->>'run_id')::uuid;
+  v_token uuid := (p_write->>'lease_token')::uuid;
+  v_step jsonb;
+  v_answers jsonb := '[]';
+  v_before boolean;
+  v_recorded jsonb;
+begin
+  for v_step in select * from jsonb_array_elements(coalesce(p_write->'steps', '[]')) loop
+    v_before := exists (select 1 from aiki.steps where run_id = v_run_id and step_key = v_step->>'key' and status = 'completed');
+    v_recorded := aiki.complete_step(v_run_id, v_token, v_step->>'key', v_step->>'kind', v_step->>'name',
+                                     coalesce(v_step->'output', 'null'));
+    v_answers := v_answers || jsonb_build_array(case when v_before then v_recorded end);
+  end loop;
+  if (p_write->'complete') = 'true' then
+    perform aiki.complete_run(v_run_id, v_token, coalesce(p_write->'output', 'null'));
+  end if;
+  return v_answers;
+end
+$$;
+
 -- The worker's group commit: the complete_step and complete_run calls of many runs in one
--- statement and one commit. p_writes is a JSON array of
+-- statement and one commit. p_writes is a JSON array of 1-10000 writes
 --   {"run_id", "lease_token", "steps": [{"key", "kind": "task" | "value", "name", "output"}]?,
 --    "complete": true?, "output"?}
--- Every write's steps are recorded as complete_step records them; then every write with
--- "complete" completes its run as complete_run does (a run's steps always precede its end).
--- Returns one entry per step, in the order given: null when the step was recorded as given, or
--- the journal's first record of a step recorded before (replays, retried tasks), as complete_step
--- returns it.
--- All or nothing: any error (AK001 lease lost, AK002, AK003, AK005, AK006, AK007) aborts the
--- whole batch, and the caller retries the writes one by one to learn which of them failed (the
--- SDK does). Locks, with no wait in between: the parents of completing runs and the runs, in id
--- order (a parent's UUIDv7 precedes its children's, so this is the parent-before-child order),
--- then the steps. Measured (bench/RESULTS.md): one call per flush instead of two per run took
--- one-task workflows from 3.4 commits per run to well under one.
+-- Each write's steps are recorded as complete_step records them; then, with "complete", its run
+-- completes as complete_run does. Returns one answer per write, in the order given:
+--   {"status": "recorded", "steps": [null | first record, ...]}  per step: null when recorded as
+--       given, else the journal's first record of a step recorded before (replays, retries);
+--   {"status": "lease_lost", "message"}                           what AK001 would say;
+--   {"status": "error", "sqlstate", "message"}                    AK002, AK003, AK005, AK006,
+--       AK007, or any other SQLSTATE the write raised; nothing of it was written.
+-- A write is all or nothing; one write's failure never fails another's. Raises (AK003) only when
+-- p_writes itself is malformed.
+--
+-- How. Every check that needs no raise marks its write up front (shape, lease, journal clash),
+-- then the valid writes go in set-based, with no subtransaction per write: a subtransaction per
+-- write would overflow the 64-subxid cache of a 500-write batch and slow every reader. Only when
+-- that path raises anyway (a data error the checks cannot see) is the error caught, once, and the
+-- valid writes redone one by one, each in its own exception block, to find each one's outcome.
+-- Locks, with no wait in between, before anything is written: the parents of the batch's runs
+-- and the runs, in id order (a parent's UUIDv7 precedes its children's, so this is the
+-- parent-before-child order), then the steps. Measured (bench/RESULTS.md): one call per flush
+-- instead of two per run took one-task workflows from 3.4 commits per run to well under one.
 create or replace function aiki.record(p_writes jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_now timestamptz := aiki.now();
-  v_run_ids uuid[];
+  v_out jsonb[];
+  v_ids uuid[];
   v_tokens uuid[];
-  v_bad record;
-  v_step record;
+  v_existing jsonb;
   v_done record;
-  v_existing jsonb := '{}';
-  v_result jsonb;
+  v_i bigint;
+  v_state text;
+  v_message text;
 begin
   if jsonb_typeof(p_writes) is distinct from 'array' or jsonb_array_length(p_writes) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
   end if;
-  select array_agg((w->>'run_id')::uuid order by i), array_agg((w->>'lease_token')::uuid order by i)
-    into v_run_ids, v_tokens
+
+  -- Shape, and a run completed by more than one write (which output would win?).
+  select array_agg(coalesce(aiki._record_shape_error(w),
+           case when completes > 1 and (w->'complete') = 'true'
+                then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
+                       format('run %s is completed by more than one write of one record call', w->>'run_id')) end)
+         order by i)
+    into v_out
+    from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
+            from jsonb_array_elements(p_writes) with ordinality e(w, i)) x;
+
+  -- The ids of the well-formed writes (null for the others: CASE casts only those).
+  select array_agg(case when v_out[i] is null then (w->>'run_id')::uuid end order by i),
+         array_agg(case when v_out[i] is null then (w->>'lease_token')::uuid end order by i)
+    into v_ids, v_tokens
     from jsonb_array_elements(p_writes) with ordinality e(w, i);
+
+  -- Locks: parents, then runs, in id order.
   perform 1 from aiki.runs
-   where id = any(v_run_ids || array(select parent_id from aiki.runs where id = any(v_run_ids) and parent_id is not null))
+   where id = any(v_ids || array(select parent_id from aiki.runs where id = any(v_ids) and parent_id is not null))
    order by id
    for update;
 
-  select x.run_id, r.status, r.lease_owner, r.lease_expires_at into v_bad
-    from unnest(v_run_ids, v_tokens) x(run_id, lease_token) left join aiki.runs r on r.id = x.run_id
-   where r.id is null or r.status <> 'running' or r.lease_token is distinct from x.lease_token
-      or r.lease_expires_at <= v_now
-   limit 1;
-  if found then
-    if v_bad.status is null then
-      raise exception using errcode = 'AK002', message = format('run %s not found', v_bad.run_id);
-    end if;
-    raise exception using errcode = 'AK001',
-      message = format('lease lost: run %s is %s%s', v_bad.run_id, v_bad.status,
-                       case when v_bad.status = 'running' then ', leased by ' || v_bad.lease_owner || ' until ' || v_bad.lease_expires_at end);
-  end if;
+  -- Leases, then the journal: a key recorded with another kind or name (AK006), or failed (AK005).
+  select array_agg(coalesce(v_out[i],
+           case
+             when r.id is null then jsonb_build_object('status', 'error', 'sqlstate', 'AK002',
+                                      'message', format('run %s not found', w->>'run_id'))
+             when r.status <> 'running' then jsonb_build_object('status', 'lease_lost',
+                                      'message', format('lease lost: run %s is %s', r.id, r.status))
+             when r.lease_token is distinct from v_tokens[i] then jsonb_build_object('status', 'lease_lost',
+                                      'message', format('lease lost: run %s was claimed again by %s', r.id, r.lease_owner))
+             when r.lease_expires_at <= v_now then jsonb_build_object('status', 'lease_lost',
+                                      'message', format('lease lost: the lease on run %s expired at %s', r.id, r.lease_expires_at))
+           end,
+           (select case
+                     when st.kind::text <> s->>'kind' or st.name <> s->>'name' then jsonb_build_object('status', 'error', 'sqlstate', 'AK006',
+                       'message', format('non-determinism at step %s: the journal recorded %s %s, the code now calls %s %s',
+                                         quote_literal(st.step_key), st.kind, quote_literal(st.name), s->>'kind', quote_literal(s->>'name')))
+                     else jsonb_build_object('status', 'error', 'sqlstate', 'AK005',
+                       'message', format('step %s of run %s already failed for good and cannot be completed', quote_literal(st.step_key), r.id))
+                   end
+              from jsonb_array_elements(coalesce(w->'steps', '[]')) s
+              join aiki.steps st on st.run_id = r.id and st.step_key = s->>'key'
+             where st.kind::text <> s->>'kind' or st.name <> s->>'name' or st.status = 'failed'
+             limit 1))
+         order by i)
+    into v_out
+    from jsonb_array_elements(p_writes) with ordinality e(w, i)
+    left join aiki.runs r on r.id = v_ids[i];
 
-  -- Steps: validated, then inserted; a key already in the journal goes through complete_step,
-  -- which returns its first record or raises as the journal demands.
-  for v_step in
-    select (w->>'run_id')::uuid as run_id, (w->>'lease_token')::uuid as lease_token,
-           s->>'key' as key, s->>'kind' as kind, s->>'name' as name, coalesce(s->'output', 'null') as output
-      from jsonb_array_elements(p_writes) w, jsonb_array_elements(coalesce(w->'steps', '[]')) s
-  loop
-    if v_step.kind is null or v_step.kind not in ('task', 'value') then
-      raise exception using errcode = 'AK003',
-        message = format('invalid step kind %s for record', coalesce(quote_literal(left(v_step.kind, 100)), 'null'));
-    end if;
-    perform aiki._check_key('step key', v_step.key), aiki._check_name('step name', v_step.name),
-            aiki._check_payload('step output', v_step.output);
+  begin
+    -- Room in each journal for its new steps and the bytes of every step written (an AK008 here
+    -- sends the batch down the one-by-one path, where it fails only the writes of that run).
+    perform aiki._check_journal_room(x.run_id, x.new_steps, x.new_bytes) from (
+      select v_ids[i] as run_id,
+             count(*) filter (where not exists (
+               select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key'))::integer as new_steps,
+             sum(pg_column_size(coalesce(s->'output', 'null')))::bigint as new_bytes
+        from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+       where v_out[i] is null
+         and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed')
+       group by v_ids[i]) x;
+    -- Steps recorded before answer with their first record; retrying and started ones complete;
+    -- new ones insert.
+    select coalesce(jsonb_object_agg(st.run_id || ' ' || st.step_key, aiki._step_json(st)), '{}') into v_existing
+      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s,
+           aiki.steps st
+     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed';
+    update aiki.steps st
+       set status = 'completed', output = coalesce(s->'output', 'null'), error = null, wake_at = null,
+           attempts = st.attempts + 1, completed_at = v_now
+      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status in ('retrying', 'started');
+    -- No ON CONFLICT: under the run's lock only this batch writes the run's journal, so a
+    -- conflict is a key given twice in the batch, and the slow path sorts that out.
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
-    values (v_step.run_id, v_step.key, v_step.kind::aiki.step_kind, 'completed', v_step.name, 1, v_step.output, v_now, v_now)
-    on conflict (run_id, step_key) do nothing;
-    if not found then
-      v_existing := v_existing || jsonb_build_object(v_step.run_id || ' ' || v_step.key,
-        aiki.complete_step(v_step.run_id, v_step.lease_token, v_step.key, v_step.kind, v_step.name, v_step.output));
-    end if;
-  end loop;
+    select v_ids[i], s->>'key', (s->>'kind')::aiki.step_kind, 'completed', s->>'name', 1,
+           coalesce(s->'output', 'null'), v_now, v_now
+      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
+     where v_out[i] is null
+       and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key');
 
-  for v_done in
-    select r as run, coalesce(w->'output', 'null') as output
-      from jsonb_array_elements(p_writes) w join aiki.runs r on r.id = (w->>'run_id')::uuid
-     where (w->'complete') = 'true'
-     order by r.id
-  loop
-    perform aiki._finish(v_done.run, 'completed', aiki._check_payload('workflow output', v_done.output), null);
-  end loop;
+    for v_done in
+      select r as run, coalesce(w->'output', 'null') as output
+        from jsonb_array_elements(p_writes) with ordinality e(w, i) join aiki.runs r on r.id = v_ids[i]
+       where v_out[i] is null and (w->'complete') = 'true'
+       order by r.id
+    loop
+      perform aiki._finish(v_done.run, 'completed', v_done.output, null);
+    end loop;
 
-  select coalesce(jsonb_agg(v_existing->((w->>'run_id') || ' ' || (s->>'key')) order by wi, si), '[]') into v_result
-    from jsonb_array_elements(p_writes) with ordinality a(w, wi),
-         jsonb_array_elements(coalesce(w->'steps', '[]')) with ordinality b(s, si);
-  return v_result;
+    select array_agg(coalesce(v_out[i], jsonb_build_object('status', 'recorded', 'steps',
+             (select coalesce(jsonb_agg(v_existing->(v_ids[i] || ' ' || (s->>'key')) order by si), '[]')
+                from jsonb_array_elements(coalesce(w->'steps', '[]')) with ordinality b(s, si))))
+           order by i)
+      into v_out
+      from jsonb_array_elements(p_writes) with ordinality e(w, i);
+  exception when others then
+    -- Caught once per batch: redo the valid writes one by one to find each one's outcome.
+    for v_i in select i from generate_subscripts(v_out, 1) i where v_out[i] is null order by i loop
+      begin
+        v_out[v_i] := jsonb_build_object('status', 'recorded', 'steps', aiki._record_write(p_writes->(v_i::int - 1)));
+      exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+        v_out[v_i] := case when v_state = 'AK001' then jsonb_build_object('status', 'lease_lost', 'message', v_message)
+                           else jsonb_build_object('status', 'error', 'sqlstate', v_state, 'message', v_message) end;
+      end;
+    end loop;
+  end;
+  return to_jsonb(v_out);
 end
 $$;

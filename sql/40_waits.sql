@@ -13,6 +13,29 @@
 -- Wake rule: a suspended run wakes when any sleep or event wait resolves, or when the last
 -- child it waits for finishes. So a fan-in over many children wakes the parent once.
 
+-- Raises AK003 when two items of p_items, a JSON array of objects, share a "key": one call
+-- cannot make two journal steps of one key (it raised 23505 from the primary key, or answered
+-- a later wait with the first one's step). p_call names the function in the message.
+create or replace function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
+language plpgsql immutable
+as $$
+declare
+  v_key text;
+begin
+  select i->>'key' into v_key
+    from jsonb_array_elements(p_items) i
+   where i->>'key' is not null
+   group by i->>'key'
+  having count(*) > 1
+   limit 1;
+  if found then
+    raise exception using errcode = 'AK003',
+      message = format('duplicate step key %s in one %s call', quote_literal(left(v_key, 200)), p_call),
+      hint = 'give every item of the call its own key';
+  end if;
+end
+$$;
+
 -- A whole number from JSON (a duration in ms, a priority), or AK003.
 create or replace function aiki._json_whole(p_what text, p_value jsonb) returns bigint
 language plpgsql immutable
@@ -112,11 +135,13 @@ declare
   v_children integer := 0;
   v_children_done integer := 0;
   v_others_done integer := 0;
+  v_new integer := 0;
 begin
   if jsonb_typeof(p_waits) is distinct from 'array' or jsonb_array_length(p_waits) not between 1 and 10000 then
     raise exception using errcode = 'AK003',
       message = 'suspend needs a JSON array of 1-10000 waits';
   end if;
+  perform aiki._check_unique_keys('suspend', p_waits);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
   -- Keys already in the journal are checked and locked one by one; new ones need no row lock,
   -- as the run's lock orders its journal writes (a lookup less per wait).
@@ -161,9 +186,11 @@ begin
 
     v_step := case when v_known ? v_key then aiki._lock_step(p_run_id, v_key, v_kind::aiki.step_kind, v_name) end;
     if v_step.status is null then
-      insert into aiki.steps (run_id, step_key, kind, status, name, wake_at, child_id, created_at)
-      values (p_run_id, v_key, v_kind::aiki.step_kind, 'waiting', v_name, v_wake_at, v_child_id, v_now)
+      insert into aiki.steps (run_id, step_key, kind, status, name, wake_at, child_id, created_at, wait_seq)
+      values (p_run_id, v_key, v_kind::aiki.step_kind, 'waiting', v_name, v_wake_at, v_child_id, v_now,
+              nextval('aiki.steps_wait_seq'))
       returning * into v_step;
+      v_new := v_new + 1;
     end if;
     if v_step.status = 'waiting' then
       v_step := aiki._try_resolve(v_step, v_now);
@@ -178,6 +205,7 @@ begin
       v_others_done := v_others_done + (v_step.status is not null)::integer;
     end if;
   end loop;
+  perform aiki._check_journal_room(p_run_id, v_new, 0);
 
   if v_others_done > 0 or (v_children > 0 and v_children_done = v_children) then
     return jsonb_build_object('suspended', false, 'resolved', to_jsonb(v_resolved));
@@ -188,11 +216,7 @@ begin
     into v_available_at, v_status
     from aiki.steps where run_id = p_run_id and status = 'waiting';
   v_available_at := least(v_available_at, v_run.deadline_at);
-  update aiki.runs
-     set status = v_status, available_at = v_available_at, updated_at = v_now,
-         lease_owner = null, lease_token = null, lease_expires_at = null
-   where id = p_run_id;
-  perform aiki._slot_freed(v_run);
+  perform aiki._leave_running(v_run, v_status, v_available_at);
   return jsonb_build_object('suspended', true, 'available_at', v_available_at);
 end
 $$;

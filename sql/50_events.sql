@@ -2,14 +2,16 @@
 --
 --   send_event  deliver a named event to a run
 --
--- An event goes to the oldest open wait for its name; with none open it is buffered and the
--- next wait for that name takes it (per name, first sent, first received). An idempotency key
--- makes a resend a no-op. Both send_event and every wait hold the run's lock, so an event sent
+-- An event goes to the oldest open wait for its name (waits in creation order); with none open
+-- it is buffered and the next wait for that name takes it (per name, first sent, first
+-- received). A run buffers at most _max_inbox_events events. An idempotency key makes a resend
+-- a no-op. Both send_event and every wait hold the run's lock, so an event sent
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
 -- repeated idempotency key). Wakes the run when a wait took it. AK002 for a missing run, AK005
--- for a finished one, AK003/AK007 on bad input. Called by clients and workers.
+-- for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
+-- full inbox. Called by clients and workers.
 create or replace function aiki.send_event(
   p_run_id uuid, p_event text, p_data jsonb default 'null', p_idempotency_key text default null)
 returns bigint
@@ -27,7 +29,7 @@ begin
   if p_idempotency_key is not null then
     perform aiki._check_key('idempotency key', p_idempotency_key);
   end if;
-  select * into v_run from aiki.runs where id = p_run_id for update;
+  select * into v_run from aiki.runs where id = aiki._check_run_id(p_run_id) for update;
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
@@ -44,11 +46,26 @@ begin
     end if;
   end if;
 
+  -- The oldest open wait for the name, in creation order (wait_seq; waits older than it have
+  -- none and come first). By step key as text, `vote#10` was served before `vote#2`.
   select * into v_step from aiki.steps
    where run_id = p_run_id and kind = 'event' and status = 'waiting' and name = p_event
-   order by created_at, step_key
+   order by wait_seq nulls first, created_at, step_key
    limit 1
    for update;
+
+  -- Nobody waits: the event is buffered, unless the inbox is full. Counting reads the run's
+  -- unconsumed events in events_unconsumed, at most _max_inbox_events of them: nothing for the
+  -- usual inbox of a few events, a few ms for a full one.
+  if v_step.step_key is null and (
+       select count(*) from (select 1 from aiki.events
+                              where run_id = p_run_id and consumed_by is null
+                              limit aiki._max_inbox_events()) q) >= aiki._max_inbox_events() then
+    raise exception using errcode = 'AK009',
+      message = format('inbox of run %s is full: %s events wait for a wait to take them',
+                       p_run_id, aiki._max_inbox_events()),
+      hint = 'let the run consume its events before sending more';
+  end if;
 
   insert into aiki.events (run_id, name, data, idempotency_key, created_at, consumed_by, consumed_at)
   values (p_run_id, p_event, p_data, p_idempotency_key, v_now, v_step.step_key,

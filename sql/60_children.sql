@@ -28,10 +28,12 @@ declare
   v_priority bigint;
   v_ids uuid[] := '{}';
   v_known jsonb;
+  v_new integer := 0;
 begin
   if jsonb_typeof(p_children) is distinct from 'array' or jsonb_array_length(p_children) not between 1 and 10000 then
     raise exception using errcode = 'AK003', message = 'start_children needs a JSON array of 1-10000 children';
   end if;
+  perform aiki._check_unique_keys('start_children', p_children);
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
   -- Keys already in the journal (a replay) are checked and locked one by one; new keys need no
   -- row lock, as the run's lock orders its journal writes (saves a lookup per child: 20 µs).
@@ -71,7 +73,9 @@ begin
     values (p_run_id, v_key, 'child', 'completed', v_child->>'workflow', 1, v_child_id,
             jsonb_build_object('child_id', v_child_id), v_now, v_now);
     v_ids := v_ids || v_child_id;
+    v_new := v_new + 1;
   end loop;
+  perform aiki._check_journal_room(p_run_id, v_new, 0);
   return v_ids;
 end
 $$;

@@ -6,7 +6,7 @@
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
 --   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
---                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
+--                start_attempt, fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
 --                complete_run, fail_run, record
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
@@ -32,6 +32,7 @@ grant execute on function
   aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),
   aiki.complete_step(uuid, uuid, text, text, text, jsonb),
+  aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint, jsonb),
   aiki.fail_step(uuid, uuid, text, text, jsonb, jsonb, boolean, bigint, integer),
   aiki.suspend(uuid, uuid, jsonb),
   aiki.sleep(uuid, uuid, text, text, bigint),

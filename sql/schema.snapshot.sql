@@ -12,7 +12,7 @@ grant usage on type aiki.run_status to aiki_admin, aiki_client, aiki_worker, pub
 create type aiki.step_kind as enum ('task', 'sleep', 'event', 'child', 'wait_child', 'value');
 grant usage on type aiki.step_kind to aiki_admin, aiki_client, aiki_worker, public;
 
-create type aiki.step_status as enum ('waiting', 'retrying', 'completed', 'failed');
+create type aiki.step_status as enum ('waiting', 'retrying', 'completed', 'failed', 'started');
 grant usage on type aiki.step_status to aiki_admin, aiki_client, aiki_worker, public;
 
 create table aiki.events (
@@ -74,6 +74,8 @@ create table aiki.runs (
   input jsonb,
   output jsonb,
   error jsonb,
+  journal_steps integer not null default 0,
+  journal_bytes bigint not null default 0,
   constraint runs_child_has_step_key CHECK (((parent_id IS NULL) = (parent_step_key IS NULL))),
   constraint runs_lease_only_while_running CHECK (((status = 'running'::aiki.run_status) = (lease_token IS NOT NULL))),
   constraint runs_pkey PRIMARY KEY (id),
@@ -94,6 +96,7 @@ create table aiki.steps (
   name text not null,
   output jsonb,
   error jsonb,
+  wait_seq bigint,
   constraint steps_child_names_child CHECK (((kind = ANY (ARRAY['child'::aiki.step_kind, 'wait_child'::aiki.step_kind])) = (child_id IS NOT NULL))),
   constraint steps_completed_has_time CHECK (((status = ANY (ARRAY['completed'::aiki.step_status, 'failed'::aiki.step_status])) = (completed_at IS NOT NULL))),
   constraint steps_pkey PRIMARY KEY (run_id, step_key)
@@ -119,6 +122,8 @@ CREATE INDEX runs_by_workflow ON aiki.runs USING btree (workflow, created_at);
 
 CREATE INDEX runs_children ON aiki.runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
+CREATE INDEX runs_created ON aiki.runs USING btree (created_at, id);
+
 CREATE INDEX runs_finished ON aiki.runs USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
 CREATE UNIQUE INDEX runs_idempotency ON aiki.runs USING btree (workflow, idempotency_key) WHERE (idempotency_key IS NOT NULL);
@@ -139,6 +144,9 @@ create function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind
 create function aiki._check_duration(p_what text, p_ms bigint) returns interval
   language plpgsql immutable;
 
+create function aiki._check_journal_room(p_run_id uuid, p_new_steps integer, p_new_bytes bigint) returns void
+  language plpgsql volatile;
+
 create function aiki._check_key(p_what text, p_value text) returns text
   language plpgsql immutable;
 
@@ -151,8 +159,17 @@ create function aiki._check_payload(p_what text, p_value jsonb) returns jsonb
 create function aiki._check_retry(p_policy jsonb) returns jsonb
   language plpgsql immutable;
 
+create function aiki._check_run_id(p_run_id uuid) returns uuid
+  language plpgsql immutable;
+
+create function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
+  language plpgsql immutable;
+
 create function aiki._check_version(p_value text) returns text
   language plpgsql immutable;
+
+create function aiki._claim_answer_by_run(p_ids uuid[], p_now timestamp with time zone) returns jsonb
+  language plpgsql volatile;
 
 create function aiki._claim_limited(p_queue text, p_workflows text[], p_want integer, p_now timestamp with time zone, p_keyed_only boolean) returns uuid[]
   language plpgsql volatile;
@@ -169,6 +186,9 @@ create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb,
 create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
   language plpgsql immutable;
 
+create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb) returns void
+  language plpgsql volatile;
+
 create function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_parent boolean) returns aiki.runs
   language plpgsql volatile;
 
@@ -177,6 +197,18 @@ create function aiki._lock_run(p_run_id uuid) returns aiki.runs
 
 create function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step_kind, p_name text) returns aiki.steps
   language plpgsql volatile;
+
+create function aiki._max_claim_bytes() returns bigint
+  language sql stable parallel safe;
+
+create function aiki._max_inbox_events() returns integer
+  language sql immutable parallel safe;
+
+create function aiki._max_journal_bytes() returns bigint
+  language sql immutable parallel safe;
+
+create function aiki._max_journal_steps() returns integer
+  language sql immutable parallel safe;
 
 create function aiki._max_payload_bytes() returns integer
   language sql immutable parallel safe;
@@ -190,10 +222,16 @@ create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) ret
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns integer
   language plpgsql volatile;
 
+create function aiki._record_shape_error(p_write jsonb) returns jsonb
+  language plpgsql immutable;
+
+create function aiki._record_write(p_write jsonb) returns jsonb
+  language plpgsql volatile;
+
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
   language plpgsql volatile;
 
-create function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
+create function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
   language plpgsql stable;
 
 create function aiki._slot_freed(p_run aiki.runs) returns void
@@ -294,6 +332,10 @@ grant execute on function aiki.set_queue(text, integer, integer) to aiki_admin;
 create function aiki.sleep(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_duration_ms bigint) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.sleep(uuid, uuid, text, text, bigint) to aiki_admin, aiki_worker;
+
+create function aiki.start_attempt(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint, p_retry jsonb DEFAULT NULL::jsonb, p_inline_max_ms bigint DEFAULT 0, p_details jsonb DEFAULT NULL::jsonb) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.start_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_options jsonb DEFAULT '{}'::jsonb) returns uuid
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

@@ -10,12 +10,21 @@
 // connection) renew it. The chaos suite (sdk/test/chaos) found these within seconds of
 // `pg_terminate_backend` and Postgres restarts.
 //
-// What. After a query fails with a connection-level error, or when one has been in flight for
-// `stallMs`, new queries go to a fresh pool and the old one is ended: its in-flight queries get
-// `drainMs` to finish, then its connections are destroyed, which rejects every stranded query
-// with CONNECTION_DESTROYED. Callers retry those like any connection error (every engine write
-// is idempotent or fenced by its lease token). A fresh pool costs nothing until used: its
-// connections open lazily.
+// What. After a query fails with a connection-level error, or when an engine call (engine.ts
+// marks its queries with `engineQuery`) has been in flight for `stallMs`, new queries go to a
+// fresh pool and the old one is ended: its in-flight queries get `drainMs` to finish, then its
+// connections are destroyed, which rejects every stranded query with CONNECTION_DESTROYED.
+// Callers retry those like any connection error (every engine write is idempotent or fenced by
+// its lease token). A fresh pool costs nothing until used: its connections open lazily.
+//
+// Stall watchdog, only what it must. A user's own query on `client.sql` may run as long as it
+// likes: it is never watched. An engine call may wait on a lock (a record behind a transaction
+// that holds a parent's row): before replacing the pool the watchdog asks the server, on a
+// one-off connection, whether a backend of this pool's application_name waits on a lock, and
+// leaves the pool alone while one does. A stranded call has no backend at work; a silent
+// connection does not answer the probe within `stallMs` either, and the pool is replaced. (The
+// probe sees every process of that application_name on the database: another process's lock
+// wait only postpones the verdict.)
 //
 // Also: `fetch_types` is off. With it on, postgres.js fetches array types on every new
 // connection in a promise nobody awaits, and a connection killed during that query crashes the
@@ -24,7 +33,10 @@
 import postgres, { type Options, type Sql } from "postgres";
 
 export interface HealingPoolOptions {
-  /** A query in flight this long is presumed stranded and its pool replaced. Default: 30 s. */
+  /**
+   * An engine call in flight this long, not waiting on a lock, is presumed stranded and its pool
+   * replaced. User queries are never watched. Default: 30 s.
+   */
   stallMs?: number;
   /** How long a replaced pool's in-flight queries may still finish. Default: 5 s. */
   drainMs?: number;
@@ -40,6 +52,14 @@ const connectionCodes = new Set([
 export function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" && (connectionCodes.has(code) || code.startsWith("08"));
+}
+
+const engineQueries = new WeakSet<object>();
+
+/** Marks `query` as an engine call: the stall watchdog watches it (see the file header). */
+export function engineQuery<T>(query: T): T {
+  if (query !== null && typeof query === "object") engineQueries.add(query);
+  return query;
 }
 
 interface Generation {
@@ -73,14 +93,45 @@ export function healingPool(url: string, options: Options<{}>, healing: HealingP
     draining.add(ended);
   };
 
+  // Whether a backend of this pool waits on a lock; false when the server does not answer in time.
+  const application = String((options.connection as { application_name?: unknown } | undefined)?.application_name ?? "postgres.js");
+  const waitsOnLock = async (): Promise<boolean> => {
+    const probe = postgres(url, { ...options, max: 1, fetch_types: false, connect_timeout: Math.max(1, stallMs / 1_000) });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        probe<{ waiting: boolean }[]>`
+          select exists (select 1 from pg_stat_activity
+                          where datname = current_database() and application_name = ${application}
+                            and state = 'active' and wait_event_type = 'Lock') as waiting`.then((rows) => rows[0]!.waiting),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), stallMs))),
+      ]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+      void probe.end({ timeout: 0 }).catch(() => undefined);
+    }
+  };
+
+  let probing = false;
   const watchdog = setInterval(() => {
-    const now = Date.now();
+    if (probing) return;
+    const now = performance.now();
+    let stalled = false;
     for (const [id, { query, since }] of current.inFlight) {
       if (now - since <= stallMs) continue;
       // postgres.js runs a query when it is first awaited; one never awaited (a fragment) is no stall.
-      if ((query as { executed?: boolean }).executed) return retire(current);
-      current.inFlight.delete(id);
+      if (!(query as { executed?: boolean }).executed) current.inFlight.delete(id);
+      else if (engineQueries.has(query)) stalled = true;
     }
+    if (!stalled) return;
+    const generation = current;
+    probing = true;
+    void waitsOnLock().then((waiting) => {
+      probing = false;
+      if (!waiting) retire(generation);
+    });
   }, Math.min(1_000, stallMs));
   watchdog.unref();
 
@@ -89,7 +140,7 @@ export function healingPool(url: string, options: Options<{}>, healing: HealingP
   const observe = (generation: Generation, query: unknown) => {
     if (!(query instanceof Promise)) return;
     const id = ids++;
-    generation.inFlight.set(id, { query, since: Date.now() });
+    generation.inFlight.set(id, { query, since: performance.now() });
     Promise.prototype.then.call(query, () => generation.inFlight.delete(id), (error: unknown) => {
       generation.inFlight.delete(id);
       if (isConnectionError(error)) retire(generation);

@@ -11,13 +11,27 @@ export interface SqlSource {
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
-function readFolder(folder: string): SqlSource[] {
-  const dir = join(root, folder);
-  return readdirSync(dir)
-    .filter((file) => /^\d+_[a-z0-9_]+\.sql$/.test(file))
-    .sort()
-    .map((file) => ({ name: file.replace(/\.sql$/, ""), text: readFileSync(join(dir, file), "utf8") }));
+// Files of a source folder that are not sources: the reviewed schema dump lives beside the
+// functions it describes.
+const notSources: Record<string, string[]> = { sql: ["schema.snapshot.sql"] };
+
+/**
+ * The `NNNN_name.sql` files of `dir`, in name order. Any other `.sql` file is an error, not
+ * skipped: a misnamed migration or function file would otherwise never be installed.
+ */
+export function readSqlFolder(dir: string, ignore: readonly string[] = []): SqlSource[] {
+  const files = readdirSync(dir).filter((file) => file.endsWith(".sql") && !ignore.includes(file));
+  const unknown = files.filter((file) => !/^\d+_[a-z0-9_]+\.sql$/.test(file));
+  if (unknown.length > 0) {
+    throw new Error(
+      `${dir}: ${unknown.join(", ")} ${unknown.length === 1 ? "is" : "are"} not named like an engine source ` +
+        `(digits, underscore, lowercase name, .sql, e.g. 0003_journal_limits.sql); rename or remove`,
+    );
+  }
+  return files.sort().map((file) => ({ name: file.replace(/\.sql$/, ""), text: readFileSync(join(dir, file), "utf8") }));
 }
+
+const readFolder = (folder: string): SqlSource[] => readSqlFolder(join(root, folder), notSources[folder] ?? []);
 
 export const migrations = (): SqlSource[] => readFolder("migrations");
 export const functions = (): SqlSource[] => readFolder("sql");

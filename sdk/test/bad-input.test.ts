@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import postgres, { type Sql } from "postgres";
 import { z } from "zod";
 import {
-  DefinitionError, IdempotencyConflictError, InvalidInputError, InvalidTransitionError, PayloadTooLargeError,
+  DataError, DefinitionError, IdempotencyConflictError, InvalidInputError, InvalidTransitionError, PayloadTooLargeError,
   RunNotFoundError, SchemaValidationError, client, event, task, worker, workflow, type Client,
 } from "../index.js";
 import * as engine from "../engine.js";
@@ -143,6 +143,10 @@ table("starting a workflow", [
   { name: "input with NaN (not JSON)", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: NaN at \$\.list\[1\]$/, act: () => start({ list: [1, NaN] }) },
   { name: "input with Infinity (not JSON)", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: Infinity at \$$/, act: () => start(Infinity) },
   { name: "input with a function (not JSON)", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a function at \$\.f$/, act: () => start({ f: () => 1 }) },
+  { name: "input with a NUL character", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a NUL character \(\\u0000\) at \$\.s$/, act: () => start({ s: "a\u0000" }) },
+  { name: "input with a lone surrogate", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a lone surrogate \(\\udc00\) at \$\[0\]$/, act: () => start(["\udc00"]) },
+  { name: "input with a NUL in a key", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: a NUL character \(\\u0000\) in a key at \$$/, act: () => start({ "k\u0000": 1 }) },
+  { name: "input nested 5,000 deep", error: InvalidInputError, code: "AK003", message: /^workflow input is not JSON: nesting deeper than 1000 levels at \$(\.a){66}/, act: () => start(Array.from({ length: 5_000 }).reduce((inner) => ({ a: inner }), 1)) },
   { name: "input violating the workflow's zod schema", error: SchemaValidationError, code: "schema_validation", message: /^input of workflow bad-order-\w+@1 does not match its schema: /, act: () => order.start(env.aiki, { id: 7 } as never) },
   { name: "idempotency key reused with another input", error: IdempotencyConflictError, code: "AK004", message: /^idempotency key 'done' of workflow bad-order-\w+ already started run [0-9a-f-]{36} with another input$/, act: () => order.start(env.aiki, { id: "other" }, { idempotencyKey: "done" }) },
   { name: "idempotency key reused with another version", error: IdempotencyConflictError, code: "AK004", message: /already started run [0-9a-f-]{36} with another version$/, act: () => orderV2.start(env.aiki, null, { idempotencyKey: "done" }) },
@@ -171,6 +175,7 @@ table("events, handles and operator calls", [
   { name: "event idempotency key of 257 characters", error: InvalidInputError, code: "AK003", message: /^invalid idempotency key 'k{200}'$/, act: () => order.handle(env.aiki, world.waiting).events.free.send(1, { idempotencyKey: "k".repeat(257) }) },
   { name: "SQL injection as the event name", error: InvalidInputError, code: "AK003", message: /^invalid event name 'x''\); drop table aiki\.runs; --'$/, act: () => engine.sendEvent(env.aiki.sql, world.waiting, injection, null) },
   { name: "event data that is not JSON text (SQL)", code: "22P02", message: /^invalid input syntax for type json$/, act: () => env.sql`select aiki.send_event(${world.waiting}::uuid, 'free', '{not json'::jsonb)` },
+  { name: "a run id that is not a UUID, past the SDK's check: a Postgres data error", error: DataError, code: "22P02", message: /^invalid input syntax for type uuid: "x"$/, act: () => engine.getRun(env.aiki.sql, "x") },
   { name: "a handle on a run id that is not a UUID", error: InvalidInputError, code: "AK003", message: /^invalid run id 'x''\); drop table aiki\.runs; --': expected a UUID$/, act: () => order.handle(env.aiki, injection).get() },
   { name: "waiting with a negative timeout", error: InvalidInputError, code: "AK003", message: /^invalid duration -1/, act: () => order.handle(env.aiki, world.waiting).waitForStatus("completed", { timeout: -1 }) },
   { name: "cancelling a completed run", error: InvalidTransitionError, code: "AK005", message: /^run [0-9a-f-]{36} is already completed and cannot be cancelled$/, act: () => order.handle(env.aiki, world.completed).cancel() },
@@ -231,6 +236,137 @@ describe("SQL injection in free-text parameters", () => {
     const [tables] = await env.sql`select count(*)::int as n from pg_tables where schemaname = 'aiki'`;
     assert.ok(tables!.n >= 5, "every engine table is still there");
   });
+});
+
+// Data sent from SQL bypasses the SDK's schema checks on start and send; the worker checks what
+// it receives, fails the run or the wait with SchemaValidationError, and never hands the
+// handler data its schema forbids.
+describe("data past the SDK's schemas, sent from SQL, is refused on receipt", () => {
+  it("a run input its workflow's schema forbids fails the run for good; the handler never runs", async () => {
+    let ran = 0;
+    const wf = workflow({ name: `schema-in-${suffix}` }).v("1", {
+      schema: { input: z.object({ id: z.string() }) },
+      retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 0 },
+      async handler(_run, input: { id: string }) {
+        ran++;
+        return input.id;
+      },
+    });
+    const w = await env.spawn({ workflows: [wf] });
+    const [row] = await raw.client`select run_id from aiki.start_workflow(${wf.name}, '1', '{"id": 7}')`;
+    const failed = await untilStatus(env.aiki, row!.run_id, "failed");
+    await w.stop({ timeoutMs: 1_000 });
+    assert.equal(ran, 0, "the handler never saw the input");
+    assert.equal((failed.error as { name: string }).name, "SchemaValidationError");
+    assert.match((failed.error as { message: string }).message, new RegExp(`^input of workflow ${wf.key} \\(run ${row!.run_id}\\) does not match its schema: `));
+    assert.equal(failed.attempt, 1, "not retried: the input cannot change");
+  });
+
+  it("event data its schema forbids fails the wait; the handler never sees the data", async () => {
+    const seen: unknown[] = [];
+    const wf = workflow({ name: `schema-event-${suffix}` }).v("1", {
+      events: { go: event(z.object({ eta: z.number() })) },
+      async handler(run) {
+        try {
+          const got = await run.events.go.wait();
+          seen.push(got);
+          return "handed";
+        } catch (error) {
+          return `${(error as Error).name}: ${(error as Error).message}`;
+        }
+      },
+    });
+    const w = await env.spawn({ workflows: [wf] });
+    const handle = await wf.start(env.aiki, null);
+    await untilStatus(env.aiki, handle.id, "waiting");
+    await raw.client`select aiki.send_event(${handle.id}::uuid, 'go', '{"eta": "soon"}')`;
+    const output = await handle.result({ timeout: 10_000 });
+    await w.stop({ timeoutMs: 1_000 });
+    assert.deepEqual(seen, []);
+    assert.match(String(output), new RegExp(`^SchemaValidationError: event go received by run ${handle.id} does not match its schema: `));
+  });
+
+  it("a typed child's result its schema forbids fails the parent's wait", async () => {
+    const childName = `schema-child-${suffix}`;
+    // The parent's worker knows the child as typed; the child's own worker (other code) returns a string.
+    const typedChild = workflow({ name: childName }).v("1", { schema: { output: z.number() }, handler: async () => 1 });
+    const untypedChild = workflow({ name: childName }).v("1", { handler: async () => "not a number" as unknown as number });
+    const parent = workflow({ name: `schema-parent-${suffix}` }).v("1", {
+      async handler(run) {
+        const child = await typedChild.startAsChild(run, null, { queue: `kids-${suffix}` });
+        try {
+          return await child.waitForStatus("completed");
+        } catch (error) {
+          return `${(error as Error).name}: ${(error as Error).message}`;
+        }
+      },
+    });
+    const parents = await env.spawn({ workflows: [parent, typedChild] });
+    const children = await env.spawn({ workflows: [untypedChild], queues: [`kids-${suffix}`] }, env.client());
+    const handle = await parent.start(env.aiki, null);
+    const output = await handle.result({ timeout: 10_000 });
+    await parents.stop({ timeoutMs: 1_000 });
+    await children.stop({ timeoutMs: 1_000 });
+    assert.match(String(output), /^SchemaValidationError: output of child run [0-9a-f-]{36} \(workflow schema-child-\w+\) does not match its schema: /);
+  });
+});
+
+// Item: a value Postgres cannot store is a data error, not a lost connection. Each of five such
+// values, returned by a task, thrown by a task, or returned by a workflow, fails its step or run
+// once, at once, with an error that says which step and what was wrong; the task never runs again
+// (no retry policy here), and nothing is retried as connection trouble.
+describe("values Postgres cannot store, through a real worker", () => {
+  const deep: unknown[] = [];
+  let inner = deep;
+  for (let n = 0; n < 2_000; n++) {
+    const next: unknown[] = [];
+    inner.push(next);
+    inner = next;
+  }
+  const cyclic: Record<string, unknown> = { a: 1 };
+  cyclic.self = cyclic;
+  const values: { name: string; value: unknown; problem: RegExp; thrown: RegExp }[] = [
+    { name: "a string with \\u0000", value: "a\u0000b", problem: /is not JSON: a NUL character \(\\u0000\) at \$$/, thrown: /^a\ufffdb$/ },
+    { name: "a lone surrogate \\ud800", value: "x\ud800", problem: /is not JSON: a lone surrogate \(\\ud800\) at \$$/, thrown: /^x\ufffd$/ },
+    { name: "a BigInt", value: 10n, problem: /is not JSON: a bigint at \$$/, thrown: /^10$/ },
+    { name: "an object that contains itself", value: cyclic, problem: /is not JSON: a circular reference at \$\.self$/, thrown: /^\[object Object\]$/ },
+    { name: "an array nested 2,000 deep", value: deep, problem: /is not JSON: nesting deeper than 1000 levels at \$(\[0\]){66}/, thrown: /^\[\[\[\[/ },
+  ];
+  const places = [
+    { place: "a task result", expect: (v: (typeof values)[number], wf: string) => new RegExp(`^task poison failed: output of task poison \\(step poison#1\\) ${v.problem.source}`) },
+    { place: "a task error", expect: (v: (typeof values)[number]) => new RegExp(`^task poison failed: ${v.thrown.source.replace(/^\^/, "")}`) },
+    { place: "a workflow output", expect: (v: (typeof values)[number], wf: string) => new RegExp(`^output of workflow ${wf}@1 ${v.problem.source}`) },
+  ];
+  for (const { place, expect } of places) {
+    for (const v of values) {
+      it(`${v.name} as ${place} fails the run once, at once, naming what was wrong`, async () => {
+        let calls = 0;
+        const poison = task({
+          name: "poison",
+          handler: () => {
+            calls++;
+            if (place === "a task error") throw v.value;
+            return place === "a task result" ? v.value : "fine";
+          },
+        });
+        const name = `bad-value-${suffix}-${values.indexOf(v)}-${places.findIndex((p) => p.place === place)}`;
+        const wf = workflow({ name }).v("1", {
+          async handler(run) {
+            const out = await poison.start(run, null);
+            return place === "a workflow output" ? v.value : out;
+          },
+        });
+        const w = await env.spawn({ workflows: [wf] });
+        const run = await wf.start(env.aiki, null);
+        const failed = await untilStatus(env.aiki, run.id, "failed");
+        await w.stop({ timeoutMs: 1_000 });
+        assert.match((failed.error as { message: string }).message, expect(v, name));
+        assert.equal(calls, 1, "the task ran once");
+        assert.equal(failed.attempt, 1, "the run failed on its first attempt");
+        assert.deepEqual([w.stats.ended.failed, w.stats.ended.abandoned, w.stats.ended.lost], [1, 0, 0]);
+      });
+    }
+  }
 });
 
 describe("client", () => {

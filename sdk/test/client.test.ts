@@ -450,3 +450,30 @@ describe("payload limits", () => {
     assert.equal(await (await wf.start(env.aiki, null)).result({ timeout: 10_000 }), "PayloadTooLargeError");
   });
 });
+
+describe("journal limits", () => {
+  it("fails the run with JournalTooLargeError when a write would take its journal past the limit; the task runs once", async () => {
+    let calls = 0;
+    const work = task({ name: "work", handler: () => ++calls });
+    const wf = workflow({ name: unique("full-journal") }).v("1", {
+      events: { go: event<null>() },
+      async handler(run) {
+        await run.events.go.wait();
+        return work.start(run, null);
+      },
+    });
+    await env.spawn({ workflows: [wf] });
+    const handle = await wf.start(env.aiki, null);
+    await untilStatus(env.aiki, handle.id, "waiting");
+    // A journal at its step limit, written as the superuser: reaching it through the API takes
+    // 50,000 steps (sql/test/steps.test.ts does); here only the worker's answer to AK008 counts.
+    await env.sql`update aiki.runs set journal_steps = 50000 where id = ${handle.id}::uuid`;
+    await handle.events.go.send(null);
+    const error = await rejects(handle.result({ timeout: 10_000 }), RunFailedError);
+    assert.equal(error.status, "failed");
+    assert.equal(error.details?.name, "JournalTooLargeError");
+    assert.equal(error.details?.code, "AK008");
+    assert.match(error.details!.message, /^journal of run .* is full: 1 more step\(s\)/);
+    assert.equal(calls, 1);
+  });
+});

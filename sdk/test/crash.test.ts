@@ -11,6 +11,7 @@ import { crashWorkflow } from "./fixtures/crash-workflow.js";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const fixture = fileURLToPath(new URL("./fixtures/crash-worker.ts", import.meta.url));
+const orderFixture = fileURLToPath(new URL("./fixtures/order-worker.ts", import.meta.url));
 
 let env: Env;
 before(async () => {
@@ -26,8 +27,8 @@ interface WorkerProcess {
 }
 
 /** Starts crash-worker.ts in its own Node process; killed when the test ends, if still alive. */
-function workerProcess(t: TestContext, name: string, blockIn?: string): WorkerProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", fixture, env.url, name, ...(blockIn ? [blockIn] : [])], {
+function workerProcess(t: TestContext, name: string, blockIn?: string, script = fixture): WorkerProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", script, env.url, name, ...(blockIn ? [blockIn] : [])], {
     cwd: root,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -78,5 +79,45 @@ describe("worker crash", () => {
     replacement.child.kill("SIGTERM");
     assert.deepEqual(await within(replacement.exited, 10_000, "the replacement to stop"), { code: 0, signal: null },
       replacement.output());
+  });
+
+  it("journal writes reach the database in code order: killed while a task's record is blocked, run.now() was not journalled before it", async (t) => {
+    const name = unique("order");
+    // The run is a child; a transaction holding its parent's row blocks the record of the task's
+    // result (record locks parents), not a write that locks the run alone.
+    const [parent] = await env.sql`select run_id from aiki.start_workflow('holder', '1', 'null')`;
+    const [claimed] = await env.sql`select aiki.claim('test-holder', array['holder@1'], array['default'], 1, 86400000) as c`;
+    const token = claimed!.c.runs[0].lease_token as string;
+    const [child] = await env.sql`select (aiki.start_children(${parent!.run_id}::uuid, ${token}::uuid,
+      ${JSON.stringify([{ key: "c#1", workflow: name, version: "1", input: "order" }])}::text::jsonb))[1] as id`;
+    const runId = child!.id as string;
+
+    const holder = await env.sql.reserve();
+    t.after(() => holder.release());
+    await holder`begin`;
+    await holder`select 1 from aiki.runs where id = ${parent!.run_id}::uuid for update`;
+
+    const doomed = workerProcess(t, name, undefined, orderFixture);
+    await until("the code to ask for run.now()", async () => (await sideEffects(runId)).includes("now-asked#1") || undefined, 30_000);
+    await until("the task's record to wait for the parent's lock", async () => {
+      const [row] = await env.sql`select count(*)::int as n from pg_stat_activity
+                                   where datname = current_database() and wait_event_type = 'Lock' and query like '%aiki.record(%'`;
+      return row!.n > 0 || undefined;
+    });
+    // Give a write that does not wait for the record (the bug) time to land; code order means none comes.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const [journal] = await env.sql`select coalesce(array_agg(step_key order by step_key), '{}') as keys from aiki.steps where run_id = ${runId}::uuid`;
+    doomed.child.kill("SIGKILL");
+    assert.deepEqual(await within(doomed.exited, 10_000, "the killed worker to exit"), { code: null, signal: "SIGKILL" });
+    await holder`rollback`;
+    assert.deepEqual(journal!.keys, [], "nothing journalled while the task's record was blocked");
+
+    const replacement = workerProcess(t, name, undefined, orderFixture);
+    const done = await until("the run to end", async () => {
+      const run = await env.aiki.getRun(runId);
+      return ["completed", "failed"].includes(run.status) ? run : undefined;
+    }, 30_000);
+    assert.equal(done.status, "completed", `${JSON.stringify(done.error)}\n${replacement.output()}`);
+    assert.equal(done.output, "order>charged>dated");
   });
 });

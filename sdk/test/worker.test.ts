@@ -244,4 +244,77 @@ describe("worker leases", () => {
     assert.equal(w.stats.ended.lost, 0);
     await untilStatus(env.aiki, handle.id, "completed");
   });
+
+  it("never holds two executions of one run: a re-claim ends the older one, and the newer stays heartbeated", async () => {
+    const release = gate();
+    const signals: AbortSignal[] = [];
+    const abortedBeforeNext: boolean[] = [];
+    const wf = workflow({ name: unique("reclaimed") }).v("1", {
+      async handler(run) {
+        return task({
+          name: "held",
+          async handler(_input: null, ctx) {
+            abortedBeforeNext.push(signals.every((s) => s.aborted));
+            signals.push(ctx.signal);
+            await release.wait();
+            return ctx.attempt;
+          },
+        }).start(run, null);
+      },
+    });
+    const w = await env.spawn({ workflows: [wf], leaseMs: 3_000 });
+    const handle = await wf.start(env.aiki, null);
+    await until("the task to start", () => (signals.length === 1 ? true : undefined));
+    // The lease ran out (as when heartbeats failed for a while): the same worker claims the run again.
+    await env.sql`update aiki.runs set lease_expires_at = now() - interval '1 second', available_at = now() - interval '1 second' where id = ${handle.id}::uuid`;
+    await env.sql`select pg_notify('aiki_wake', 'default')`;
+    await until("the re-claim to start the task again", () => (signals.length === 2 ? true : undefined));
+    assert.deepEqual(abortedBeforeNext, [true, true], "the older execution ended before the newer one began");
+    assert.equal(w.stats.ended.lost, 1);
+    assert.deepEqual(w.active(), [handle.id], "one execution of the run, the newer one");
+    // Heartbeats keep renewing the newer lease (the older execution's end did not drop it).
+    const first = await handle.get();
+    await until("the newer lease to be renewed", async () => {
+      const run = await handle.get();
+      return Date.parse(run.lease_expires_at!) > Date.parse(first.lease_expires_at!) ? run : undefined;
+    }, 5_000);
+    assert.deepEqual(w.active(), [handle.id]);
+    release.open();
+    assert.equal(await handle.result({ timeout: 10_000 }), 1);
+    assert.equal(w.stats.ended.lost, 1);
+  });
+
+  it("judges its leases by a monotonic clock: the wall clock jumping 60 s ahead loses no run", async () => {
+    const realNow = Date.now;
+    const second = latch("the second attempt");
+    const wf = workflow({ name: unique("wall-clock") }).v("1", {
+      async handler(run) {
+        return task({
+          name: "jump",
+          retry: { type: "fixed", maxAttempts: 2, baseDelayMs: 10 },
+          handler(_input: null, ctx) {
+            if (ctx.attempt === 1) {
+              const at = performance.now();
+              const jumped = realNow() + 60_000;
+              Date.now = () => jumped + (performance.now() - at);
+              throw new Error("first attempt fails while the wall clock jumps");
+            }
+            Date.now = realNow;
+            second.raise();
+            return "ok";
+          },
+        }).start(run, null);
+      },
+    });
+    const w = await env.spawn({ workflows: [wf], leaseMs: 3_000 });
+    try {
+      const handle = await wf.start(env.aiki, null);
+      await second.wait();
+      const done = await untilStatus(env.aiki, handle.id, "completed");
+      assert.equal(done.output, "ok");
+      assert.equal(w.stats.ended.lost, 0);
+    } finally {
+      Date.now = realNow;
+    }
+  });
 });

@@ -1,14 +1,14 @@
 // One execution of a claimed run: replays the handler against the run's journal and performs
 // the durable calls the journal does not answer yet.
 //
-// Replay. Every durable call gets a step key — its name plus an occurrence counter
-// (`charge-card#1`, `charge-card#2`) — so the same code reaches the same keys on every replay.
-// A completed key answers from the journal without running anything; a key recorded with
-// another kind or name is non-determinism and fails the run. So is code that goes somewhere new
-// (runs a task, records a value, starts a child, waits, returns) while journal entries remain
-// that it has not reached: recorded results arrive in microtasks, so once the handler is idle
-// (setImmediate) a deterministic replay has reached every entry, and the new call is held until
-// then — a task of changed code never runs.
+// Replay. Every durable call gets a step key, and its journal entry, from the run's Replay
+// (replay.ts: keys, journal look-ups, what is unreached, divergence). A completed key answers
+// from the journal without running anything; a key recorded with another kind or name is
+// non-determinism and fails the run. So is code that goes somewhere new (runs a task, records a
+// value, starts a child, waits, returns) while journal entries remain that it has not reached:
+// recorded results arrive in microtasks, so once the handler is idle (setImmediate) a
+// deterministic replay has reached every entry, and the new call is held until then — a task of
+// changed code never runs.
 //
 // Blocking. Waits (sleep, event, child) are collected instead of sent one by one. When the
 // handler can make no progress — nothing in flight, at least one wait open — all open waits go
@@ -17,11 +17,15 @@
 //
 // Deferred records. With a recorder (the worker's group commit), a small task result reaches the
 // code before it is durable, and is recorded before the run's next durable effect — the next
-// task's body, a wait, a child start, the run's end — or at the latest once the handler is idle
-// (setImmediate). So no task starts before the steps before it are recorded, and a workflow that
-// returns right after its last task records that step and its end in one write. A crash in
+// task's body, a value step (now, random, uuid), a wait, a child start, the run's end — or at the
+// latest once the handler is idle (setImmediate). So the journal is written in code order: no
+// task starts and no value is recorded before the steps before it are recorded, and a workflow
+// that returns right after its last task records that step and its end in one write. A crash in
 // between costs what a crash just before the record costs: the task runs again. The code sees
 // the result as JSON, exactly as a replay will.
+//
+// Timed tasks. A task with a timeout journals each attempt's deadline first (attempt.ts): an
+// attempt past it fails with TaskTimeoutError, in process or, when the worker died, at replay.
 //
 // End states: completed, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
@@ -36,9 +40,11 @@ import {
   AikiError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError, TaskFailedError,
   serializeError, type SerializedError,
 } from "../errors.js";
-import { validate } from "../schema.js";
+import { validate, type Schema } from "../schema.js";
 import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
+import { Replay, type DurableCall } from "./replay.js";
+import { AttemptClock, type AttemptTiming } from "./attempt.js";
 
 export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
@@ -47,7 +53,11 @@ export interface ExecutionSettings {
   log: (line: string) => void;
   /** Task retries due within this many ms wait in-process instead of suspending the run. */
   inlineRetryMaxMs: number;
-  /** The database clock minus this process's, at the claim: turns the journal's times into waits. */
+  /**
+   * The database clock minus this process's monotonic clock (performance.now()), taken at the
+   * claim: turns the journal's and the lease's times into local waits that moving the wall
+   * clock does not disturb.
+   */
   clockOffsetMs?: number;
   /** Batches step records and run ends with other executions' (group commit). Default: none. */
   recorder?: Recorder;
@@ -103,15 +113,10 @@ export class Execution {
   private resolveDone!: (end: ExecutionEnd) => void;
   private ended = false;
   private settled = false;
-  /** Completed journal entries the replay has not reached yet; the logger is quiet until 0. */
-  private unreplayed: number;
-  /** Journal keys (any status) the code has not reached yet, in journal order. */
-  private readonly unreached: Set<string>;
+  private readonly replay: Replay;
   private busy = 0;
   private checkQueued = false;
   private suspending = false;
-  private readonly journal: Map<string, engine.StepRecord>;
-  private readonly counters = new Map<string, number>();
   private readonly waits = new Map<string, OpenWait>();
   private childQueue: QueuedChild[] = [];
   /** When the lease runs out, on the database clock (claim, then each heartbeat). */
@@ -119,6 +124,8 @@ export class Execution {
   /** Task results the code has, not recorded yet (see "Deferred records"). */
   private deferred: StepWrite[] = [];
   private deferredWrite: Promise<void> = Promise.resolve();
+  /** The run's input failed its schema: no retry can mend it. */
+  private invalidInput = false;
 
   constructor(
     readonly record: engine.ClaimedRun,
@@ -126,16 +133,19 @@ export class Execution {
     private readonly settings: ExecutionSettings,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.journal = new Map(record.journal.map((step) => [step.key, step]));
-    this.unreplayed = record.journal.filter((step) => step.status === "completed").length;
-    this.unreached = new Set(record.journal.map((step) => step.key));
+    this.replay = new Replay(record.id, record.journal);
     this.run = this.makeRun();
     this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
   }
 
   /** A heartbeat renewed this execution's lease until `expiresAt` (database clock). */
-  renewed(leaseToken: string, expiresAt: string): void {
-    if (leaseToken === this.leaseToken) this.leaseExpiresAtMs = Date.parse(expiresAt);
+  renewed(expiresAt: string): void {
+    this.leaseExpiresAtMs = Date.parse(expiresAt);
+  }
+
+  /** Now on the database clock, as this process reckons it from the monotonic clock. */
+  private databaseNow(): number {
+    return performance.now() + (this.settings.clockOffsetMs ?? 0);
   }
 
   /**
@@ -144,7 +154,7 @@ export class Execution {
    * recorded the very task it is about to retry, so it must not start another attempt.
    */
   private leaseHeld(): boolean {
-    return !(Date.now() + (this.settings.clockOffsetMs ?? 0) >= this.leaseExpiresAtMs);
+    return !(this.databaseNow() >= this.leaseExpiresAtMs);
   }
 
   get id(): string {
@@ -158,7 +168,7 @@ export class Execution {
   /** Runs the handler to its end or its next suspension; `done` tells which. */
   start(): Promise<ExecutionEnd> {
     Promise.resolve()
-      .then(() => this.definition.options.handler(this.run, this.record.input))
+      .then(() => this.definition.options.handler(this.run, this.receivedInput()))
       .then((output) => this.onReturn(output), (error) => this.onThrow(error))
       .catch((error) => {
         // The engine refused even the run's failure: leave the run to lease expiry.
@@ -166,6 +176,20 @@ export class Execution {
         this.end("abandoned");
       });
     return this.done;
+  }
+
+  /**
+   * The run's input, checked against the workflow's schema here too: a client calling
+   * aiki.start_workflow from SQL bypasses the SDK that validates on start. Data that does not fit
+   * fails the run for good; the handler never sees it.
+   */
+  private receivedInput(): unknown {
+    try {
+      return validate(this.definition.options.schema?.input, this.record.input, `input of workflow ${this.definition.key} (run ${this.id})`);
+    } catch (error) {
+      this.invalidInput = true;
+      throw error;
+    }
   }
 
   /** Stops this execution without writing anything: the lease is gone or the worker is leaving. */
@@ -179,7 +203,7 @@ export class Execution {
   // ---- durable calls -------------------------------------------------------------------------
 
   async task<I, O>(options: TaskOptions<I, O>, input: I): Promise<O> {
-    const key = this.nextKey(options.name);
+    const key = this.replay.nextKey(options.name);
     const step = this.recorded(key, "task", options.name);
     if (step === MISMATCH || this.ended) return never();
     if (step?.status === "completed") return step.output as O;
@@ -192,39 +216,69 @@ export class Execution {
       if (!(await this.recordDeferred())) return never();
       if (step?.status === "retrying" && step.wake_at) {
         // An in-process retry delay interrupted by a crash: the next attempt keeps its due time.
-        const dueInMs = Date.parse(step.wake_at) - (Date.now() + (this.settings.clockOffsetMs ?? 0));
+        const dueInMs = Date.parse(step.wake_at) - this.databaseNow();
         if (dueInMs > 0) await sleep(dueInMs, this.abort.signal);
         if (this.ended) return never();
       }
+      // After a failed attempt: false when the run is suspended or over; throws when the task failed for good.
+      const afterFailure = async (outcome: engine.FailStepResult, error: SerializedError): Promise<boolean> => {
+        if (outcome.status === "failed") throw taskFailed(options.name, error);
+        if (outcome.suspended) {
+          this.end("retrying");
+          return false;
+        }
+        attempts = outcome.attempts;
+        await sleep(outcome.delay_ms, this.abort.signal);
+        return !this.ended;
+      };
+      const timing = attemptTiming(options);
+      let heartbeatDetails: unknown;
       for (;;) {
         if (!this.leaseHeld()) {
           this.end("lost");
           return never();
         }
+        let clock: AttemptClock | undefined;
+        if (timing) {
+          const started = await this.write(() => engine.startAttempt(
+            this.settings.sql, this.id, this.leaseToken, key, options.name, AttemptClock.firstDeadlineMs(timing),
+            options.retry, this.settings.inlineRetryMaxMs));
+          if (started.status !== "started") {
+            // An earlier attempt passed its deadline while its worker was gone: it failed by timeout.
+            if (!(await afterFailure(started, started.error))) return never();
+            continue;
+          }
+          heartbeatDetails = started.details ?? undefined;
+          clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms, details) => {
+            engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
+              this.settings.inlineRetryMaxMs, details).catch((error) => this.settings.log(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
+          });
+        }
         let output: O;
         try {
-          output = await options.handler(valid, {
+          const result = options.handler(valid, {
             attempt: attempts + 1,
-            signal: this.abort.signal,
+            signal: clock?.signal ?? this.abort.signal,
             idempotencyKey: `${this.id}:${key}`,
             runId: this.id,
             stepKey: key,
+            heartbeat: (details?: unknown) => clock?.heartbeat(details),
+            heartbeatDetails,
           });
+          output = await (clock ? Promise.race([result, clock.expired]) : result);
           output = validate(options.schema?.output, output, `output of task ${options.name}`);
+          // A result Postgres cannot store fails this attempt here, naming the step; sent, it
+          // would only come back as a data error.
+          engine.checkJson(`output of task ${options.name} (step ${key})`, output ?? null);
         } catch (error) {
           if (this.ended) return never();
           const outcome = await this.write(() => engine.failStep(
             this.settings.sql, this.id, this.leaseToken, key, options.name, serializeError(error),
             options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs, attempts + 1));
-          if (outcome.status === "failed") throw taskFailed(options.name, serializeError(error));
-          if (outcome.suspended) {
-            this.end("retrying");
-            return never();
-          }
-          attempts = outcome.attempts;
-          await sleep(outcome.delay_ms, this.abort.signal);
-          if (this.ended) return never();
+          if (!(await afterFailure(outcome, serializeError(error)))) return never();
           continue;
+        } finally {
+          clock?.dispose();
         }
         if (this.ended) return never();
         const deferred = this.defer(key, options.name, output);
@@ -240,7 +294,7 @@ export class Execution {
 
   sleep(name: string, duration: Duration): Promise<void> {
     const durationMs = toMilliseconds(duration);
-    const key = this.nextKey(name);
+    const key = this.replay.nextKey(name);
     const step = this.recorded(key, "sleep", name);
     if (step === MISMATCH) return never();
     if (step?.status === "completed") return Promise.resolve();
@@ -249,19 +303,23 @@ export class Execution {
 
   waitEvent<T>(name: string, timeout: Duration | undefined): Promise<EventWaitResult<T>> {
     const timeoutMs = timeout === undefined ? null : toMilliseconds(timeout);
-    const key = this.nextKey(name);
+    const key = this.replay.nextKey(name);
     const step = this.recorded(key, "event", name);
     if (step === MISMATCH) return never();
+    const schema = this.definition.events[name]?.schema;
+    // Event data is checked on receipt too (aiki.send_event from SQL bypasses the SDK's check):
+    // data that does not fit fails the wait, and the handler never sees it.
     const toResult = (s: engine.StepRecord): EventWaitResult<T> => {
       const output = s.output as { timeout?: boolean; data?: T } | null;
-      return output?.timeout ? { timeout: true } : { timeout: false, data: output?.data as T };
+      if (output?.timeout) return { timeout: true };
+      return { timeout: false, data: validate(schema, output?.data, `event ${name} received by run ${this.id}`) as T };
     };
-    if (step?.status === "completed") return Promise.resolve(toResult(step));
+    if (step?.status === "completed") return Promise.resolve(step).then(toResult);
     return this.openWait({ key, kind: "event", name, timeout_ms: timeoutMs }).then(toResult);
   }
 
   async startChild<O>(child: WorkflowVersion<any, O, any>, input: unknown, options: ChildStartOptions): Promise<ChildRunHandle<O>> {
-    const key = this.nextKey(child.name);
+    const key = this.replay.nextKey(child.name);
     const step = this.recorded(key, "child", child.name);
     if (step === MISMATCH) return never();
     const childId = step?.child_id ?? await this.queueChild({
@@ -277,32 +335,39 @@ export class Execution {
     });
     return {
       id: childId,
-      waitForStatus: (status) => this.waitChild<O>(key, childId, child.name, status),
+      waitForStatus: (status) => this.waitChild<O>(key, childId, child.name, status, child.options.schema?.output),
     };
   }
 
-  private waitChild<O>(childKey: string, childId: string, name: string, expected: engine.RunStatus) {
-    const key = this.nextKey(`${childKey}/wait`);
+  private waitChild<O>(childKey: string, childId: string, name: string, expected: engine.RunStatus, schema: Schema<O> | undefined) {
+    const key = this.replay.nextKey(`${childKey}/wait`);
     const step = this.recorded(key, "wait_child", name);
     if (step === MISMATCH) return never<never>();
+    // A typed child's result is checked on receipt: a run completed from SQL may hold anything.
     const toResult = (s: engine.StepRecord) => {
       const outcome = s.output as { status: engine.RunStatus; output: O; error: unknown };
+      const output = outcome.status === "completed"
+        ? validate(schema, outcome.output, `output of child run ${childId} (workflow ${name})`)
+        : outcome.output;
       return outcome.status === expected
-        ? { success: true as const, state: { status: outcome.status, output: outcome.output } }
+        ? { success: true as const, state: { status: outcome.status, output } }
         : { success: false as const, cause: "run_terminated" as const, state: { status: outcome.status, error: outcome.error } };
     };
-    if (step?.status === "completed") return Promise.resolve(toResult(step));
+    if (step?.status === "completed") return Promise.resolve(step).then(toResult);
     return this.openWait({ key, kind: "wait_child", name, child_id: childId }).then(toResult);
   }
 
   async value<T>(name: "now" | "random" | "uuid", produce: () => T): Promise<T> {
-    const key = this.nextKey(name);
+    const key = this.replay.nextKey(name);
     const step = this.recorded(key, "value", name);
     if (step === MISMATCH || this.ended) return never();
     if (step?.status === "completed") return step.output as T;
     this.busy++;
     try {
       if (!(await this.replayReached({ key, kind: "value", name }))) return never();
+      // Journal writes reach the database in code order: a value recorded before the task
+      // result it follows would, after a crash, be a journal the code cannot replay.
+      if (!(await this.recordDeferred())) return never();
       const recorded = await this.write(() => name === "now"
         ? engine.completeStepWithNow(this.settings.sql, this.id, this.leaseToken, key)
         : this.completeStep(key, "value", name, produce()));
@@ -313,45 +378,33 @@ export class Execution {
     }
   }
 
-  // ---- replay bookkeeping --------------------------------------------------------------------
+  // ---- replay ------------------------------------------------------------------------------
 
-  private nextKey(name: string): string {
-    const n = (this.counters.get(name) ?? 0) + 1;
-    this.counters.set(name, n);
-    return `${name}#${n}`;
-  }
-
-  /** The journal entry for key, checked against the call the code makes now. */
+  /** The journal entry for key, checked against the call the code makes now (see Replay). */
   private recorded(key: string, kind: engine.StepKind, name: string): engine.StepRecord | undefined | typeof MISMATCH {
-    const step = this.journal.get(key);
-    if (step?.status === "completed" && this.unreplayed > 0) this.unreplayed--;
-    this.unreached.delete(key);
-    if (step && (step.kind !== kind || step.name !== name)) {
-      void this.failRun(new NonDeterminismError("AK006",
-        `non-determinism at step '${key}' of run ${this.id}: the journal recorded ${step.kind} '${step.name}', ` +
-        `the code now calls ${kind} '${name}'. Deploy changed workflow code as a new version.`));
+    const found = this.replay.lookup(key, kind, name);
+    if ("mismatch" in found) {
+      void this.failRun(new NonDeterminismError("AK006", found.mismatch));
       return MISMATCH;
     }
-    return step;
+    return found.step;
   }
 
   /**
-   * Whether the code, about to make `call` (or to return, without one), has reached every journal
-   * entry; if not, the run fails with a non-determinism error naming the first entry missed.
+   * Whether the code, about to make `call` (or to return, without one), has left journal entries
+   * behind; if so, the run fails with a non-determinism error naming the first entry missed.
    */
-  private diverged(call: { key: string; kind: string; name: string } | undefined): boolean {
-    const missed = this.journal.get(this.unreached.values().next().value ?? "");
-    if (!missed || this.ended || this.settled) return false;
-    const now = call ? `the code now calls ${call.kind} '${call.name}' (step '${call.key}') instead` : "the code returned without reaching it";
-    void this.failRun(new NonDeterminismError("AK006",
-      `non-determinism at step '${missed.key}' of run ${this.id}: the journal recorded ${missed.kind} '${missed.name}', ` +
-      `${now}. Deploy changed workflow code as a new version.`));
+  private diverged(call: DurableCall | undefined): boolean {
+    if (this.ended || this.settled) return false;
+    const divergence = this.replay.divergence(call);
+    if (divergence === undefined) return false;
+    void this.failRun(new NonDeterminismError("AK006", divergence));
     return true;
   }
 
   /** Holds a new call until the handler is idle, when replay has reached all it can; false if it diverged. */
-  private async replayReached(call: { key: string; kind: string; name: string }): Promise<boolean> {
-    if (this.unreached.size === 0) return true;
+  private async replayReached(call: DurableCall): Promise<boolean> {
+    if (this.replay.caughtUp) return true;
     await new Promise((resolve) => setImmediate(resolve));
     return !this.diverged(call) && !this.ended;
   }
@@ -407,7 +460,7 @@ export class Execution {
   private async suspendIfBlocked(): Promise<void> {
     if (this.ended || this.settled || this.busy > 0 || this.suspending || this.waits.size === 0) return;
     const open = [...this.waits.values()];
-    const fresh = open.find((w) => !this.journal.has(w.wait.key)) ?? open[0]!;
+    const fresh = open.find((w) => !this.replay.has(w.wait.key)) ?? open[0]!;
     if (this.diverged(fresh.wait)) return;
     this.suspending = true;
     try {
@@ -419,7 +472,7 @@ export class Execution {
         return;
       }
       for (const step of result.resolved) {
-        this.journal.set(step.key, step);
+        this.replay.learn(step);
         const wait = this.waits.get(step.key);
         if (!wait) continue;
         this.waits.delete(step.key);
@@ -505,13 +558,14 @@ export class Execution {
 
   private async onReturn(output: unknown): Promise<void> {
     if (this.ended || this.settled) return;
-    if (this.unreached.size > 0) {
+    if (!this.replay.caughtUp) {
       await new Promise((resolve) => setImmediate(resolve));
       if (this.diverged(undefined) || this.ended || this.settled) return;
     }
     let valid: unknown;
     try {
       valid = validate(this.definition.options.schema?.output, output, `output of workflow ${this.definition.key}`);
+      engine.checkJson(`output of workflow ${this.definition.key}`, valid ?? null);
     } catch (error) {
       return this.onThrow(error);
     }
@@ -543,7 +597,7 @@ export class Execution {
     this.settings.onSettled?.();
     await this.recordDeferred();
     if (this.ended) return;
-    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError;
+    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError || this.invalidInput;
     if (error instanceof NonDeterminismError) this.settings.log(error.message);
     const outcome = await this.write(() => engine.failRun(
       this.settings.sql, this.id, this.leaseToken, serializeError(error), nonRetryable));
@@ -553,7 +607,7 @@ export class Execution {
   private makeRun(): WorkflowRun<any> {
     const prefix = `[${this.definition.key} ${this.id}]`;
     const line = (level: string) => (message: string, fields?: Record<string, unknown>) => {
-      if (this.unreplayed === 0) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
+      if (!this.replay.replaying) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
     };
     const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
     const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
@@ -575,6 +629,15 @@ export class Execution {
     };
     return run as unknown as WorkflowRun<any>;
   }
+}
+
+/** The timing of a task's attempts, or undefined for an untimed task (which journals no start). */
+function attemptTiming(options: TaskOptions<any, any>): AttemptTiming | undefined {
+  if (options.timeout === undefined && options.heartbeatTimeout === undefined) return undefined;
+  return {
+    timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
+    heartbeatTimeoutMs: options.heartbeatTimeout === undefined ? undefined : toMilliseconds(options.heartbeatTimeout),
+  };
 }
 
 function taskFailed(name: string, error: SerializedError | null): TaskFailedError {

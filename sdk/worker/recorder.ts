@@ -4,13 +4,15 @@
 // commit for many runs. Each caller's promise settles when its own write is durable, so a
 // workflow still continues only after its step is recorded.
 //
-// Errors. `record` is all or nothing; when it raises an engine error (a lost lease, a journal
-// clash, a deadlock between two batches), every write of the batch is retried on its own with
-// complete_step / complete_run, so each caller gets exactly its own outcome. Other errors
-// (connection trouble) reject every write of the batch; the execution's write loop retries.
+// Answers. `record` answers each write on its own (recorded, lease lost, or the error it raised),
+// so each caller gets exactly its own outcome, as the SDK error class of its SQLSTATE, and one
+// write's failure never delays or fails another's. A value that is not storable JSON is refused
+// before it joins a batch. A batch the engine could not take at all (a deadlock between two
+// batches) is sent again; other errors (connection trouble) reject every write of the batch, and
+// each execution's write loop retries its own.
 import type { Sql } from "postgres";
 import * as engine from "../engine.js";
-import { AikiError } from "../errors.js";
+import { AikiError, LeaseLostError, engineError } from "../errors.js";
 
 export type StepWrite = NonNullable<engine.RecordWrite["steps"]>[number];
 
@@ -43,18 +45,21 @@ export class Recorder {
   async completeStep(
     runId: string, leaseToken: string, key: string, kind: "task" | "value", name: string, output: unknown,
   ): Promise<engine.StepRecord> {
-    const step = { key, kind, name, output };
+    const step = { key, kind, name, output: engine.checkJson(`output of step ${key}`, output ?? null) };
     const [recorded] = await this.submit({ run_id: runId, lease_token: leaseToken, steps: [step] });
     return recorded ?? { ...step, status: "completed", attempts: 1, error: null, child_id: null, wake_at: null };
   }
 
   /** Records steps handed to the code before they were durable (see Execution), in one write. */
   async completeSteps(runId: string, leaseToken: string, steps: StepWrite[]): Promise<void> {
+    for (const s of steps) engine.checkJson(`output of step ${s.key}`, s.output ?? null);
     await this.submit({ run_id: runId, lease_token: leaseToken, steps });
   }
 
   /** Records `steps` (if any), then completes the run with `output`, as complete_run does. */
   async completeRun(runId: string, leaseToken: string, output: unknown, steps: StepWrite[] = []): Promise<void> {
+    for (const s of steps) engine.checkJson(`output of step ${s.key}`, s.output ?? null);
+    engine.checkJson("workflow output", output ?? null);
     await this.submit({ run_id: runId, lease_token: leaseToken, steps, complete: true, output });
   }
 
@@ -80,38 +85,20 @@ export class Recorder {
     if (batch.length === 0) return;
     this.inFlight++;
     try {
-      const recorded = await engine.record(this.sql, batch.map((p) => p.write));
-      let at = 0;
-      for (const p of batch) {
-        const count = p.write.steps?.length ?? 0;
-        p.resolve(recorded.slice(at, at + count));
-        at += count;
+      const answers = await engine.record(this.sql, batch.map((p) => p.write));
+      for (const [i, p] of batch.entries()) {
+        const answer = answers[i]!;
+        if (answer.status === "recorded") p.resolve(answer.steps);
+        else if (answer.status === "lease_lost") p.reject(new LeaseLostError("AK001", answer.message));
+        else p.reject(engineError(answer.sqlstate, answer.message) ?? new AikiError(answer.sqlstate, answer.message));
       }
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code;
-      if (error instanceof AikiError || code === "40P01" || code === "40001") {
-        await Promise.all(batch.map((p) => this.one(p)));
-      } else {
-        for (const p of batch) p.reject(error);
-      }
+      if (code === "40P01" || code === "40001") this.queue.unshift(...batch);
+      else for (const p of batch) p.reject(error);
     } finally {
       this.inFlight--;
       this.schedule();
-    }
-  }
-
-  /** One write on its own, after its batch failed: its own outcome, error included. */
-  private async one(p: Pending): Promise<void> {
-    const { run_id: runId, lease_token: leaseToken, steps = [], complete, output } = p.write;
-    try {
-      const recorded: engine.StepRecord[] = [];
-      for (const s of steps) {
-        recorded.push(await engine.completeStep(this.sql, runId, leaseToken, s.key, s.kind, s.name, s.output));
-      }
-      if (complete) await engine.completeRun(this.sql, runId, leaseToken, output);
-      p.resolve(recorded);
-    } catch (error) {
-      p.reject(error);
     }
   }
 }

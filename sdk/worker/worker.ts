@@ -7,7 +7,12 @@
 //
 // Leases. One heartbeat statement renews every lease this worker holds. A run missing from the
 // heartbeat's answer was lost (expired and reclaimed, cancelled, paused): its execution ends
-// quietly and its tasks' abort signals fire.
+// quietly and its tasks' abort signals fire. Executions are kept by lease token, not run id: a
+// claim that hands back a run this worker still executes (its lease expired meanwhile) ends the
+// older execution first, so one worker never holds two executions of a run, and the older one's
+// end cannot take the newer one's bookkeeping with it. Lease times are judged on the monotonic
+// clock (performance.now) plus the database clock's offset taken at the claim, so moving the
+// wall clock loses no lease.
 //
 // Stop. Stop claiming, let in-flight executions finish up to a timeout, then release the rest
 // back to the queue so another worker resumes them at once rather than after lease expiry.
@@ -89,7 +94,10 @@ class Worker implements WorkerHandle {
     claimed: 0,
     ended: { completed: 0, failed: 0, retrying: 0, suspended: 0, lost: 0, abandoned: 0 },
   };
+  /** By lease token. */
   private readonly executions = new Map<string, { execution: Execution; claimSeq: number }>();
+  /** The lease token of each run executing now. */
+  private readonly leases = new Map<string, string>();
   private readonly queues: string[];
   private readonly keys: string[];
   private readonly leaseMs: number;
@@ -141,7 +149,7 @@ class Worker implements WorkerHandle {
   }
 
   active(): string[] {
-    return [...this.executions.keys()];
+    return [...this.leases.keys()];
   }
 
   private async run(): Promise<void> {
@@ -156,7 +164,7 @@ class Worker implements WorkerHandle {
         try {
           // Taken before the claim: a process frozen while the answer was on its way must not read
           // the freeze as clock skew and think its (long expired) leases still valid.
-          const sentAt = Date.now();
+          const sentAt = performance.now();
           const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
           this.leftBehind = claimed.runs.length === free;
           const clockOffsetMs = Date.parse(claimed.now) - sentAt;
@@ -198,11 +206,15 @@ class Worker implements WorkerHandle {
       recorder: this.recorder,
       onSettled: releaseSlot,
     });
+    const older = this.leases.get(record.id);
+    if (older !== undefined) this.executions.get(older)?.execution.end("lost");
     this.running++;
-    this.executions.set(record.id, { execution, claimSeq: ++this.claimSeq });
+    this.executions.set(record.lease_token, { execution, claimSeq: ++this.claimSeq });
+    this.leases.set(record.id, record.lease_token);
     void execution.start().then((end) => {
       this.stats.ended[end]++;
-      this.executions.delete(record.id);
+      this.executions.delete(record.lease_token);
+      if (this.leases.get(record.id) === record.lease_token) this.leases.delete(record.id);
       releaseSlot();
       if (this.leftBehind) this.wake();
     });
@@ -220,11 +232,11 @@ class Worker implements WorkerHandle {
       this.client.log(`worker ${this.id}: heartbeat failed: ${String(error)}`);
       return;
     }
-    const held = new Set(renewed.map((r) => `${r.run_id} ${r.lease_token}`));
-    for (const r of renewed) this.executions.get(r.run_id)?.execution.renewed(r.lease_token, r.lease_expires_at);
+    const held = new Set(renewed.map((r) => r.lease_token));
+    for (const r of renewed) this.executions.get(r.lease_token)?.execution.renewed(r.lease_expires_at);
     for (const { execution, claimSeq } of this.executions.values()) {
       // Runs claimed after the heartbeat was sent cannot be in its answer.
-      if (claimSeq <= seq && !held.has(`${execution.id} ${execution.leaseToken}`)) execution.end("lost");
+      if (claimSeq <= seq && !held.has(execution.leaseToken)) execution.end("lost");
     }
   }
 

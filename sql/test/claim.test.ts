@@ -1,7 +1,7 @@
 // aiki.claim, aiki.heartbeat and aiki.release: how workers take runs, keep them, give them back —
 // and every timer that claim's promotion moves (delayed starts, sleeps, wait timeouts, retries,
 // expired leases, deadlines), driven by the fake clock.
-import { after, before, beforeEach, describe, it } from "node:test";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   T0, at, claim, claimOne, completeRun, completeStep, expectSqlState, failStep, getRun, harness, ms, reset,
@@ -230,7 +230,7 @@ describe("claim", () => {
       assert.equal(run.error.name, "CrashLoop");
       assert.match(run.error.message, /lost its lease 3 times/);
       assert.equal(ms(run.finished_at), Date.parse(at(t + 1000)));
-      assert.equal(run.lease_token, null);
+      assert.equal((await runRow(h.sql, id)).lease_token, null);
     });
 
     it("a release does not count as a lease expiry", async () => {
@@ -261,7 +261,7 @@ describe("claim", () => {
     it("heartbeats never extend a lease past the deadline", async () => {
       const run = await startAndClaim(h.sql, { timeoutMs: 10_000 });
       await setNow(h.sql, at(5_000));
-      const renewed = await h.sql`select * from aiki.heartbeat('worker-1', 60000)`;
+      const renewed = await h.sql`select * from aiki.heartbeat('worker-1', 60000, ${[run.lease_token]}::uuid[])`;
       assert.equal(renewed.length, 1);
       assert.equal(ms(renewed[0]!.lease_expires_at), Date.parse(at(10_000)));
       assert.equal(run.id, renewed[0]!.run_id);
@@ -327,13 +327,84 @@ describe("claim", () => {
   });
 });
 
+describe("claim and one run's data", () => {
+  // A journal past what one jsonb value holds (256 MiB) makes building the claim's answer fail
+  // with 54000; so does an answer over aiki.max_claim_bytes, a limit only the superuser these
+  // tests run as may lower. Both take the same error path; the lowered limit spares building
+  // 270 MB of JSON (15 s and as much temporary disk per claim) to reach it.
+  const limitAnswer = (bytes: number) => h.sql`select set_config('aiki.max_claim_bytes', ${String(bytes)}, false)`;
+  afterEach(() => h.sql`select set_config('aiki.max_claim_bytes', '', false)`);
+
+  /** A pending run whose journal holds one task result of `bytes` bytes. */
+  const withJournal = async (bytes: number, o: { priority?: number } = {}) => {
+    const run = await startAndClaim(h.sql, o);
+    await completeStep(h.sql, run, "big#1", "big", "x".repeat(bytes));
+    await h.sql`select aiki.release(${run.id}::uuid, ${run.lease_token}::uuid)`;
+    return run.id;
+  };
+
+  it("a run whose journal cannot be handed out fails; the runs behind it are claimed and due timers promoted", async () => {
+    const poisoned = await withJournal(150_000, { priority: 10 });
+    const a = await startRun(h.sql);
+    const b = await startRun(h.sql);
+    const timer = await startRun(h.sql, { queue: "timers", delayMs: 1000 });
+    await setNow(h.sql, at(1000));
+    await limitAnswer(100_000);
+
+    const result = await claim(h.sql, { limit: 10 });
+    assert.deepEqual(result.runs.map((r) => r.id).sort(), [a, b].sort(), "the healthy runs are claimed");
+    for (const r of result.runs) assert.match(r.lease_token, /^[0-9a-f-]{36}$/);
+    assert.equal(ms(result.next_due_at), Date.parse(at(1000)), "an answer built run by run asks for another claim now");
+    assert.equal(await status(h.sql, timer), "pending", "the due timer was promoted, and stays promoted");
+    const failed = await runRow(h.sql, poisoned);
+    assert.equal(failed.status, "failed");
+    assert.equal(failed.error.name, "JournalTooLarge");
+    assert.equal(failed.error.code, "AK008");
+    assert.match(failed.error.message,
+      /^run .* cannot be handed to a worker: its journal of 1 steps is too large \(\d+ bytes of JSON, over the 100000 a claim can hand out\)$/);
+    assert.deepEqual((await claim(h.sql, { limit: 10 })).runs, [], "nothing is left to claim in the queue");
+  });
+
+  it("runs that would take the answer over its limit are left pending for the next claim", async () => {
+    // Rising priorities, so each set-up claim takes the newest run: the answer's order is 3, 2, 1.
+    const [low, mid, high] = [await withJournal(40_000, { priority: 1 }), await withJournal(40_000, { priority: 2 }),
+      await withJournal(40_000, { priority: 3 })];
+    await limitAnswer(100_000);
+    const first = await claim(h.sql, { limit: 10 });
+    assert.deepEqual(first.runs.map((r) => r.id), [high, mid]);
+    assert.equal(ms(first.next_due_at), Date.parse(T0), "claim again now");
+    assert.equal(await status(h.sql, low), "pending");
+    const second = await claim(h.sql, { limit: 10 });
+    assert.deepEqual(second.runs.map((r) => r.id), [low]);
+  });
+
+  it("the limit cannot be lowered by a session that is not an admin's", async () => {
+    // The worker session reads the real clock (it may not fake it either): start in the past.
+    await setNow(h.sql, "2020-01-01T00:00:00.000Z");
+    const id = await withJournal(150_000);
+    const role = `max_claim_probe_${process.pid}`;
+    await h.sql.unsafe(`create role ${role}; grant aiki_worker to ${role}`);
+    try {
+      const [row] = await h.sql.begin(async (tx) => {
+        await tx.unsafe(`set local session authorization ${role}`);
+        await tx`select set_config('aiki.max_claim_bytes', '1', true)`;
+        return tx`select aiki.claim('w', null, '{default}', 1, 30000) as c`;
+      });
+      assert.deepEqual(row!.c.runs.map((r: { id: string }) => r.id), [id]);
+    } finally {
+      await h.sql.unsafe(`drop role ${role}`);
+    }
+  });
+});
+
 describe("heartbeat", () => {
-  it("renews every lease the worker holds, and only those", async () => {
+  it("renews every lease the worker holds and presents, and only those", async () => {
     const a = await startAndClaim(h.sql, { worker: "w-a" });
     const b = await startAndClaim(h.sql, { worker: "w-a" });
     const other = await startAndClaim(h.sql, { worker: "w-b" });
     await setNow(h.sql, at(20_000));
-    const rows = await h.sql`select * from aiki.heartbeat('w-a', 30000) order by run_id`;
+    const tokens = [a.lease_token, b.lease_token, other.lease_token];
+    const rows = await h.sql`select * from aiki.heartbeat('w-a', 30000, ${tokens}::uuid[]) order by run_id`;
     assert.deepEqual(rows.map((r) => r.run_id), [a.id, b.id].sort());
     for (const r of rows) {
       assert.equal(ms(r.lease_expires_at), Date.parse(at(50_000)));
@@ -348,8 +419,37 @@ describe("heartbeat", () => {
   it("does not revive an expired lease", async () => {
     const run = await startAndClaim(h.sql, { worker: "w-a" });
     await setNow(h.sql, at(30_000));
-    assert.equal((await h.sql`select * from aiki.heartbeat('w-a')`).length, 0);
+    assert.equal((await h.sql`select * from aiki.heartbeat('w-a', 30000, ${[run.lease_token]}::uuid[])`).length, 0);
     await expectSqlState(completeStep(h.sql, run, "x#1", "x", 1), "AK001", /expired/);
+  });
+
+  it("renews no lease of another worker: naming its id without its tokens, or presenting them under another id", async () => {
+    const theirs = await startAndClaim(h.sql, { worker: "w-b" });
+    await setNow(h.sql, at(20_000));
+    assert.deepEqual([...(await h.sql`select * from aiki.heartbeat('w-b', 86400000)`)], []);
+    assert.deepEqual([...(await h.sql`select * from aiki.heartbeat('w-a', 86400000, ${[theirs.lease_token]}::uuid[])`)], []);
+    assert.equal(ms((await runRow(h.sql, theirs.id)).lease_expires_at), Date.parse(at(30_000)));
+  });
+
+  it("without tokens renews nothing, and records the worker as alive", async () => {
+    const run = await startAndClaim(h.sql, { worker: "w-a" });
+    await setNow(h.sql, at(1000));
+    assert.equal((await h.sql`select * from aiki.heartbeat('w-a', 30000, '{}')`).length, 0);
+    assert.equal(ms((await runRow(h.sql, run.id)).lease_expires_at), Date.parse(at(30_000)));
+    const [row] = await h.sql`select last_seen from aiki.workers where id = 'w-a'`;
+    assert.equal(ms(row!.last_seen), Date.parse(at(1000)));
+  });
+
+  it("a new worker's first heartbeat forgets workers not seen for a day; others stay", async () => {
+    for (const id of ["old-1", "old-2", "recent"]) await h.sql`select * from aiki.heartbeat(${id})`;
+    await setNow(h.sql, at(3_600_000));
+    await h.sql`select * from aiki.heartbeat('recent')`;
+    await setNow(h.sql, at(86_400_001));
+    await h.sql`select * from aiki.heartbeat('recent')`;
+    const kept = async () => (await h.sql`select id from aiki.workers order by id`).map((r) => r.id);
+    assert.deepEqual(await kept(), ["old-1", "old-2", "recent"], "a known worker's beat prunes nothing");
+    await h.sql`select * from aiki.heartbeat('newcomer')`;
+    assert.deepEqual(await kept(), ["newcomer", "recent"]);
   });
 
   it("records the worker as alive", async () => {

@@ -151,6 +151,26 @@ describe("start_workflow vs start_workflow", () => {
   });
 });
 
+describe("start_workflow vs start_workflow under REPEATABLE READ", () => {
+  // The documented contract (docs/sql-api.md, start_workflow): a snapshot taken before the first
+  // start committed cannot see its run, so Postgres refuses the second with 40001; retried in a
+  // new transaction, the start returns the first's run.
+  const start = (s: Sql) => s`select * from aiki.start_workflow('order', '1', '1', 'rr-key')`;
+  const repeatableRead = (s: Sql) => s.begin("isolation level repeatable read", (tx) => start(tx as unknown as Sql));
+
+  it("the same idempotency key: the second gets 40001 (serialization failure), and its retry returns the first's run", async () => {
+    let first!: { run_id: string; created: boolean };
+    const second = await race(async (tx) => {
+      [first] = (await start(tx)) as any;
+    }, repeatableRead);
+    await expectSqlState(Promise.reject(second.error), "40001");
+    const [retried] = (await repeatableRead(b)) as any;
+    assert.deepEqual(retried, { run_id: first.run_id, created: false });
+    const [row] = await h.sql`select count(*)::int as n from aiki.runs`;
+    assert.equal(row!.n, 1);
+  });
+});
+
 describe("send_event vs send_event", () => {
   it("the same idempotency key from two sessions stores one event; both get its id", async () => {
     const run = await startAndClaim(h.sql);

@@ -128,4 +128,40 @@ describe("send_event", () => {
     await expectRejected(h.sql, () => sendEvent(h.sql, run.id, "late"), "AK005",
       /^run .* is completed and takes no more events$/);
   });
+
+  it("live events go to open waits of one name in wait creation order, not step key text order", async () => {
+    const run = await startAndClaim(h.sql);
+    const keys = Array.from({ length: 12 }, (_, i) => `vote#${i + 1}`);
+    await suspend(h.sql, run, keys.map((key) => event("vote", key)));
+    for (let i = 1; i <= 12; i++) await sendEvent(h.sql, run.id, "vote", i);
+    for (const [i, key] of keys.entries()) {
+      assert.deepEqual((await step(h.sql, run.id, key))!.output, { data: i + 1 }, `${key} takes event ${i + 1}`);
+    }
+  });
+
+  it("a wait created by a later suspend is served after the older ones, even at the same clock time", async () => {
+    const run = await startAndClaim(h.sql);
+    await suspend(h.sql, run, [event("vote", "vote#9"), event("other", "other#1")]);
+    await sendEvent(h.sql, run.id, "other");
+    const again = await claimOne(h.sql, { expect: run.id });
+    await suspend(h.sql, again, [event("vote", "vote#10")]);
+    await sendEvent(h.sql, run.id, "vote", "first");
+    assert.equal((await step(h.sql, run.id, "vote#9"))!.status, "completed");
+    assert.equal((await step(h.sql, run.id, "vote#10"))!.status, "waiting");
+  });
+
+  it("a full inbox (10,000 events no wait took) refuses another with AK009 and writes nothing; a wait still takes one", async () => {
+    const run = await startRun(h.sql);
+    // 9,999 buffered events inserted directly (fast), then the 10,000th through send_event.
+    await h.sql`
+      insert into aiki.events (run_id, name, data, created_at)
+      select ${run}::uuid, 'tick', to_jsonb(i), aiki.now() from generate_series(1, 9999) i`;
+    await sendEvent(h.sql, run, "tick", 10000);
+    await expectRejected(h.sql, () => sendEvent(h.sql, run, "tick", 10001), "AK009",
+      /^inbox of run .* is full: 10000 events wait for a wait to take them$/);
+    const claimed = await claimOne(h.sql, { expect: run });
+    const r = await suspend(h.sql, claimed, [event("tick")]);
+    assert.deepEqual(r.resolved[0].output, { data: 1 });
+    await sendEvent(h.sql, run, "tick", 10001);
+  });
 });

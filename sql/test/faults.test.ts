@@ -16,31 +16,31 @@ after(() => h.close());
 beforeEach(() => reset(h.sql));
 
 describe("heartbeat", () => {
-  it("locks a worker's runs in id order, the order record locks them in (no deadlock with a group commit)", async () => {
-    // A is older (smaller UUIDv7) but leased second: in scan order, the heartbeat reaches B first.
-    const a = await startRun(h.sql);
-    const b = await startRun(h.sql, { priority: 1 });
-    await claimOne(h.sql, { worker: "w", expect: b });
-    await setNow(h.sql, at(1000));
-    await claimOne(h.sql, { worker: "w", expect: a });
-
-    // A group commit of w holds B, as aiki.record does after locking A... (here: B only).
-    const writer = await h.session();
-    const heartbeat = await h.session();
-    const heartbeatPid = await backendPid(heartbeat);
-    await writer`begin`;
-    await writer`select 1 from aiki.runs where id = ${b}::uuid for update`;
-    const beat = inFlight(heartbeat`select * from aiki.heartbeat('w', 30000)`);
-    await waitUntilBlocked(h.sql, heartbeatPid);
-    // ...so the waiting heartbeat must already hold A: taking A in scan order after B is the
-    // other half of the deadlock.
-    await expectSqlState(h.sql`select 1 from aiki.runs where id = ${a}::uuid for update nowait`, "55P03");
-    await writer`commit`;
-    const { value, error } = await beat.promise;
-    assert.equal(error, undefined);
-    assert.deepEqual((value as unknown as { run_id: string }[]).map((r) => r.run_id).sort(), [a, b].sort());
-    await writer.end();
-    await heartbeat.end();
+  it("renews every lease it can without waiting for a row another transaction holds; the held one comes back unrenewed", async () => {
+    // Three leases of w; another transaction (a group commit, a cancel) holds B's row.
+    const a = await startAndClaim(h.sql, { worker: "w" });
+    const b = await startAndClaim(h.sql, { worker: "w" });
+    const c = await startAndClaim(h.sql, { worker: "w" });
+    await setNow(h.sql, at(10_000));
+    const holder = await h.session();
+    await holder`begin`;
+    await holder`select 1 from aiki.runs where id = ${b.id}::uuid for update`;
+    // The heartbeat must not wait: lock_timeout turns a wait into 55P03 instead of a hang.
+    const rows = await h.sql.begin(async (tx) => {
+      await tx`set local lock_timeout = '2s'`;
+      return tx<{ run_id: string; lease_token: string; lease_expires_at: Date }[]>`
+        select * from aiki.heartbeat('w', 30000, ${[a.lease_token, b.lease_token, c.lease_token]}::uuid[])`;
+    });
+    await holder`commit`;
+    await holder.end();
+    const byRun = new Map(rows.map((r) => [r.run_id, r]));
+    assert.deepEqual([...byRun.keys()].sort(), [a.id, b.id, c.id].sort(), "a skipped lease that is still valid is not reported lost");
+    assert.equal(byRun.get(a.id)!.lease_expires_at.toISOString(), at(40_000));
+    assert.equal(byRun.get(c.id)!.lease_expires_at.toISOString(), at(40_000));
+    assert.equal(byRun.get(b.id)!.lease_expires_at.toISOString(), at(30_000), "the skipped lease keeps its expiry");
+    assert.equal(byRun.get(b.id)!.lease_token, b.lease_token);
+    const [row] = await h.sql`select lease_expires_at from aiki.runs where id = ${b.id}::uuid`;
+    assert.equal(row!.lease_expires_at.toISOString(), at(30_000));
   });
 
   it("renews only the leases it is given, when given tokens", async () => {

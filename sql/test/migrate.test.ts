@@ -7,13 +7,15 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import postgres, { type Sql } from "postgres";
 import { bundle } from "../../sdk/db/bundle.js";
 import { migrate } from "../../sdk/db/migrate.js";
-import { migrations } from "../../sdk/db/sources.js";
+import { migrations, readSqlFolder } from "../../sdk/db/sources.js";
 import { startEmbeddedPostgres } from "../../sdk/db/embedded.js";
 import { quiet, testDatabase, withDatabase, type TestDatabase } from "../../sdk/testing/database.js";
 import { schemaSnapshot } from "../../sdk/testing/schema.js";
@@ -228,5 +230,32 @@ describe("migrate", () => {
       committedSnapshot(),
       "the schema differs from sql/schema.snapshot.sql: review the change, then run `npm run schema:update`",
     );
+  });
+});
+
+describe("sources", () => {
+  const folder = (files: Record<string, string>) => {
+    const dir = mkdtempSync(join(tmpdir(), "aiki-sources-"));
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+    return dir;
+  };
+
+  it("reads NNNN_name.sql files in name order and ignores files that are not .sql", () => {
+    const dir = folder({ "10_b.sql": "b", "0002_a.sql": "a", "README.md": "x" });
+    try {
+      assert.deepEqual(readSqlFolder(dir), [{ name: "0002_a", text: "a" }, { name: "10_b", text: "b" }]);
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it("fails loudly on a .sql file it does not know, instead of skipping it", () => {
+    const dir = folder({ "0001_init.sql": "x", "0002-Oops.sql": "y", "extra.sql": "z" });
+    try {
+      assert.throws(() => readSqlFolder(dir), /0002-Oops\.sql, extra\.sql are not named like an engine source/);
+      assert.equal(readSqlFolder(dir, ["0002-Oops.sql", "extra.sql"]).length, 1, "named exceptions are skipped");
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
   });
 });

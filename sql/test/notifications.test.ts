@@ -139,6 +139,34 @@ describe("aiki_wake", () => {
     assert.deepEqual(await wake.drain(), []);
   });
 
+  it("pausing a running keyed or queue-limited run frees its slot and notifies its queue", async () => {
+    const keyed = await startAndClaim(h.sql, { queue: "keyed", concurrencyKey: "customer-1" });
+    await startRun(h.sql, { queue: "keyed", concurrencyKey: "customer-1" });
+    await wake.drain();
+    await h.sql`select aiki.pause(${keyed.id}::uuid)`;
+    assert.deepEqual(await wake.drain(), ["keyed"], "the run waiting for the key is claimable now");
+
+    await h.sql`select aiki.set_queue('limited', 1)`;
+    const limited = await startAndClaim(h.sql, { queue: "limited" });
+    await wake.drain();
+    await h.sql`select aiki.pause(${limited.id}::uuid)`;
+    assert.deepEqual(await wake.drain(), ["limited"]);
+  });
+
+  it("cancelling a parent frees the slots of its running keyed or queue-limited descendants and notifies their queues", async () => {
+    await h.sql`select aiki.set_queue('limited', 1)`;
+    const parent = await startAndClaim(h.sql, { queue: "parents" });
+    const [keyedKid, limitedKid] = await startChildren(h.sql, parent, [
+      { key: "k#1", workflow: "kid", version: "1", queue: "keyed", concurrency_key: "customer-1" },
+      { key: "l#1", workflow: "kid", version: "1", queue: "limited" },
+    ]);
+    await claimOne(h.sql, { queues: ["keyed"], expect: keyedKid });
+    await claimOne(h.sql, { queues: ["limited"], expect: limitedKid });
+    await wake.drain();
+    await cancel(h.sql, parent.id);
+    assert.deepEqual((await wake.drain()).sort(), ["keyed", "limited"]);
+  });
+
   it("set_queue and resume_queue notify; pause_queue does not", async () => {
     await h.sql`select aiki.pause_queue('q')`;
     assert.deepEqual(await wake.drain(), []);

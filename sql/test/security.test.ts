@@ -57,6 +57,7 @@ describe("aiki_client", () => {
     await denied(as.client`select aiki.claim('intruder')`, /permission denied for function claim/);
     await denied(as.client`select * from aiki.heartbeat('intruder')`, /permission denied for function heartbeat/);
     await denied(as.client`select aiki.complete_run(${run.id}::uuid, ${run.lease_token}::uuid)`, /permission denied for function complete_run/);
+    await denied(as.client`select aiki.start_attempt(${run.id}::uuid, ${run.lease_token}::uuid, 't#1', 't', 1000)`, /permission denied for function start_attempt/);
     await denied(as.client`select aiki.complete_step(${run.id}::uuid, ${run.lease_token}::uuid, 'k', 'task', 'n', '1')`, /permission denied/);
     await denied(as.client`select aiki.suspend(${run.id}::uuid, ${run.lease_token}::uuid, '[]')`, /permission denied/);
     assert.equal((await runRow(h.sql, run.id)).status, "running");
@@ -86,6 +87,8 @@ describe("aiki_worker", () => {
     assert.equal(run.id, id);
     await as.worker`select * from aiki.heartbeat('w-sec')`;
     await as.worker`select aiki.complete_step(${id}::uuid, ${run.lease_token}::uuid, 'a#1', 'task', 'a', '1')`;
+    await as.worker`select aiki.start_attempt(${id}::uuid, ${run.lease_token}::uuid, 't#1', 't', 60000)`;
+    await as.worker`select aiki.record(${JSON.stringify([{ run_id: id, lease_token: run.lease_token, steps: [{ key: "t#1", kind: "task", name: "t", output: 2 }] }])}::text::jsonb)`;
     await as.worker`select aiki.start_child(${id}::uuid, ${run.lease_token}::uuid, 'c#1', 'kid', '1')`;
     await as.worker`select aiki.complete_run(${id}::uuid, ${run.lease_token}::uuid, '"ok"')`;
     assert.equal((await runRow(h.sql, id)).status, "completed");
@@ -144,7 +147,7 @@ describe("functions", () => {
       where n.nspname = 'aiki' and p.proname not like '\\_%'`;
     const names = new Set(rows.map((r) => r.proname));
     for (const expected of ["start_workflow", "get_run", "find_run", "list_runs", "cancel", "pause", "resume",
-      "claim", "heartbeat", "release", "complete_step", "fail_step", "complete_run", "fail_run", "suspend",
+      "claim", "heartbeat", "release", "complete_step", "start_attempt", "fail_step", "complete_run", "fail_run", "suspend",
       "sleep", "wait_event", "wait_child", "send_event", "start_children", "start_child", "set_queue",
       "pause_queue", "resume_queue", "purge_runs", "now"]) {
       assert.ok(names.has(expected), `aiki.${expected} exists`);

@@ -3,8 +3,8 @@
 import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  at, claim, claimOne, completeRun, completeStep, expectSqlState, failRun, failStep, getRun, harness,
-  ms, reset, runRow, setNow, startAndClaim, status, step, tableCounts, type Harness,
+  at, claim, claimOne, completeRun, completeStep, expectRejected, expectSqlState, failRun, failStep, getRun, harness,
+  jsonb, ms, reset, runRow, setNow, startAndClaim, startChildren, status, step, suspend, tableCounts, type Harness,
 } from "./support.js";
 
 let h: Harness;
@@ -68,6 +68,57 @@ describe("complete_step", () => {
     await failStep(h.sql, run, "charge#1", "charge", { message: "card declined" });
     await expectSqlState(completeStep(h.sql, run, "charge#1", "charge", "ok"), "AK005",
       /^step 'charge#1' of run .* already failed for good and cannot be completed$/);
+  });
+});
+
+describe("start_attempt", () => {
+  const start = (run: { id: string; lease_token: string }, deadlineMs: number, retry: unknown = null, details: unknown = null) =>
+    h.sql`select aiki.start_attempt(${run.id}::uuid, ${run.lease_token}::uuid, 'slow#1', 'slow', ${deadlineMs},
+                                    ${retry === null ? null : JSON.stringify(retry)}::text::jsonb, 1000,
+                                    ${details === null ? null : JSON.stringify(details)}::text::jsonb) as r`.then(([row]) => row!.r);
+
+  it("journals a started attempt with its deadline; a heartbeat pushes the deadline on and leaves its details", async () => {
+    const run = await startAndClaim(h.sql);
+    assert.deepEqual(await start(run, 5_000), { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:05+00:00", details: null });
+    await setNow(h.sql, at(4_000));
+    assert.deepEqual(await start(run, 5_000, null, { page: 7 }),
+      { status: "started", attempt: 1, deadline_at: "2030-01-01T00:00:09+00:00", details: { page: 7 } });
+    assert.deepEqual((await start(run, 5_000)).details, { page: 7 }, "a heartbeat without details keeps the last ones");
+    const s = (await step(h.sql, run.id, "slow#1"))!;
+    assert.deepEqual([s.status, s.attempts, s.wake_at], ["started", 0, "2030-01-01T00:00:09+00:00"]);
+  });
+
+  it("the next attempt starts with the last heartbeat's details", async () => {
+    const run = await startAndClaim(h.sql, { leaseMs: 60_000 });
+    const retry = { type: "fixed", maxAttempts: 2, baseDelayMs: 0 };
+    await start(run, 1_000, retry);
+    await start(run, 1_000, retry, { page: 3 });
+    await failStep(h.sql, run, "slow#1", "slow", { message: "crashed" }, { retry, inlineMaxMs: 1000 });
+    assert.deepEqual(await start(run, 1_000, retry), { status: "started", attempt: 2, deadline_at: "2030-01-01T00:00:01+00:00", details: { page: 3 } });
+  });
+
+  it("an attempt found past its deadline failed by timeout: counted as fail_step counts it, the policy decides", async () => {
+    const run = await startAndClaim(h.sql, { leaseMs: 60_000 });
+    await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 });
+    await setNow(h.sql, at(1_000));
+    const timedOut = await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 });
+    assert.equal(timedOut.status, "retrying");
+    assert.equal(timedOut.attempts, 1);
+    assert.equal(timedOut.timed_out, true);
+    assert.match(timedOut.error.message, /^task slow \(step slow#1\) timed out: attempt 1 passed its deadline 2030-01-01 00:00:01\+00$/);
+    // The retry starts; when it too runs out, the policy has no attempt left.
+    assert.equal((await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 })).attempt, 2);
+    await setNow(h.sql, at(5_000));
+    const last = await start(run, 1_000, { type: "fixed", maxAttempts: 2, baseDelayMs: 100 });
+    assert.deepEqual([last.status, last.attempts, last.error.name], ["failed", 2, "TaskTimeoutError"]);
+    assert.equal((await step(h.sql, run.id, "slow#1"))!.status, "failed");
+  });
+
+  it("a started attempt completes as a retried one does, counting it", async () => {
+    const run = await startAndClaim(h.sql);
+    await start(run, 5_000);
+    const s = await completeStep(h.sql, run, "slow#1", "slow", "done");
+    assert.deepEqual([s.status, s.attempts, s.output, s.wake_at], ["completed", 1, "done", null]);
   });
 });
 
@@ -177,9 +228,10 @@ describe("complete_run", () => {
     assert.deepEqual(done.output, { total: 3 });
     assert.equal(done.error, null);
     assert.equal(ms(done.finished_at), Date.parse(at(700)));
-    assert.equal(done.lease_token, null);
     assert.equal(done.available_at, null);
-    assert.equal((await runRow(h.sql, run.id)).lease_owner, null);
+    const row = await runRow(h.sql, run.id);
+    assert.equal(row.lease_owner, null);
+    assert.equal(row.lease_token, null);
   });
 
   it("a second complete_run with the same token is AK001: the run left running", async () => {
@@ -262,5 +314,71 @@ describe("fail_run", () => {
     await claimOne(h.sql, { worker: "w-b", expect: first.id });
     await expectSqlState(failRun(h.sql, first, { message: "late" }), "AK001", /claimed again by w-b/);
     assert.equal(await status(h.sql, first.id), "running");
+  });
+});
+
+describe("journal limits", () => {
+  const journal = async (id: string) => {
+    const row = await runRow(h.sql, id);
+    return [row.journal_steps, Number(row.journal_bytes)];
+  };
+  // JSONB sizes as the engine counts them. Values under 127 bytes may be counted with a 1-byte
+  // or a 4-byte header depending on where the engine read them, so record's are larger.
+  const size = async (value: unknown) =>
+    Number((await h.sql`select pg_column_size(${jsonb(h.sql, value)}) as n`)[0]!.n);
+  const [x, y] = ["x".repeat(200), "y".repeat(200)];
+
+  it("every journal write counts its steps and the bytes of its outputs and errors", async () => {
+    const run = await startAndClaim(h.sql, { retry: { type: "fixed", maxAttempts: 2, baseDelayMs: 0 } });
+    await completeStep(h.sql, run, "a#1", "a", { n: 1 });
+    await completeStep(h.sql, run, "a#1", "a", { n: 1 });
+    await failStep(h.sql, run, "b#1", "b", { message: "boom" });
+    await startChildren(h.sql, run, [{ key: "c#1", workflow: "kid", version: "1", queue: "kids" }, { key: "c#2", workflow: "kid", version: "1", queue: "kids" }]);
+    await h.sql`select aiki.record(${jsonb(h.sql, [{ run_id: run.id, lease_token: run.lease_token,
+      steps: [{ key: "v#1", kind: "value", name: "v", output: x }, { key: "v#2", kind: "value", name: "v", output: y }] }])})`;
+    const bytes = (await size({ n: 1 })) + (await size({ message: "boom" })) + (await size(x)) + (await size(y));
+    assert.deepEqual(await journal(run.id), [6, bytes], "a repeated complete_step counts once");
+    await suspend(h.sql, run, [{ key: "nap#1", kind: "sleep", name: "nap", duration_ms: 10 }]);
+    assert.deepEqual(await journal(run.id), [7, bytes]);
+    await setNow(h.sql, at(10));
+    const again = await claimOne(h.sql, { expect: run.id });
+    await failRun(h.sql, { id: run.id, lease_token: again.lease_token }, { message: "again" });
+    assert.deepEqual(await journal(run.id), [6, bytes], "fail_run forgets the failed step");
+  });
+
+  it("a write past 50,000 steps is AK008 and writes nothing", async () => {
+    const run = await startAndClaim(h.sql);
+    // 50,000 value steps through one record call of 5,000 writes of 10 steps: the journal at its
+    // step limit. (Fewer, larger writes make record's answer sort every write once per step.)
+    await h.sql`select aiki.record((
+      select jsonb_agg(jsonb_build_object(
+               'run_id', ${run.id}::uuid, 'lease_token', ${run.lease_token}::uuid,
+               'steps', (select jsonb_agg(jsonb_build_object('key', 'v#' || w || '.' || i, 'kind', 'value', 'name', 'v', 'output', i))
+                           from generate_series(1, 10) i)))
+        from generate_series(1, 5000) w))`;
+    assert.equal((await journal(run.id))[0], 50000);
+    const full = /^journal of run .* is full: 1 more step\(s\) and \d+ bytes would make it 50001 steps and \d+ bytes, over the limit of 50000 steps and 67108864 bytes$/;
+    await expectRejected(h.sql, () => completeStep(h.sql, run, "one-more#1", "x", 1), "AK008", full);
+    await expectRejected(h.sql, () => suspend(h.sql, run, [{ key: "nap#1", kind: "sleep", name: "nap", duration_ms: 1 }]), "AK008", full);
+    await expectRejected(h.sql, () => startChildren(h.sql, run, [{ key: "c#1", workflow: "kid", version: "1" }]), "AK008", full);
+    // record answers per write: that write is refused with AK008, nothing of it written.
+    const before = await tableCounts(h.sql);
+    const [answer] = await h.sql`select aiki.record(${jsonb(h.sql, [{ run_id: run.id, lease_token: run.lease_token,
+      steps: [{ key: "r#1", kind: "value", name: "r", output: 1 }] }])}) -> 0 as a`;
+    assert.equal(answer!.a.sqlstate, "AK008");
+    assert.match(answer!.a.message, full);
+    assert.deepEqual(await tableCounts(h.sql), before);
+    await expectRejected(h.sql, () => failStep(h.sql, run, "f#1", "f", { message: "x" }), "AK008", full);
+    await completeRun(h.sql, run);
+  });
+
+  it("a write past 64 MiB of outputs and errors is AK008 and writes nothing", async () => {
+    const run = await startAndClaim(h.sql);
+    const mb = "x".repeat(1_000_000);
+    for (let i = 1; i <= 67; i++) await completeStep(h.sql, run, `big#${i}`, "big", mb);
+    assert.ok((await journal(run.id))[1]! > 67_000_000);
+    await expectRejected(h.sql, () => completeStep(h.sql, run, "big#68", "big", mb), "AK008",
+      /^journal of run .* is full: 1 more step\(s\) and \d+ bytes would make it 68 steps and \d+ bytes, over the limit/);
+    await completeStep(h.sql, run, "small#1", "small", "fits");
   });
 });

@@ -7,7 +7,7 @@
 import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  expectRejected, harness, jsonb, reset, startAndClaim, startRun, type Harness, type Sql,
+  expectRejected, harness, jsonb, reset, startAndClaim, startRun, tableCounts, type Harness, type Sql,
 } from "./support.js";
 
 interface World {
@@ -87,6 +87,8 @@ cases("start_workflow", [
   { name: "run timeout over 100 years", code: "AK003", message: /^invalid run timeout 4000000000000 ms$/, act: (w) => start(w, { timeoutMs: 4e12 }) },
   { name: "start time and delay together", code: "AK003", message: /^give either a start time or a delay, not both$/, act: (w) => start(w, { startAt: "2030-01-02T00:00:00Z", delayMs: 10 }) },
   { name: "start time infinity", code: "AK003", message: /^invalid start time infinity$/, act: (w) => start(w, { startAt: "infinity" }) },
+  { name: "start time in year 294276 (the last year timestamptz holds)", code: "AK003", message: /^invalid start time 294276-/, act: (w) => start(w, { startAt: "294276-06-01 00:00:00+00" }) },
+  { name: "start time 101 years ahead, with a timeout", code: "AK003", message: /^invalid start time 2131-/, act: (w) => start(w, { startAt: "2131-01-01 00:00:00+00", timeoutMs: 1000 }) },
   { name: "priority above 1000000", code: "AK003", message: /^invalid priority 1000001$/, act: (w) => start(w, { priority: 1_000_001 }) },
   { name: "null priority", code: "AK003", message: /^invalid priority null$/, act: (w) => start(w, { priority: null }) },
   { name: "retry policy that is not an object", code: "AK003", message: /^invalid retry policy: expected a JSON object$/, act: (w) => start(w, { retry: [3] }) },
@@ -118,6 +120,9 @@ cases("claim", [
   { name: "no queues", code: "AK003", message: /^claim needs at least one queue$/, act: (w) => claim(w, { queues: [] }) },
   { name: "null queues", code: "AK003", message: /^claim needs at least one queue$/, act: (w) => claim(w, { queues: null }) },
   { name: "empty worker id", code: "AK003", message: /^invalid worker id ''$/, act: (w) => claim(w, { worker: "" }) },
+  { name: "a null queue ('{NULL}')", code: "AK003", message: /^invalid queue name null$/, act: (w) => claim(w, { queues: [null] }) },
+  { name: "an invalid queue name after a good one", code: "AK003", message: /^invalid queue name 'my queue'$/, act: (w) => claim(w, { queues: ["default", "my queue"] }) },
+  { name: "a null workflow in the workflow list", code: "AK003", message: /^invalid workflow null in the claim's workflow list$/, act: (w) => w.sql`select aiki.claim('w', '{NULL}', '{default}')` },
 ]);
 
 cases("heartbeat", [
@@ -126,6 +131,7 @@ cases("heartbeat", [
 ]);
 
 cases("release", [
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.release(null, ${w.token}::uuid)` },
   { name: "stale lease token", code: "AK001", message: /^lease lost: run .* was claimed again by worker-1$/, act: (w) => w.sql`select aiki.release(${w.run}::uuid, ${nobody}::uuid)` },
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select aiki.release(${nobody}::uuid, ${w.token}::uuid)` },
 ]);
@@ -146,6 +152,7 @@ cases("complete_step", [
   { name: "step name with a space", code: "AK003", message: /^invalid step name 'pay now'$/, act: (w) => completeStep(w, { name: "pay now" }) },
   { name: "output over 1 MiB", code: "AK007", message: /^step output is \d+ bytes, over the limit of 1048576 bytes$/, act: (w) => completeStep(w, { output: big }) },
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => completeStep(w, { run: nobody }) },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => completeStep(w, { run: null }) },
   { name: "stale lease token", code: "AK001", message: /^lease lost: run .* was claimed again by worker-1$/, act: (w) => completeStep(w, { token: nobody }) },
   { name: "a recorded task key now asked as a value", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls value 'done'$/, act: (w) => completeStep(w, { key: "done#1", kind: "value", name: "done" }) },
   { name: "a recorded key now asked with another name", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls task 'charge'$/, act: (w) => completeStep(w, { key: "done#1", name: "charge" }) },
@@ -187,6 +194,9 @@ cases("suspend", [
   { name: "a valid wait after a bad one writes nothing either", code: "AK003", message: /^invalid wait kind 'nap'$/, act: (w) => suspend(w, [{ key: "ok#1", kind: "sleep", name: "ok", duration_ms: 10 }, { key: "a#1", kind: "nap", name: "a" }]) },
   { name: "a sleep on a key the journal holds as a task", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls sleep 'done'$/, act: (w) => suspend(w, [{ key: "done#1", kind: "sleep", name: "done", duration_ms: 10 }]) },
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.suspend(${nobody}::uuid, ${w.token}::uuid, '[{"key":"a#1","kind":"sleep","name":"a","duration_ms":1}]')` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.suspend(null, ${w.token}::uuid, '[{"key":"a#1","kind":"sleep","name":"a","duration_ms":1}]')` },
+  { name: "two waits with one key", code: "AK003", message: /^duplicate step key 'a#1' in one suspend call$/, act: (w) => suspend(w, [{ key: "a#1", kind: "sleep", name: "a", duration_ms: 10 }, { key: "a#1", kind: "sleep", name: "a", duration_ms: 20 }]) },
+  { name: "two event waits with one key", code: "AK003", message: /^duplicate step key 'e#1' in one suspend call$/, act: (w) => suspend(w, [{ key: "e#1", kind: "event", name: "buffered" }, { key: "e#1", kind: "event", name: "buffered" }]) },
 ]);
 
 cases("sleep", [
@@ -208,6 +218,7 @@ cases("complete_run", [
   { name: "output over 1 MiB", code: "AK007", message: /^workflow output is \d+ bytes/, act: (w) => w.sql`select aiki.complete_run(${w.run}::uuid, ${w.token}::uuid, ${jsonb(w.sql, big)})` },
   { name: "stale lease token", code: "AK001", message: /^lease lost: run .* was claimed again by worker-1$/, act: (w) => w.sql`select aiki.complete_run(${w.run}::uuid, ${nobody}::uuid)` },
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.complete_run(${nobody}::uuid, ${w.token}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.complete_run(null, ${w.token}::uuid)` },
 ]);
 
 cases("fail_run", [
@@ -222,6 +233,7 @@ const send = (w: World, args: Record<string, unknown>) => {
 
 cases("send_event", [
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => send(w, { run: nobody }) },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => send(w, { run: null }) },
   { name: "empty event name", code: "AK003", message: /^invalid event name ''$/, act: (w) => send(w, { event: "" }) },
   { name: "event name with a quote", code: "AK003", message: /^invalid event name 'it''s'$/, act: (w) => send(w, { event: "it's" }) },
   { name: "data over 1 MiB", code: "AK007", message: /^event data is \d+ bytes/, act: (w) => send(w, { data: big }) },
@@ -243,6 +255,7 @@ cases("start_children", [
   { name: "a child with a negative timeout", code: "AK003", message: /^invalid run timeout -1 ms$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1", timeout_ms: -1 }]) },
   { name: "a child input over 1 MiB", code: "AK007", message: /^workflow input is \d+ bytes/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1", input: big }]) },
   { name: "a good child before a bad one writes nothing either", code: "AK003", message: /^invalid workflow name ''$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1" }, { key: "c#2", workflow: "", version: "1" }]) },
+  { name: "two children with one key", code: "AK003", message: /^duplicate step key 'c#1' in one start_children call$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1" }, { key: "c#1", workflow: "kid", version: "1" }]) },
   { name: "a key the journal holds as a task", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls child 'kid'$/, act: (w) => children(w, [{ key: "done#1", workflow: "kid", version: "1" }]) },
 ]);
 
@@ -251,8 +264,80 @@ cases("start_child", [
   { name: "stale lease token", code: "AK001", message: /^lease lost/, act: (w) => w.sql`select aiki.start_child(${w.run}::uuid, ${nobody}::uuid, 'c#1', 'kid', '1')` },
 ]);
 
+const startAttempt = (w: World, args: Record<string, unknown>) => {
+  const a: Record<string, any> = { run: w.run, token: w.token, key: "slow#1", name: "slow", deadlineMs: 1000, inlineMs: 0, ...args };
+  return w.sql`select aiki.start_attempt(${a.run as string}::uuid, ${a.token as string}::uuid, ${a.key as string}::text,
+                                         ${a.name as string}::text, ${a.deadlineMs as number}::bigint, null, ${a.inlineMs as number}::bigint)`;
+};
+
+cases("start_attempt", [
+  { name: "a negative deadline", code: "AK003", message: /^invalid attempt deadline -1 ms$/, act: (w) => startAttempt(w, { deadlineMs: -1 }) },
+  { name: "a null deadline", code: "AK003", message: /^invalid attempt deadline null ms$/, act: (w) => startAttempt(w, { deadlineMs: null }) },
+  { name: "an empty step key", code: "AK003", message: /^invalid step key ''$/, act: (w) => startAttempt(w, { key: "" }) },
+  { name: "a step name with a space", code: "AK003", message: /^invalid step name 'a b'$/, act: (w) => startAttempt(w, { name: "a b" }) },
+  { name: "a negative inline retry limit", code: "AK003", message: /^invalid inline retry limit -1 ms$/, act: (w) => startAttempt(w, { inlineMs: -1 }) },
+  { name: "a stale lease token", code: "AK001", message: /^lease lost/, act: (w) => startAttempt(w, { token: nobody }) },
+  { name: "a completed step", code: "AK005", message: /^step 'done#1' of run .* already completed and cannot start another attempt$/, act: (w) => startAttempt(w, { key: "done#1", name: "done" }) },
+  { name: "a recorded key asked with another name", code: "AK006", message: /^non-determinism at step 'done#1'/, act: (w) => startAttempt(w, { key: "done#1", name: "other" }) },
+]);
+
+// record answers per write instead of raising: each case is a batch, and every write of it must
+// be answered with its error while nothing is written.
+interface RecordCase {
+  name: string;
+  writes(w: World): unknown[];
+  answers: { status: string; sqlstate?: string; message: RegExp }[];
+}
+
+function recordCases(list: RecordCase[]) {
+  describe("record", () => {
+    for (const c of list) {
+      it(`${c.name} → ${c.answers.map((a) => a.sqlstate ?? a.status).join(", ")}`, async () => {
+        const before = await tableCounts(h.sql);
+        const [row] = await h.sql`select aiki.record(${jsonb(h.sql, c.writes(w))}) as r`;
+        const answers = row!.r as { status: string; sqlstate?: string; message: string }[];
+        assert.equal(answers.length, c.answers.length);
+        for (const [i, expected] of c.answers.entries()) {
+          assert.equal(answers[i]!.status, expected.status, JSON.stringify(answers[i]));
+          assert.equal(answers[i]!.sqlstate, expected.sqlstate, JSON.stringify(answers[i]));
+          assert.match(answers[i]!.message, expected.message);
+        }
+        assert.deepEqual(await tableCounts(h.sql), before, "a refused write must write nothing");
+      });
+    }
+  });
+}
+
+const write = (w: World, fields: Record<string, unknown> = {}) =>
+  ({ run_id: w.run, lease_token: w.token, steps: [{ key: "pay#1", kind: "task", name: "pay", output: 1 }], ...fields });
+const invalid = (message: RegExp, sqlstate = "AK003") => ({ status: "error", sqlstate, message });
+
+recordCases([
+  { name: "a run id that is not a UUID", writes: (w) => [write(w, { run_id: "run-1" })], answers: [invalid(/^invalid run id "run-1": expected a UUID$/)] },
+  { name: "a null run id", writes: (w) => [write(w, { run_id: null })], answers: [invalid(/^invalid run id null: expected a UUID$/)] },
+  { name: "a lease token that is not a UUID", writes: (w) => [write(w, { lease_token: 7 })], answers: [invalid(/^invalid lease token 7 of run [0-9a-f-]{36}: expected a UUID$/)] },
+  { name: "a write that is not an object", writes: () => ["x"], answers: [invalid(/^invalid write "x": expected a JSON object$/)] },
+  { name: "steps as an object", writes: (w) => [write(w, { steps: {} })], answers: [invalid(/^invalid steps of run [0-9a-f-]{36}: expected a JSON array$/)] },
+  { name: "complete as the string \"true\"", writes: (w) => [write(w, { complete: "true" })], answers: [invalid(/^invalid complete "true" of run [0-9a-f-]{36}: expected true or false$/)] },
+  { name: "the same run completed twice in one batch", writes: (w) => [write(w, { complete: true, output: 1 }), write(w, { steps: [], complete: true, output: 2 })],
+    answers: [invalid(/^run [0-9a-f-]{36} is completed by more than one write of one record call$/), invalid(/completed by more than one write/)] },
+  { name: "a step that is not an object", writes: (w) => [write(w, { steps: [1] })], answers: [invalid(/^invalid step 1 of run [0-9a-f-]{36}: expected a JSON object$/)] },
+  { name: "step kind sleep", writes: (w) => [write(w, { steps: [{ key: "s#1", kind: "sleep", name: "s" }] })], answers: [invalid(/^invalid step kind 'sleep' for record$/)] },
+  { name: "an empty step key", writes: (w) => [write(w, { steps: [{ key: "", kind: "task", name: "s" }] })], answers: [invalid(/^invalid step key ''$/)] },
+  { name: "a step key that is a number", writes: (w) => [write(w, { steps: [{ key: 1, kind: "task", name: "s" }] })], answers: [invalid(/^invalid step key '1'$/)] },
+  { name: "a step name with a space", writes: (w) => [write(w, { steps: [{ key: "a#1", kind: "task", name: "a b" }] })], answers: [invalid(/^invalid step name 'a b'$/)] },
+  { name: "a step output over 1 MiB", writes: (w) => [write(w, { steps: [{ key: "a#1", kind: "task", name: "a", output: big }] })], answers: [invalid(/^step output is \d+ bytes, over the limit of 1048576 bytes$/, "AK007")] },
+  { name: "a workflow output over 1 MiB", writes: (w) => [write(w, { complete: true, output: big })], answers: [invalid(/^workflow output is \d+ bytes, over the limit of 1048576 bytes$/, "AK007")] },
+  { name: "a stale lease token", writes: (w) => [write(w, { lease_token: nobody })], answers: [{ status: "lease_lost", message: /^lease lost: run [0-9a-f-]{36} was claimed again by worker-1$/ }] },
+  { name: "a run that is not running", writes: (w) => [write(w, { run_id: w.other })], answers: [{ status: "lease_lost", message: /^lease lost: run [0-9a-f-]{36} is pending$/ }] },
+  { name: "an unknown run", writes: (w) => [write(w, { run_id: nobody })], answers: [invalid(/^run 00000000-0000-4000-8000-000000000000 not found$/, "AK002")] },
+  { name: "a recorded key asked with another name", writes: (w) => [write(w, { steps: [{ key: "done#1", kind: "task", name: "charge" }] })], answers: [invalid(/^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls task 'charge'$/, "AK006")] },
+  { name: "a good write's steps with a bad one's", writes: (w) => [write(w, { steps: [{ key: "a#1", kind: "task", name: "a" }, { key: "b#1", kind: "wait", name: "b" }] })], answers: [invalid(/^invalid step kind 'wait' for record$/)] },
+]);
+
 cases("get_run", [
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select aiki.get_run(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.get_run(null)` },
 ]);
 
 cases("find_run", [
@@ -263,18 +348,22 @@ cases("find_run", [
 cases("list_runs", [
   { name: "limit 0", code: "AK003", message: /^invalid limit 0$/, act: (w) => w.sql`select * from aiki.list_runs(p_limit => 0)` },
   { name: "limit 10001", code: "AK003", message: /^invalid limit 10001$/, act: (w) => w.sql`select * from aiki.list_runs(p_limit => 10001)` },
+  { name: "a page after an unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select * from aiki.list_runs(p_before_id => ${nobody}::uuid)` },
 ]);
 
 cases("cancel", [
   { name: "unknown run", code: "AK002", message: /^run 00000000-0000-4000-8000-000000000000 not found$/, act: (w) => w.sql`select aiki.cancel(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.cancel(null)` },
 ]);
 
 cases("pause", [
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.pause(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.pause(null)` },
 ]);
 
 cases("resume", [
   { name: "unknown run", code: "AK002", message: /not found/, act: (w) => w.sql`select aiki.resume(${nobody}::uuid)` },
+  { name: "null run id", code: "AK003", message: /^run id is required$/, act: (w) => w.sql`select aiki.resume(null)` },
   { name: "a run that is not paused", code: "AK005", message: /^run .* is running, not paused; only a paused run can be resumed$/, act: (w) => w.sql`select aiki.resume(${w.run}::uuid)` },
 ]);
 

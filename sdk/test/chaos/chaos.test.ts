@@ -1,10 +1,12 @@
 // Fault injection: thousands of runs of a mixed workload (tasks, retries, sleeps, events with and
-// without timeouts, children and fan-in) executed by several worker processes while workers are
+// without timeouts, children and fan-in, plus poisoned runs whose task returns a string Postgres
+// cannot store and hung runs whose task never settles past its timeout) executed by several worker processes while workers are
 // SIGKILLed, frozen past their leases, Postgres is stopped (fast and immediate) and restarted,
 // every connection is terminated and the LISTEN connections are dropped. Then, the guarantees of
 // DESIGN.md are checked against the database and the evidence the processes logged:
 //
-//   no run lost         every run completed with the output its input determines
+//   no run lost         every run completed with the output its input determines; each poisoned
+//                       or hung run failed with its real error
 //   steps exactly once  one journal row per key, outputs as expected, never rewritten (snapshots)
 //   side effects        at-least-once: every task's counter >= 1; each extra execution overlapped
 //                       a fault and no execution started after the step was recorded
@@ -35,7 +37,7 @@ import { migrate } from "../../db/migrate.js";
 import { testDatabase, withDatabase, type TestDatabase } from "../../testing/database.js";
 import { startRestartableServer, type RestartableServer } from "./server.js";
 import {
-  CHILDREN, definitions, expectedOutput, expectedTaskOutputs, kindOf, needsEvent, workflowName,
+  CHILDREN, definitions, expectedError, expectedOutput, expectedTaskOutputs, kindOf, needsEvent, workflowName,
 } from "./workload.js";
 
 const long = process.env.AIKI_CHAOS === "long";
@@ -481,8 +483,12 @@ describe("chaos", () => {
     const steps = await ctl<{ run_id: string; step_key: string; kind: string; status: string; output: unknown }[]>`
       select run_id, step_key, kind::text, status::text, output from aiki.steps`;
     const outputOf = new Map(steps.map((s) => [`${s.run_id} ${s.step_key}`, s.output]));
-    const lost = runs.filter((r) => r.status !== "completed" ||
-      !isDeepStrictEqual(r.output, expectedOutput(r.workflow, r.input, (key) => outputOf.get(`${r.id} ${key}`))));
+    // The poisoned and hung runs must fail, with their real errors; every other run must complete.
+    const failing = runs.filter((r) => expectedError(r.workflow));
+    const failedAsExpected = failing.filter((r) => r.status === "failed" &&
+      expectedError(r.workflow)!.test((r.error as { message?: string } | null)?.message ?? ""));
+    const lost = runs.filter((r) => !expectedError(r.workflow) && (r.status !== "completed" ||
+      !isDeepStrictEqual(r.output, expectedOutput(r.workflow, r.input, (key) => outputOf.get(`${r.id} ${key}`)))));
     const [{ duplicates }] = await ctl<{ duplicates: number }[]>`
       select count(*)::int as duplicates from (
         select 1 from aiki.steps group by run_id, step_key having count(*) > 1) d` as unknown as [{ duplicates: number }];
@@ -504,7 +510,7 @@ describe("chaos", () => {
         }
       }
       for (const s of journal) {
-        if (s.status === "failed") wrongSteps.push(`${r.workflow} ${r.id} ${s.step_key} failed for good`);
+        if (s.status === "failed" && !expectedError(r.workflow)) wrongSteps.push(`${r.workflow} ${r.id} ${s.step_key} failed for good`);
       }
     }
 
@@ -595,6 +601,7 @@ describe("chaos", () => {
         (outcome.restartsSkipped ? " (restarts skipped: DATABASE_URL)" : ""),
       `worker processes: ${fleet.procs.filter((p) => p.slot >= 0).length} incarnations`,
       `runs lost: ${lost.length}`,
+      `poisoned and hung runs failed with their real errors: ${failedAsExpected.length} of ${failing.length}`,
       `duplicate step records: ${duplicates + outcome.rewrittenSteps.length} (rows per key > 1: ${duplicates}, ` +
         `rewritten across ${outcome.snapshotsTaken} snapshots: ${outcome.rewrittenSteps.length}); wrong or failed steps: ${wrongSteps.length}`,
       `tasks re-executed: ${reexecuted} (${[...reexecutedBy].map(([k, n]) => `${k} ${n}`).join(", ") || "none"}; unexplained ${unexplained.length})`,
@@ -612,6 +619,9 @@ describe("chaos", () => {
     assert.equal(topLevel.length, config.runs, "every planned run was started");
     assert.equal(children.length, parents * CHILDREN, "every parent started its children once");
     assert.deepEqual(lost.slice(0, 10).map((r) => `${r.workflow} ${r.id} ${r.status} ${JSON.stringify(r.output ?? r.error)}`), [], "runs lost");
+    assert.deepEqual(failing.filter((r) => !failedAsExpected.includes(r)).slice(0, 10).map((r) => `${r.workflow} ${r.id} ${r.status} ${JSON.stringify(r.error)}`),
+      [], "poisoned and hung runs that did not fail with their real errors");
+    assert.ok(failing.length >= 2 * Math.floor(config.runs / 50), "poisoned and hung runs were mixed into the load");
     assert.equal(duplicates, 0, "journal rows per key");
     assert.equal(outcome.rewrittenSteps.length, 0, `finished steps rewritten:\n  ${sample(outcome.rewrittenSteps)}`);
     assert.equal(wrongSteps.length, 0, `steps with a wrong or missing result:\n  ${sample(wrongSteps)}`);

@@ -26,7 +26,7 @@ const record = (line: Record<string, unknown>) => appendFileSync(logFile, JSON.s
 
 /** The lease-fenced writes, by SQL function name; claim and heartbeat are logged separately. */
 const fenced = new Set([
-  "complete_step", "fail_step", "suspend", "start_children", "complete_run", "fail_run", "release",
+  "complete_step", "start_attempt", "fail_step", "suspend", "start_children", "complete_run", "fail_run", "release",
 ]);
 
 function sqlState(error: unknown): string {
@@ -55,17 +55,27 @@ function tracked<T>(what: string, promise: Promise<T>): Promise<T> {
   return promise.finally(() => inFlight.delete(id));
 }
 
-/** The writes one engine call makes: one per run for fenced functions, one per batch entry for `record`. */
-function writesOf(fn: string, args: unknown[]): { fn: string; run: unknown; token: unknown; key?: unknown }[] {
+/**
+ * The writes one engine call makes: one per run for fenced functions, one per batch entry for
+ * `record`, with the index of the batch entry (record answers each entry on its own).
+ */
+function writesOf(fn: string, args: unknown[]): { fn: string; run: unknown; token: unknown; key?: unknown; entry?: number }[] {
   if (fn === "record") {
     const batch = (args[1] as { value?: { run_id: string; lease_token: string; steps?: { key: string }[]; complete?: boolean }[] }).value ?? [];
-    return batch.flatMap((w) => [
-      ...(w.steps ?? []).map((step) => ({ fn: "complete_step", run: w.run_id, token: w.lease_token, key: step.key })),
-      ...(w.complete ? [{ fn: "complete_run", run: w.run_id, token: w.lease_token }] : []),
+    return batch.flatMap((w, entry) => [
+      ...(w.steps ?? []).map((step) => ({ fn: "complete_step", run: w.run_id, token: w.lease_token, key: step.key, entry })),
+      ...(w.complete ? [{ fn: "complete_run", run: w.run_id, token: w.lease_token, entry }] : []),
     ]);
   }
-  const key = fn === "complete_step" || fn === "fail_step" ? args[3] : undefined;
+  const key = fn === "complete_step" || fn === "fail_step" || fn === "start_attempt" ? args[3] : undefined;
   return [{ fn, run: args[1], token: args[2], key }];
+}
+
+/** A record answer as the outcome of its write: ok, or the SQLSTATE it would have raised. */
+function answerOf(rows: unknown, entry: number | undefined): { ok: true } | { code: string } {
+  if (entry === undefined) return { ok: true };
+  const answer = (rows as { result: { status: string; sqlstate?: string }[] }[])[0]!.result[entry]!;
+  return answer.status === "recorded" ? { ok: true } : { code: answer.status === "lease_lost" ? "AK001" : answer.sqlstate! };
 }
 
 /** postgres.js with a log line per engine call (see the header). */
@@ -88,13 +98,13 @@ function instrument(sql: Sql): Sql {
           } else if (fn === "heartbeat") {
             record({ ev: "hb", sent, acked, n: (rows as unknown[]).length });
           } else if (logged) {
-            for (const w of writesOf(fn, args)) record({ ev: "w", ...w, via: fn, sent, acked, ok: true });
+            for (const { entry, ...w } of writesOf(fn, args)) record({ ev: "w", ...w, via: fn, sent, acked, ...answerOf(rows, entry) });
           }
           return rows;
         },
         (error) => {
           if (logged) {
-            for (const w of writesOf(fn, args)) record({ ev: "w", ...w, via: fn, sent, acked: Date.now(), code: sqlState(error) });
+            for (const { entry: _, ...w } of writesOf(fn, args)) record({ ev: "w", ...w, via: fn, sent, acked: Date.now(), code: sqlState(error) });
           }
           throw error;
         });

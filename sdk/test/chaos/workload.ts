@@ -24,11 +24,26 @@ export const VERSION = "1.0.0";
 /** The deterministic function every task computes. */
 export const f = (x: number): number => (x * 31 + 7) % 100_003;
 
-export type Kind = "tasks" | "sleep" | "event" | "event-timeout" | "parent" | "retry" | "values";
+export type Kind = "tasks" | "sleep" | "event" | "event-timeout" | "parent" | "retry" | "values" | "poison" | "hang";
 
-/** Top-level workflow of run number i (children belong to chaos-parent runs). */
+/**
+ * Top-level workflow of run number i (children belong to chaos-parent runs). One run in 50 is
+ * poisoned (its task returns a string Postgres cannot store) and one in 50 hangs (its task never
+ * settles, past its timeout): both must end failed with their real errors, and sink no other run.
+ */
 export const kindOf = (i: number): Kind =>
-  (["tasks", "sleep", "event", "values", "event-timeout", "parent", "retry", "values"] as const)[i % 8]!;
+  i % 50 === 13 ? "poison"
+    : i % 50 === 37 ? "hang"
+    : (["tasks", "sleep", "event", "values", "event-timeout", "parent", "retry", "values"] as const)[i % 8]!;
+
+/** The error a run of a failing kind must end with; undefined for the kinds that complete. */
+export function expectedError(workflowName: string): RegExp | undefined {
+  switch (workflowName) {
+    case "chaos-poison": return /^task poison failed: output of task poison \(step poison#1\) is not JSON: a NUL character \(\\u0000\) at \$\.y$/;
+    case "chaos-hang": return /^task hang failed: task hang \(step hang#1\) timed out/;
+    default: return undefined;
+  }
+}
 
 export const workflowName = (kind: Kind): string => `chaos-${kind}`;
 
@@ -92,6 +107,8 @@ export function expectedTaskOutputs(workflowName: string, input: { i: number; j?
     case "chaos-parent": return {};
     case "chaos-retry": return { "compute#1": { y: f(i) }, "compute#2": { y: f(f(i)) } };
     case "chaos-values": return { "compute#1": { y: f(i) } };
+    case "chaos-poison": return {};
+    case "chaos-hang": return {};
     default: throw new Error(`unknown workflow ${workflowName}`);
   }
 }
@@ -218,9 +235,19 @@ export function defineWorkload(hooks: TaskHooks) {
     },
   });
 
+  // Neither calls `effect`: they have no side effect to count, only an end to check.
+  const poisonTask = task({ name: "poison", handler: (x: number) => ({ y: `${x}\u0000` }) });
+  const poison = workflow({ name: "chaos-poison" }).v(VERSION, {
+    handler: async (run, input: { i: number }) => ({ v: (await poisonTask.start(run, input.i)).y }),
+  });
+  const hangTask = task({ name: "hang", timeout: 300, handler: () => new Promise<never>(() => {}) });
+  const hang = workflow({ name: "chaos-hang" }).v(VERSION, {
+    handler: async (run) => hangTask.start(run, null),
+  });
+
   return {
-    workflows: [tasks, sleep, onEvent, onEventTimeout, child, parent, retry, values] as WorkflowVersion<any, any, any>[],
-    byKind: { tasks, sleep, event: onEvent, "event-timeout": onEventTimeout, parent, retry, values } as Record<Kind, WorkflowVersion<{ i: number }, any, any>>,
+    workflows: [tasks, sleep, onEvent, onEventTimeout, child, parent, retry, values, poison, hang] as WorkflowVersion<any, any, any>[],
+    byKind: { tasks, sleep, event: onEvent, "event-timeout": onEventTimeout, parent, retry, values, poison, hang } as Record<Kind, WorkflowVersion<{ i: number }, any, any>>,
     onEvent,
   };
 }
