@@ -116,7 +116,7 @@ describe("migrate", () => {
     const url = await emptyDatabase();
     const env = { ...process.env, DATABASE_URL: "" };
     const outputs = await Promise.all(
-      Array.from({ length: 4 }, () => run(process.execPath, [`${root}bin/aiki.mjs`, "migrate", "--url", url], { env })),
+      Array.from({ length: 4 }, () => run(process.execPath, ["--import", "tsx", `${root}sdk/cli.ts`, "migrate", "--url", url], { env })),
     );
     const lines = outputs.flatMap((o) => o.stdout.split("\n")).filter((l) => l.trim().startsWith("applied "));
     assert.deepEqual(lines.map((l) => l.trim()).sort(), migrationNames.map((n) => `applied ${n}`));
