@@ -1,6 +1,7 @@
 // Typed calls of the engine's SQL functions: one wrapper per SQL verb, same name in camelCase.
 // Nothing here decides a run's state; it only moves arguments in and maps errors out.
 import type { JSONValue, Sql } from "postgres";
+import { packageSchemaVersion } from "./db/version.js";
 import { InvalidInputError, fromDatabaseError } from "./errors.js";
 
 export type RunStatus =
@@ -45,6 +46,8 @@ export interface RunRecord {
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
+  /** True while the run is pending and no live worker serves its workflow version and queue. */
+  unserved?: boolean;
   journal?: StepRecord[];
 }
 
@@ -137,7 +140,7 @@ async function call<T>(query: Promise<T>): Promise<T> {
   try {
     return await query;
   } catch (error) {
-    throw fromDatabaseError(error);
+    throw fromDatabaseError(error, packageSchemaVersion());
   }
 }
 
@@ -174,6 +177,8 @@ export async function findRun(sql: Sql, workflow: string, idempotencyKey: string
 export interface RunSummary {
   id: string; workflow: string; version: string; status: RunStatus; queue: string;
   parent_id: string | null; attempt: number; created_at: Date; finished_at: Date | null;
+  /** True while the run is pending and no live worker serves its workflow version and queue. */
+  unserved: boolean;
 }
 
 export async function listRuns(
@@ -228,6 +233,18 @@ export async function heartbeat(
 ): Promise<{ run_id: string; lease_token: string; lease_expires_at: string }[]> {
   return call(sql<{ run_id: string; lease_token: string; lease_expires_at: string }[]>`
     select run_id, lease_token, to_json(lease_expires_at) #>> '{}' as lease_expires_at from aiki.heartbeat(${worker}, ${leaseMs}, ${textArray(leaseTokens)}::uuid[])`);
+}
+
+/** Records the worker as alive, serving `workflows` (name@version) on `queues`; see aiki.register_worker. */
+export async function registerWorker(
+  sql: Sql, worker: string, workflows: string[] | null, queues: string[] | null, staleAfterMs: number, info: unknown,
+): Promise<void> {
+  await call(sql`select aiki.register_worker(${worker}, ${textArray(workflows)}::text[], ${textArray(queues)}::text[],
+                                             ${staleAfterMs}, ${jsonb(sql, info, "worker info")}::jsonb)`);
+}
+
+export async function unregisterWorker(sql: Sql, worker: string): Promise<void> {
+  await call(sql`select aiki.unregister_worker(${worker})`);
 }
 
 export async function release(sql: Sql, runId: string, leaseToken: string): Promise<void> {

@@ -42,8 +42,27 @@ export class NonRetryableError extends AikiError {
     super("non_retryable", message, options);
   }
 }
-/** A workflow definition problem found when a worker is built (e.g. two handlers for a version). */
+/**
+ * A definition or options object is malformed: an unknown key (the message names the keys it
+ * knows), a missing handler, a value of the wrong type, or a worker with two handlers for one
+ * version. Thrown where the object is given, before anything runs.
+ */
 export class DefinitionError extends AikiError {}
+/**
+ * The engine installed in the database does not match this package (sdk/db/version.ts):
+ * `schema_missing` (not installed: run `npx aiki migrate`), `schema_outdated` (older than the
+ * package: run `npx aiki migrate`), `schema_newer` (newer than the package: upgrade `aiki`).
+ */
+export class SchemaVersionError extends AikiError {
+  readonly databaseVersion: number | null;
+  readonly packageVersion: number;
+  constructor(code: "schema_missing" | "schema_outdated" | "schema_newer", message: string,
+              versions: { database: number | null; package: number }, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.databaseVersion = versions.database;
+    this.packageVersion = versions.package;
+  }
+}
 /** A run ended in a status other than the one awaited, when a result was demanded. */
 export class RunFailedError extends AikiError {
   readonly status: string;
@@ -65,12 +84,27 @@ const bySqlState: Record<string, new (code: string, message: string, options?: {
   AK007: PayloadTooLargeError,
 };
 
-/** Maps a database error with one of the engine's SQLSTATEs to its class; others pass through. */
-export function fromDatabaseError(error: unknown): unknown {
+/**
+ * Maps a database error with one of the engine's SQLSTATEs to its class; others pass through,
+ * except a missing `aiki` schema (3F000) or engine function (42883): the engine is not installed,
+ * or older than this package, and the fix is a migration, not a raw SQLSTATE.
+ */
+export function fromDatabaseError(error: unknown, packageVersion = 0): unknown {
   const code = (error as { code?: unknown } | null)?.code;
+  const message = (error as { message?: unknown } | null)?.message;
   if (typeof code === "string" && code in bySqlState) {
     const Class = bySqlState[code]!;
-    return new Class(code, (error as Error).message, { cause: error });
+    return new Class(code, String(message), { cause: error });
+  }
+  if (code === "3F000" && /"aiki"/.test(String(message))) {
+    return new SchemaVersionError("schema_missing",
+      "the aiki engine is not installed in this database (schema \"aiki\" does not exist): run `npx aiki migrate`",
+      { database: null, package: packageVersion }, { cause: error });
+  }
+  if (code === "42883" && /aiki\./.test(String(message))) {
+    return new SchemaVersionError("schema_outdated",
+      `the aiki engine in this database is older than this package (${String(message)}): run \`npx aiki migrate\``,
+      { database: null, package: packageVersion }, { cause: error });
   }
   return error;
 }

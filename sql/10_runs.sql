@@ -157,7 +157,8 @@ begin
 end
 $$;
 
--- One run with its journal. Raises AK002 when there is no such run.
+-- One run with its journal, and `unserved`: true while it is pending and no live worker serves
+-- its workflow version and queue (aiki._unserved). Raises AK002 when there is no such run.
 create or replace function aiki.get_run(p_run_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -169,11 +170,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true);
+  return aiki._run_json(v_run, true)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
--- The run a workflow's idempotency key names, with its journal. Raises AK002 when none.
+-- The run a workflow's idempotency key names, as get_run returns it. Raises AK002 when none.
 create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -187,11 +189,13 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true);
+  return aiki._run_json(v_run, true)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
 -- Runs newest first, filtered by workflow, status and creation time; page with p_before_id.
+-- `unserved` as in get_run.
 create or replace function aiki.list_runs(
   p_workflow text default null,
   p_status aiki.run_status default null,
@@ -200,7 +204,8 @@ create or replace function aiki.list_runs(
   p_limit integer default 100,
   p_before_id uuid default null)
 returns table (id uuid, workflow text, version text, status aiki.run_status, queue text,
-               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz)
+               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz,
+               unserved boolean)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -210,7 +215,8 @@ begin
       message = format('invalid limit %s', coalesce(p_limit::text, 'null')), hint = 'use 1-10000';
   end if;
   return query
-    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at
+    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at,
+           aiki._unserved(r.workflow, r.version, r.queue, r.status, aiki.now())
     from aiki.runs r
     where (p_workflow is null or r.workflow = p_workflow)
       and (p_status is null or r.status = p_status)

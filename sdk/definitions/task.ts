@@ -1,6 +1,7 @@
 import type { Schema } from "../schema.js";
 import type { RetryPolicy } from "../retry.js";
 import type { WorkflowRun } from "./workflow.js";
+import { check, taskRules } from "../options.js";
 import { executionOf } from "../worker/execution.js";
 
 export interface TaskContext {
@@ -29,6 +30,7 @@ export interface Task<I, O> {
 }
 
 export function task<I, O>(options: TaskOptions<I, O>): Task<I, O> {
+  check("task option", options, taskRules);
   return {
     name: options.name,
     options,
