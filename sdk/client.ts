@@ -13,7 +13,7 @@ import * as engine from "./engine.js";
 
 export interface ClientOptions {
   /** Postgres URL (postgres:// or postgresql://). Default: the DATABASE_URL environment variable. */
-  url?: string;
+  url?: string | undefined;
   /** Pool size for queries. Default: 10. */
   max?: number;
   /**
