@@ -120,6 +120,8 @@ class Worker implements WorkerHandle {
   private leftBehind = true;
   /** What failed while the database was out of reach (logged once per outage), or undefined. */
   private trouble: string | undefined;
+  /** Whether the last registration failed other than by a lost connection (logged once). */
+  private unregistered = false;
 
   private constructor(
     private readonly client: Client,
@@ -256,11 +258,13 @@ class Worker implements WorkerHandle {
   }
 
   private async heartbeat(): Promise<void> {
-    try {
-      await this.register();
-    } catch (error) {
-      this.troubled("registration failed", error);
-    }
+    // Beside the lease renewal, not before it: a slow registration must not delay the leases.
+    void this.register().then(() => (this.unregistered = false), (error: unknown) => {
+      if (this.unregistered || isConnectionError(error)) return;
+      this.unregistered = true;
+      const { name, message } = serializeError(error);
+      this.client.logger.warn(`worker ${this.id}: registration failed: ${name}: ${message}; its runs may show as unserved`);
+    });
     if (this.executions.size === 0) return;
     const seq = this.claimSeq;
     // Only the leases this worker knows of: one whose claim answer was lost must expire.
