@@ -52,13 +52,14 @@ export function client(options: ClientOptions = {}): Client {
     onnotice: () => {},
     connection: { application_name: "aiki" },
   });
+  const logger = resolveLogger(options.logger);
   let notifications: Notifications | undefined;
   let checked: Promise<void> | undefined;
   return {
     sql,
     url,
-    logger: resolveLogger(options.logger),
-    notifications: () => (notifications ??= new Notifications(url)),
+    logger,
+    notifications: () => (notifications ??= new Notifications(url, logger)),
     ready() {
       // Remembered once it passed; a failure (the server down, the engine not migrated yet) is
       // looked at again on the next call.

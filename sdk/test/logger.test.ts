@@ -74,8 +74,10 @@ describe("a worker's logger", () => {
     try {
       const handle = await worker({ workflows: [wf], pollMs: 100, leaseMs: 2_000 }).spawn(app);
       try {
-        assert.match(lines[0] ?? "", new RegExp(`^warn: worker ${handle.id}: cannot reach the database: Error: .*ECONNREFUSED.*; retrying$`));
-        assert.match(lines[1] ?? "", new RegExp(`^info: worker ${handle.id} started: `));
+        // The LISTEN connection reports its own loss (the next test); here the worker's lines.
+        const mine = () => lines.filter((line) => line.includes(`worker ${handle.id}`));
+        assert.match(mine()[0] ?? "", new RegExp(`^warn: worker ${handle.id}: cannot reach the database: Error: .*ECONNREFUSED.*; retrying$`));
+        assert.match(mine()[1] ?? "", new RegExp(`^info: worker ${handle.id} started: `));
         proxy = createServer((down) => {
           const up = connect(Number(target.port), target.hostname);
           for (const s of [down, up]) {
@@ -87,8 +89,8 @@ describe("a worker's logger", () => {
         });
         await new Promise<void>((resolve) => proxy!.listen(port, "127.0.0.1", resolve));
         await back.wait();
-        assert.equal(lines.filter((line) => line.startsWith("warn:")).length, 1, `one warning for the outage: ${lines.join("\n")}`);
-        assert.equal(lines.at(-1), `info: worker ${handle.id}: the database answers again; claiming`);
+        assert.equal(mine().filter((line) => line.startsWith("warn:")).length, 1, `one warning for the outage: ${lines.join("\n")}`);
+        assert.equal(mine().at(-1), `info: worker ${handle.id}: the database answers again; claiming`);
         assert.equal(await (await wf.start(env.aiki, 7)).result({ timeout: 10_000 }), 7);
       } finally {
         await handle.stop({ timeoutMs: 500 });
@@ -97,6 +99,35 @@ describe("a worker's logger", () => {
       await app.close();
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => (proxy ? proxy.close(resolve) : resolve(undefined)));
+    }
+  });
+});
+
+describe("the LISTEN connection", () => {
+  it("says when it is lost and when it is back, once each", async () => {
+    const lines: string[] = [];
+    const back = latch("the LISTEN connection to be back");
+    // Every session of this client takes application_name from the URL; the pool's last ran an
+    // engine function (aiki.…), the listener's a LISTEN or pg-listen's `SELECT 1` check.
+    const app = unique("listener");
+    const aiki = client({
+      url: `${env.url}?application_name=${app}`,
+      logger: collect(lines, (line) => /LISTEN connection is back/.test(line) && back.raise()),
+    });
+    const handle = await worker({ workflows: [echo(unique("listen"))] }).spawn(aiki);
+    try {
+      const [killed] = await env.sql<{ n: number }[]>`
+        select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
+         where application_name = ${app} and query not like '%aiki.%'`;
+      assert.equal(killed!.n, 1, "one LISTEN session terminated");
+      await back.wait();
+      assert.deepEqual(lines.filter((line) => /LISTEN/.test(line)), [
+        "warn: lost the LISTEN connection (wake-ups, status waits); reconnecting, workers poll meanwhile",
+        "info: the LISTEN connection is back",
+      ]);
+    } finally {
+      await handle.stop();
+      await aiki.close();
     }
   });
 });
