@@ -235,11 +235,17 @@ export async function heartbeat(
     select run_id, lease_token, to_json(lease_expires_at) #>> '{}' as lease_expires_at from aiki.heartbeat(${worker}, ${leaseMs}, ${textArray(leaseTokens)}::uuid[])`);
 }
 
-/** Records the worker as alive, serving `workflows` (name@version) on `queues`; see aiki.register_worker. */
+/**
+ * Records the worker as alive, serving `workflows` (name@version) on `queues`; see
+ * aiki.register_worker. Every worker calls it on every heartbeat tick, so it commits without
+ * waiting for its WAL flush, as the claim does: a registration lost in a crash is made again at
+ * the next tick.
+ */
 export async function registerWorker(
   sql: Sql, worker: string, workflows: string[] | null, queues: string[] | null, staleAfterMs: number, info: unknown,
 ): Promise<void> {
-  await call(sql`select aiki.register_worker(${worker}, ${textArray(workflows)}::text[], ${textArray(queues)}::text[],
+  await call(sql`select set_config('synchronous_commit', 'off', true),
+                        aiki.register_worker(${worker}, ${textArray(workflows)}::text[], ${textArray(queues)}::text[],
                                              ${staleAfterMs}, ${jsonb(sql, info, "worker info")}::jsonb)`);
 }
 
