@@ -8,6 +8,15 @@ create table if not exists aiki.migrations (
   applied_at  timestamptz not null default now()
 );
 
+-- Never backwards: a newer engine's functions are not replaced by this older script's.
+do $aiki_bundle$
+begin
+  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 6 then
+    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 6): use the aiki.sql of a newer release';
+  end if;
+end
+$aiki_bundle$;
+
 -- migration 0001_init
 do $aiki_bundle$
 begin
@@ -286,6 +295,31 @@ $aiki_0004_steps_started$;
 end
 $aiki_bundle$;
 
+-- migration 0006_workers_serve
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0006_workers_serve') then
+    execute $aiki_0006_workers_serve$-- Workers say what they serve, so that a pending run no live worker serves can be named instead
+-- of waiting in silence (aiki._unserved, read by get_run, find_run and list_runs).
+--
+--   workflows       the `name@version` keys the worker claims; null: any (a SQL caller that
+--                   claims with a null list, or a worker known only from its heartbeat)
+--   queues          the queues it claims from; null: any
+--   stale_after_ms  how long after last_seen the worker counts as dead (and is pruned)
+alter table aiki.workers
+  add column workflows      text[],
+  add column queues         text[],
+  add column stale_after_ms integer not null default 60000,
+  add constraint workers_stale_after_positive check (stale_after_ms > 0);
+
+-- list_runs gains an `unserved` column; a function's result type cannot be changed in place.
+drop function if exists aiki.list_runs(text, aiki.run_status, timestamptz, timestamptz, integer, uuid);
+$aiki_0006_workers_serve$;
+    insert into aiki.migrations (name) values ('0006_workers_serve');
+  end if;
+end
+$aiki_bundle$;
+
 -- functions 00_core
 -- aiki engine: shared core — the clock, ids, validation, retry arithmetic and wake-ups.
 --
@@ -552,6 +586,17 @@ as $$
   select pg_notify('aiki_status', p_run_id::text || ' ' || p_status::text)
 $$;
 
+-- The version of the installed engine: the number of its newest migration. Every release that
+-- changes the SQL interface adds a migration, so the SDK compares this with the newest migration
+-- it ships (sdk/db/version.ts) and `migrate` refuses to replace a newer engine's functions with
+-- older ones. Callable by all three roles.
+create or replace function aiki.schema_version() returns integer
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations
+$$;
+
 
 -- functions 10_runs
 -- aiki engine: runs — start, read, list, and the operator verbs cancel, pause and resume.
@@ -720,7 +765,8 @@ begin
 end
 $$;
 
--- One run with its journal. Raises AK002 when there is no such run.
+-- One run with its journal, and `unserved`: true while it is pending and no live worker serves
+-- its workflow version and queue (aiki._unserved). Raises AK002 when there is no such run.
 create or replace function aiki.get_run(p_run_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -732,11 +778,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true, false);
+  return aiki._run_json(v_run, true, false)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
--- The run a workflow's idempotency key names, with its journal. Raises AK002 when none.
+-- The run a workflow's idempotency key names, as get_run returns it. Raises AK002 when none.
 create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -750,7 +797,8 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true, false);
+  return aiki._run_json(v_run, true, false)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
@@ -759,7 +807,7 @@ $$;
 -- starts after it in the same order. created_at (aiki.now() of the starting transaction) decides
 -- the order, the clock every filter uses; the id, a UUIDv7 of the wall clock at insert, only
 -- breaks ties (ordering by id listed a newer run second when two transactions overlapped).
--- AK003 on a bad limit, AK002 when p_before_id names no run.
+-- `unserved` as in get_run. AK003 on a bad limit, AK002 when p_before_id names no run.
 create or replace function aiki.list_runs(
   p_workflow text default null,
   p_status aiki.run_status default null,
@@ -768,7 +816,8 @@ create or replace function aiki.list_runs(
   p_limit integer default 100,
   p_before_id uuid default null)
 returns table (id uuid, workflow text, version text, status aiki.run_status, queue text,
-               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz)
+               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz,
+               unserved boolean)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -788,7 +837,8 @@ begin
     end if;
   end if;
   return query
-    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at
+    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at,
+           aiki._unserved(r.workflow, r.version, r.queue, r.status, aiki.now())
     from aiki.runs r
     where (p_workflow is null or r.workflow = p_workflow)
       and (p_status is null or r.status = p_status)
@@ -1482,6 +1532,79 @@ begin
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
   perform aiki._leave_running(v_run, 'pending', aiki.now());
 end
+$$;
+
+
+-- functions 25_workers
+-- aiki engine: workers — who is alive, and which workflow versions and queues they serve.
+--
+--   register_worker    a worker is alive and serves these workflow@versions on these queues
+--   unregister_worker  a worker stopped
+--
+-- A run of a version no worker claims stays `pending` forever, and nothing else would say so:
+-- get_run, find_run and list_runs mark such a run `unserved` (aiki._unserved). A worker counts as
+-- alive for `stale_after_ms` after it was last seen (a registration or a heartbeat); the SDK
+-- registers at start and on every heartbeat tick. Dead workers' rows are pruned by the next
+-- registration of any worker, so the table holds the live fleet plus at most a few stragglers.
+
+-- Whether a run of p_workflow@p_version on p_queue with status p_status is pending while no live
+-- worker serves it. A worker with a null list serves any workflow (or queue).
+create or replace function aiki._unserved(
+  p_workflow text, p_version text, p_queue text, p_status aiki.run_status, p_now timestamptz)
+returns boolean
+language sql stable
+as $$
+  select p_status = 'pending' and not exists (
+    select 1 from aiki.workers w
+     where w.last_seen + w.stale_after_ms * interval '1 millisecond' > p_now
+       and (w.workflows is null or p_workflow || '@' || p_version = any (w.workflows))
+       and (w.queues is null or p_queue = any (w.queues)))
+$$;
+
+-- Records p_worker as alive (last_seen = now) serving p_workflows (`name@version` keys) on
+-- p_queues, dead once not seen for p_stale_after_ms; p_info is free-form (host, pid, package).
+-- Deletes the rows of workers dead by their own staleness, skipping rows another registration
+-- is deleting. Idempotent. Locks the worker's row. Raises AK003 on bad input.
+create or replace function aiki.register_worker(
+  p_worker text, p_workflows text[], p_queues text[], p_stale_after_ms integer default 60000,
+  p_info jsonb default null)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+begin
+  perform aiki._check_key('worker id', p_worker);
+  if p_stale_after_ms is null or p_stale_after_ms not between 1000 and 86400000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid worker staleness %s ms', coalesce(p_stale_after_ms::text, 'null')),
+      hint = 'use 1 second to 1 day';
+  end if;
+  if coalesce(cardinality(p_workflows), 0) > 10000 or coalesce(cardinality(p_queues), 0) > 10000
+     or array_position(p_workflows, null) is not null or array_position(p_queues, null) is not null then
+    raise exception using errcode = 'AK003',
+      message = 'invalid worker registration: workflows and queues take at most 10000 non-null names';
+  end if;
+  perform aiki._check_payload('worker info', p_info);
+  insert into aiki.workers (id, started_at, last_seen, info, workflows, queues, stale_after_ms)
+  values (p_worker, v_now, v_now, p_info, p_workflows, p_queues, p_stale_after_ms)
+  on conflict (id) do update
+    set last_seen = excluded.last_seen, info = excluded.info, workflows = excluded.workflows,
+        queues = excluded.queues, stale_after_ms = excluded.stale_after_ms;
+  delete from aiki.workers w
+   where w.id in (select d.id from aiki.workers d
+                   where d.id <> p_worker and d.last_seen + d.stale_after_ms * interval '1 millisecond' < v_now
+                     for update skip locked);
+end
+$$;
+
+-- Removes p_worker's row: it stopped, and serves nothing any more. Idempotent.
+create or replace function aiki.unregister_worker(p_worker text) returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  delete from aiki.workers where id = p_worker
 $$;
 
 
@@ -2631,9 +2754,11 @@ $$;
 -- pinned search_path, so callers act only through them. Helpers prefixed `_` are callable by
 -- no role. Grant a login role one of these to use the engine:
 --
---   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
---   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
---                start_attempt, fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
+--   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs,
+--                schema_version
+--   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
+--                heartbeat, release, complete_step, start_attempt,
+--                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
 --                complete_run, fail_run, record
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
@@ -2644,6 +2769,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
+  aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),
   aiki.cancel(uuid, text),
@@ -2655,6 +2781,8 @@ grant execute on function
 to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function
+  aiki.register_worker(text, text[], text[], integer, jsonb),
+  aiki.unregister_worker(text),
   aiki.claim(text, text[], text[], integer, integer),
   aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),

@@ -1,8 +1,9 @@
 // The `aiki` command line: install the engine into a database, or build the psql-only bundle.
 //
 //   aiki migrate [--url URL]    apply pending migrations and re-apply every function (migrate.ts)
-//   aiki bundle [--check]       write aiki.sql (bundle.ts); --check fails when it is stale
-//   aiki help                   usage
+//   aiki bundle [--out FILE]    print or write aiki.sql (bundle.ts); --check fails when it is stale
+//   aiki help [command]         usage; also `aiki <command> --help`
+//   aiki --version              the package's and the engine's versions
 //
 // Exit codes: 0 success, 1 the work failed (database error, stale bundle), 2 the command line
 // or environment is wrong (unknown command or option, no database URL). Errors the user can fix
@@ -14,26 +15,45 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { bundle } from "./db/bundle.js";
 import { migrate } from "./db/migrate.js";
+import { packageSchemaVersion } from "./db/version.js";
+import { SchemaVersionError } from "./errors.js";
 
 const packageRoot = fileURLToPath(new URL("../", import.meta.url));
-const defaultBundlePath = resolve(packageRoot, "aiki.sql");
+const packagedBundle = resolve(packageRoot, "aiki.sql");
+const packageVersion = (JSON.parse(readFileSync(resolve(packageRoot, "package.json"), "utf8")) as { version: string }).version;
+
+const help = {
+  migrate: `aiki migrate [--url URL] [options]
+  Install or upgrade the engine: apply pending migrations in order, then re-apply every
+  function, in one transaction under an advisory lock. Refuses to go backwards over an engine
+  newer than this package.
+    --url <url>              Postgres connection URL (default: the DATABASE_URL environment variable)
+    --connect-timeout <s>    Give up connecting after this many seconds (default: 10)
+    --default-database       Accept a URL that names no database (Postgres then picks one,
+                             usually the user's name); refused otherwise
+    --force                  Re-apply this package's functions even over a newer engine
+`,
+  bundle: `aiki bundle [--out FILE] [--check]
+  The whole engine as one psql script, for installs without Node:
+  psql -v ON_ERROR_STOP=1 -1 -f aiki.sql
+    --out <file>     Write it to this file (default: standard output)
+    --check          Write nothing; exit 1 if the file (--out, default: the package's aiki.sql)
+                     differs from what bundle would write
+`,
+};
 
 const usage = `Usage: aiki <command> [options]
 
 Commands:
-  migrate            Install or upgrade the engine: apply pending migrations in order, then
-                     re-apply every function, in one transaction under an advisory lock.
-    --url <url>      Postgres connection URL (default: the DATABASE_URL environment variable)
+  migrate            Install or upgrade the engine in a database
+  bundle             Write the engine as one psql script (aiki.sql)
+  help [command]     Show this help, or a command's (also: aiki <command> --help)
 
-  bundle             Write the whole engine as one psql script, for installs without Node:
-                     psql -v ON_ERROR_STOP=1 -1 -f aiki.sql
-    --out <file>     Where to write it (default: aiki.sql in the package root)
-    --check          Write nothing; exit 1 if the file differs from what bundle would write
+Options: --version prints the package and engine versions.
+Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, no or bad database URL).
 
-  help               Show this help
-
-Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, no database URL).
-`;
+${help.migrate}
+${help.bundle}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
 class CliError extends Error {
@@ -47,11 +67,11 @@ class CliError extends Error {
 
 type Options = Record<string, { type: "string" | "boolean" }>;
 
-function parse<T extends Options>(args: string[], options: T) {
+function parse<T extends Options>(command: keyof typeof help, args: string[], options: T) {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
   } catch (error) {
-    throw new CliError(`${(error as Error).message}\nRun \`aiki help\` for usage.`, 2);
+    throw new CliError(`${(error as Error).message}\nRun \`aiki ${command} --help\` for usage.`, 2);
   }
 }
 
@@ -76,9 +96,9 @@ function describeDatabaseError(error: unknown): string | undefined {
   return undefined;
 }
 
-async function runMigrate(args: string[]): Promise<void> {
-  const values = parse(args, { url: { type: "string" } });
-  const text = values.url ?? process.env.DATABASE_URL;
+/** The database URL from --url or DATABASE_URL, checked: one clear line for each mistake. */
+function databaseUrl(given: string | undefined, allowDefaultDatabase: boolean): URL {
+  const text = given ?? process.env.DATABASE_URL;
   if (!text) {
     throw new CliError("no database given: set DATABASE_URL or pass --url postgres://…", 2);
   }
@@ -91,27 +111,56 @@ async function runMigrate(args: string[]): Promise<void> {
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
     throw new CliError(`the database URL must start with postgres:// or postgresql://, not ${url.protocol}//`, 2);
   }
+  try {
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+    decodeURIComponent(url.pathname);
+  } catch {
+    // The URL may hold a password: it is never repeated.
+    throw new CliError("the database URL is malformed: percent-encode special characters in the user name, " +
+      "password and database name (e.g. %40 for @, %25 for %)", 2);
+  }
+  if ((url.pathname === "" || url.pathname === "/") && !allowDefaultDatabase) {
+    throw new CliError(`the database URL ${redact(url)} names no database, so Postgres would pick one (usually the ` +
+      "user's name, often `postgres`): add /<database> to the URL, or pass --default-database to install there", 2);
+  }
+  return url;
+}
+
+async function runMigrate(args: string[]): Promise<void> {
+  const values = parse("migrate", args, {
+    url: { type: "string" }, "connect-timeout": { type: "string" }, "default-database": { type: "boolean" },
+    force: { type: "boolean" },
+  });
+  const url = databaseUrl(values.url, values["default-database"] ?? false);
+  const timeout = Number(values["connect-timeout"] ?? 10);
+  if (!(timeout > 0 && timeout <= 3600)) throw new CliError("--connect-timeout takes a number of seconds, 1 to 3600", 2);
 
   console.log(`Migrating ${redact(url)}`);
-  const sql = postgres(url.toString(), { max: 1, connect_timeout: 10, onnotice: () => {} });
+  const sql = postgres(url.toString(), { max: 1, connect_timeout: timeout, onnotice: () => {} });
   try {
-    const { applied } = await migrate(sql);
+    const { applied } = await migrate(sql, { force: values.force ?? false });
     for (const name of applied) console.log(`  applied ${name}`);
     console.log(applied.length === 0 ? "Up to date; functions re-applied." : `Applied ${applied.length} migration(s); functions re-applied.`);
   } catch (error) {
+    if (error instanceof SchemaVersionError) throw new CliError(`refused: ${error.message}`, 1);
+    if ((error as { code?: unknown } | null)?.code === "CONNECT_TIMEOUT") {
+      throw new CliError(`failed: no answer from ${url.host} within ${timeout} s (CONNECT_TIMEOUT): is it a Postgres ` +
+        "server, reachable and not overloaded? (--connect-timeout sets the limit)", 1);
+    }
     const message = describeDatabaseError(error);
     if (message === undefined) throw error;
     throw new CliError(`failed: ${message}`, 1);
   } finally {
-    await sql.end({ timeout: 5 });
+    await sql.end({ timeout: 1 });
   }
 }
 
 function runBundle(args: string[]): void {
-  const values = parse(args, { out: { type: "string" }, check: { type: "boolean" } });
-  const path = values.out ? resolve(values.out) : defaultBundlePath;
+  const values = parse("bundle", args, { out: { type: "string" }, check: { type: "boolean" } });
   const text = bundle();
   if (values.check) {
+    const path = values.out ? resolve(values.out) : packagedBundle;
     const current = existsSync(path) ? readFileSync(path, "utf8") : undefined;
     if (current === text) {
       console.log(`${path} is up to date.`);
@@ -123,6 +172,11 @@ function runBundle(args: string[]): void {
       1,
     );
   }
+  if (!values.out) {
+    process.stdout.write(text);
+    return;
+  }
+  const path = resolve(values.out);
   writeFileSync(path, text);
   console.log(`Wrote ${path} (${Buffer.byteLength(text)} bytes).`);
 }
@@ -130,6 +184,10 @@ function runBundle(args: string[]): void {
 export async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   try {
+    if ((command === "migrate" || command === "bundle") && (args.includes("--help") || args.includes("-h"))) {
+      process.stdout.write(`Usage: ${help[command]}`);
+      return 0;
+    }
     switch (command) {
       case "migrate":
         await runMigrate(args);
@@ -139,8 +197,16 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "help":
       case "--help":
-      case "-h":
-        process.stdout.write(usage);
+      case "-h": {
+        const topic = args[0];
+        if (topic === undefined) process.stdout.write(usage);
+        else if (topic === "migrate" || topic === "bundle") process.stdout.write(`Usage: ${help[topic]}`);
+        else throw new CliError(`no help on ${JSON.stringify(topic)}: the commands are migrate and bundle`, 2);
+        return 0;
+      }
+      case "--version":
+      case "-v":
+        console.log(`aiki ${packageVersion} (engine version ${packageSchemaVersion()})`);
         return 0;
       case undefined:
         process.stderr.write(usage);

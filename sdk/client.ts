@@ -1,20 +1,27 @@
 // The client: a postgres.js pool plus, lazily, one LISTEN connection for status waits and
-// worker wake-ups. Options are resolved here and nowhere else. The pool replaces itself after a
-// connection failure, because postgres.js can strand queries on a closed connection
-// (sdk/db/pool.ts).
+// worker wake-ups. Options are resolved here and nowhere else (their shapes are checked in
+// options.ts). The pool replaces itself after a connection failure, because postgres.js can
+// strand queries on a closed connection (sdk/db/pool.ts).
 import type { Sql } from "postgres";
 import { healingPool } from "./db/pool.js";
+import { checkSchemaVersion } from "./db/version.js";
 import { InvalidInputError } from "./errors.js";
 import { Notifications } from "./listener.js";
+import { resolveLogger, type Logger } from "./logger.js";
+import { check, clientRules } from "./options.js";
 import * as engine from "./engine.js";
 
 export interface ClientOptions {
-  /** Postgres URL. Default: the DATABASE_URL environment variable. */
-  url?: string;
+  /** Postgres URL (postgres:// or postgresql://). Default: the DATABASE_URL environment variable. */
+  url?: string | undefined;
   /** Pool size for queries. Default: 10. */
   max?: number;
-  /** Called with the worker's and client's diagnostic lines. Default: silent. */
-  log?: (line: string) => void;
+  /**
+   * Where the client and its workers report what happens: worker start and stop, lost
+   * connections and recovery, failed claims, task and run failures, `run.logger` lines.
+   * Any `{ info, warn, error }` object. Default: console. `false`: silent.
+   */
+  logger?: Logger | false;
   /**
    * An engine call in flight this long, and not waiting on a lock, is presumed stranded on a dead
    * connection: the pool is replaced and the call retried. Your own queries on `client.sql` are
@@ -26,28 +33,48 @@ export interface ClientOptions {
 export interface Client {
   readonly sql: Sql;
   readonly url: string;
-  readonly log: (line: string) => void;
+  readonly logger: Logger;
   notifications(): Notifications;
+  /**
+   * Checks, once, that the database holds the engine version this package ships; rejects with
+   * SchemaVersionError ("run `npx aiki migrate`" or "upgrade the `aiki` package") if not.
+   * Workers and starts call it before their first query.
+   */
+  ready(): Promise<void>;
   /** Reads one run (with its journal). */
   getRun(runId: string): Promise<engine.RunRecord>;
   listRuns(filter?: Parameters<typeof engine.listRuns>[1]): Promise<engine.RunSummary[]>;
+  /** Ends the pool and the LISTEN connection. Stop this client's workers first. */
   close(): Promise<void>;
 }
 
 export function client(options: ClientOptions = {}): Client {
+  check("client option", options, clientRules);
   const url = options.url ?? process.env.DATABASE_URL;
   if (!url) throw new InvalidInputError("AK003", "no database: pass client({ url }) or set DATABASE_URL");
+  checkPostgresUrl(url);
   const sql = healingPool(url, {
     max: options.max ?? 10,
     onnotice: () => {},
     connection: { application_name: "aiki" },
   }, { stallMs: options.stallMs });
+  const logger = resolveLogger(options.logger);
   let notifications: Notifications | undefined;
+  let checked: Promise<void> | undefined;
   return {
     sql,
     url,
-    log: options.log ?? (() => {}),
-    notifications: () => (notifications ??= new Notifications(url)),
+    logger,
+    notifications: () => (notifications ??= new Notifications(url, logger)),
+    ready() {
+      // Remembered once it passed; a failure (the server down, the engine not migrated yet) is
+      // looked at again on the next call.
+      checked ??= checkSchemaVersion(sql).catch((error: unknown) => {
+        checked = undefined;
+        throw error;
+      });
+      return checked;
+    },
     getRun: (runId) => engine.getRun(sql, runId),
     listRuns: (filter) => engine.listRuns(sql, filter),
     async close() {
@@ -55,4 +82,22 @@ export function client(options: ClientOptions = {}): Client {
       await sql.end({ timeout: 5 });
     },
   };
+}
+
+/** AK003 unless `url` is a postgres:// or postgresql:// URL the driver can read. */
+function checkPostgresUrl(url: string): void {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme !== "postgres" && scheme !== "postgresql") {
+    throw new InvalidInputError("AK003",
+      `the database URL must start with postgres:// or postgresql://, not ${scheme ? `${scheme}://` : JSON.stringify(url.slice(0, 20))}`);
+  }
+  try {
+    const parsed = new URL(url);
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+  } catch {
+    // The message never repeats the URL: it may hold a password.
+    throw new InvalidInputError("AK003",
+      "the database URL is malformed (percent-encode special characters in the user name and password, e.g. %40 for @)");
+  }
 }

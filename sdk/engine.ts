@@ -1,8 +1,9 @@
 // Typed calls of the engine's SQL functions: one wrapper per SQL verb, same name in camelCase.
 // Nothing here decides a run's state; it only moves arguments in and maps errors out.
 import type { JSONValue, Sql } from "postgres";
-import { InvalidInputError, fromDatabaseError, type SerializedError } from "./errors.js";
 import { engineQuery } from "./db/pool.js";
+import { packageSchemaVersion } from "./db/version.js";
+import { InvalidInputError, fromDatabaseError, type SerializedError } from "./errors.js";
 
 export type RunStatus =
   | "scheduled" | "pending" | "running" | "sleeping" | "waiting" | "retrying" | "paused"
@@ -46,6 +47,8 @@ export interface RunRecord {
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
+  /** True while the run is pending and no live worker serves its workflow version and queue. */
+  unserved?: boolean;
   journal?: StepRecord[];
 }
 
@@ -169,7 +172,7 @@ async function call<T>(query: Promise<T>): Promise<T> {
   try {
     return await engineQuery(query);
   } catch (error) {
-    throw fromDatabaseError(error);
+    throw fromDatabaseError(error, packageSchemaVersion());
   }
 }
 
@@ -206,6 +209,8 @@ export async function findRun(sql: Sql, workflow: string, idempotencyKey: string
 export interface RunSummary {
   id: string; workflow: string; version: string; status: RunStatus; queue: string;
   parent_id: string | null; attempt: number; created_at: Date; finished_at: Date | null;
+  /** True while the run is pending and no live worker serves its workflow version and queue. */
+  unserved: boolean;
 }
 
 export async function listRuns(
@@ -260,6 +265,24 @@ export async function heartbeat(
 ): Promise<{ run_id: string; lease_token: string; lease_expires_at: string }[]> {
   return call(sql<{ run_id: string; lease_token: string; lease_expires_at: string }[]>`
     select run_id, lease_token, to_json(lease_expires_at) #>> '{}' as lease_expires_at from aiki.heartbeat(${worker}, ${leaseMs}, ${textArray(leaseTokens)}::uuid[])`);
+}
+
+/**
+ * Records the worker as alive, serving `workflows` (name@version) on `queues`; see
+ * aiki.register_worker. Every worker calls it on every heartbeat tick, so it commits without
+ * waiting for its WAL flush, as the claim does: a registration lost in a crash is made again at
+ * the next tick.
+ */
+export async function registerWorker(
+  sql: Sql, worker: string, workflows: string[] | null, queues: string[] | null, staleAfterMs: number, info: unknown,
+): Promise<void> {
+  await call(sql`select set_config('synchronous_commit', 'off', true),
+                        aiki.register_worker(${worker}, ${textArray(workflows)}::text[], ${textArray(queues)}::text[],
+                                             ${staleAfterMs}, ${jsonb(sql, info, "worker info")}::jsonb)`);
+}
+
+export async function unregisterWorker(sql: Sql, worker: string): Promise<void> {
+  await call(sql`select aiki.unregister_worker(${worker})`);
 }
 
 export async function release(sql: Sql, runId: string, leaseToken: string): Promise<void> {

@@ -61,8 +61,27 @@ export class NonRetryableError extends AikiError {
     super("non_retryable", message, options);
   }
 }
-/** A workflow definition problem found when a worker is built (e.g. two handlers for a version). */
+/**
+ * A definition or options object is malformed: an unknown key (the message names the keys it
+ * knows), a missing handler, a value of the wrong type, or a worker with two handlers for one
+ * version. Thrown where the object is given, before anything runs.
+ */
 export class DefinitionError extends AikiError {}
+/**
+ * The engine installed in the database does not match this package (sdk/db/version.ts):
+ * `schema_missing` (not installed: run `npx aiki migrate`), `schema_outdated` (older than the
+ * package: run `npx aiki migrate`), `schema_newer` (newer than the package: upgrade `aiki`).
+ */
+export class SchemaVersionError extends AikiError {
+  readonly databaseVersion: number | null;
+  readonly packageVersion: number;
+  constructor(code: "schema_missing" | "schema_outdated" | "schema_newer", message: string,
+              versions: { database: number | null; package: number }, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.databaseVersion = versions.database;
+    this.packageVersion = versions.package;
+  }
+}
 /** A run ended in a status other than the one awaited, when a result was demanded. */
 export class RunFailedError extends AikiError {
   readonly status: string;
@@ -94,12 +113,25 @@ export function engineError(code: string, message: string, cause?: unknown): Aik
 
 /**
  * Maps a database error with one of the engine's SQLSTATEs to its class, and a data error
- * (classes 22, 23, 54) to DataError; others (connection trouble) pass through.
+ * (classes 22, 23, 54) to DataError. A missing `aiki` schema (3F000) or engine function (42883)
+ * means the engine is not installed, or older than this package: the fix is a migration, not a
+ * raw SQLSTATE. Others (connection trouble) pass through.
  */
-export function fromDatabaseError(error: unknown): unknown {
+export function fromDatabaseError(error: unknown, packageVersion = 0): unknown {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== "string") return error;
-  return engineError(code, (error as Error).message, error) ?? error;
+  const message = String((error as { message?: unknown } | null)?.message);
+  if (code === "3F000" && /"aiki"/.test(message)) {
+    return new SchemaVersionError("schema_missing",
+      "the aiki engine is not installed in this database (schema \"aiki\" does not exist): run `npx aiki migrate`",
+      { database: null, package: packageVersion }, { cause: error });
+  }
+  if (code === "42883" && /aiki\./.test(message)) {
+    return new SchemaVersionError("schema_outdated",
+      `the aiki engine in this database is older than this package (${message}): run \`npx aiki migrate\``,
+      { database: null, package: packageVersion }, { cause: error });
+  }
+  return engineError(code, message, error) ?? error;
 }
 
 export interface SerializedError {

@@ -3,14 +3,19 @@ import type { Client } from "./client.js";
 import type { EventData, EventMap } from "./definitions/event.js";
 import { toMilliseconds, type Duration } from "./duration.js";
 import * as engine from "./engine.js";
-import { InvalidInputError, RunFailedError } from "./errors.js";
+import { InvalidInputError, RunFailedError, type SerializedError } from "./errors.js";
+import { check, waitRules } from "./options.js";
 import { validate } from "./schema.js";
 import { sleep } from "./sleep.js";
 
 export type WaitResult<O> =
   | { success: true; state: { status: engine.RunStatus; output: O } }
   | { success: false; cause: "run_terminated"; state: { status: engine.RunStatus; error: unknown } }
-  | { success: false; cause: "timeout" };
+  /**
+   * The run was still in `status` when the wait timed out; `message` says so, and names the
+   * workflow version and queue when no live worker serves the run (`unserved`).
+   */
+  | { success: false; cause: "timeout"; status: engine.RunStatus; unserved: boolean; message: string };
 
 export type HandleEvents<E extends EventMap> = {
   [K in keyof E]: { send(data: EventData<E[K]>, options?: { idempotencyKey?: string }): Promise<void> };
@@ -56,13 +61,15 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
    * `timeout`. Woken by the engine's `aiki_status` notifications; it re-reads on each.
    */
   async waitForStatus(status: engine.RunStatus, options: { timeout?: Duration } = {}): Promise<WaitResult<O>> {
+    check("wait option", options, waitRules);
+    const timeoutMs = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
     const notifications = this.client.notifications();
     let wake: () => void = () => {};
     const unlisten = await notifications.listen("aiki_status", (payload) => {
       if (payload.startsWith(this.id)) wake();
     });
     const unhook = notifications.onReconnect(() => wake());
-    const deadline = options.timeout === undefined ? Infinity : Date.now() + toMilliseconds(options.timeout);
+    const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
     try {
       for (;;) {
         const signalled = new Promise<void>((resolve) => (wake = resolve));
@@ -72,7 +79,7 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
           return { success: false, cause: "run_terminated", state: { status: run.status, error: run.error } };
         }
         const left = deadline - Date.now();
-        if (left <= 0) return { success: false, cause: "timeout" };
+        if (left <= 0) return timedOut(run, status, timeoutMs ?? 0);
         // The engine notifies terminal states, pauses and resumes; other states (running,
         // sleeping, …) change too often to notify on the hot path, so waits for them re-read
         // every 250 ms. The slow re-read bounds a notification lost to a dropped connection.
@@ -91,8 +98,10 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
   async result(options: { timeout?: Duration } = {}): Promise<O> {
     const outcome = await this.waitForStatus("completed", options);
     if (outcome.success) return outcome.state.output;
-    if (outcome.cause === "timeout") throw new RunFailedError(`run ${this.id} did not finish in time`, "timeout", null);
-    throw new RunFailedError(`run ${this.id} ended ${outcome.state.status}`, outcome.state.status, outcome.state.error as never);
+    if (outcome.cause === "timeout") throw new RunFailedError(outcome.message, "timeout", null);
+    const error = outcome.state.error as SerializedError | null;
+    const cause = error ? `: ${error.name}: ${error.message}` : "";
+    throw new RunFailedError(`run ${this.id} ended ${outcome.state.status}${cause}`, outcome.state.status, error);
   }
 
   cancel(reason?: string): Promise<engine.RunStatus> {
@@ -106,4 +115,18 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
   resume(): Promise<engine.RunStatus> {
     return engine.resume(this.client.sql, this.id);
   }
+}
+
+function timedOut(run: engine.RunRecord, awaited: engine.RunStatus, timeoutMs: number): WaitResult<never> {
+  const unserved = run.unserved === true;
+  const why = unserved
+    ? `: no live worker serves ${run.workflow}@${run.version} on queue ${run.queue} (is a worker with this workflow version running?)`
+    : "";
+  return {
+    success: false,
+    cause: "timeout",
+    status: run.status,
+    unserved,
+    message: `run ${run.id} is ${run.status}, not ${awaited}, after ${timeoutMs} ms${why}`,
+  };
 }

@@ -2,15 +2,16 @@
 export { task, type Task, type TaskContext, type TaskOptions } from "./definitions/task.js";
 export {
   workflow, WorkflowVersion, type Workflow, type WorkflowRun, type WorkflowVersionOptions,
-  type StartOptions, type ChildStartOptions, type ChildRunHandle, type Logger,
+  type StartOptions, type ChildStartOptions, type ChildRunHandle,
 } from "./definitions/workflow.js";
+export type { Logger } from "./logger.js";
 export { event, type EventDefinition, type EventWaitResult } from "./definitions/event.js";
 export { client, type Client, type ClientOptions } from "./client.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
-export { migrate } from "./db/migrate.js";
+export { migrate, type MigrateOptions, type MigrateResult } from "./db/migrate.js";
 export type { Duration } from "./duration.js";
 export type { RetryPolicy } from "./retry.js";
 export type { Schema } from "./schema.js";
-export type { RunStatus, RunRecord, StepRecord } from "./engine.js";
+export type { RunStatus, RunRecord, RunSummary, StepRecord } from "./engine.js";
 export * from "./errors.js";

@@ -1,8 +1,10 @@
 // One dedicated LISTEN connection (pg-listen) shared by a client's workers and status waits.
 // It reconnects forever: a notification lost while disconnected costs latency only, because
-// `onReconnect` callbacks make everyone look at the database again.
+// `onReconnect` callbacks make everyone look at the database again. Losing the connection and
+// getting it back are reported to the client's logger, once each.
 import pgListen, { type Options, type Subscriber } from "pg-listen";
 import type { ClientConfig } from "pg";
+import type { Logger } from "./logger.js";
 
 // pg-listen is CommonJS with `exports.default`; Node's ESM loader hands us the exports object.
 type CreateSubscriber = (config: ClientConfig, options: Options) => Subscriber;
@@ -16,8 +18,10 @@ export class Notifications {
   private readonly reconnectHooks = new Set<() => void>();
   private connecting: Promise<void> | undefined;
   private closed = false;
+  /** Whether the connection was lost and is not back yet. */
+  private lost = false;
 
-  constructor(url: string) {
+  constructor(url: string, logger: Logger) {
     this.subscriber = createSubscriber(
       { connectionString: url },
       { parse: (payload: string) => payload, retryLimit: Infinity, retryTimeout: Infinity, retryInterval: 250, paranoidChecking: 10_000 },
@@ -31,9 +35,14 @@ export class Notifications {
     // anyway is closed at once.
     this.subscriber.events.on("reconnect", () => {
       if (this.closed) throw new Error("notifications closed");
+      if (this.lost) return;
+      this.lost = true;
+      logger.warn("lost the LISTEN connection (wake-ups, status waits); reconnecting, workers poll meanwhile");
     });
     this.subscriber.events.on("connected", () => {
       if (this.closed) return void this.subscriber.close().catch(() => undefined);
+      if (this.lost) logger.info("the LISTEN connection is back");
+      this.lost = false;
       for (const hook of this.reconnectHooks) hook();
     });
     this.subscriber.events.on("error", () => undefined);

@@ -262,3 +262,14 @@ language sql volatile
 as $$
   select pg_notify('aiki_status', p_run_id::text || ' ' || p_status::text)
 $$;
+
+-- The version of the installed engine: the number of its newest migration. Every release that
+-- changes the SQL interface adds a migration, so the SDK compares this with the newest migration
+-- it ships (sdk/db/version.ts) and `migrate` refuses to replace a newer engine's functions with
+-- older ones. Callable by all three roles.
+create or replace function aiki.schema_version() returns integer
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations
+$$;

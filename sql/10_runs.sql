@@ -164,7 +164,8 @@ begin
 end
 $$;
 
--- One run with its journal. Raises AK002 when there is no such run.
+-- One run with its journal, and `unserved`: true while it is pending and no live worker serves
+-- its workflow version and queue (aiki._unserved). Raises AK002 when there is no such run.
 create or replace function aiki.get_run(p_run_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -176,11 +177,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true, false);
+  return aiki._run_json(v_run, true, false)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
--- The run a workflow's idempotency key names, with its journal. Raises AK002 when none.
+-- The run a workflow's idempotency key names, as get_run returns it. Raises AK002 when none.
 create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -194,7 +196,8 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true, false);
+  return aiki._run_json(v_run, true, false)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
@@ -203,7 +206,7 @@ $$;
 -- starts after it in the same order. created_at (aiki.now() of the starting transaction) decides
 -- the order, the clock every filter uses; the id, a UUIDv7 of the wall clock at insert, only
 -- breaks ties (ordering by id listed a newer run second when two transactions overlapped).
--- AK003 on a bad limit, AK002 when p_before_id names no run.
+-- `unserved` as in get_run. AK003 on a bad limit, AK002 when p_before_id names no run.
 create or replace function aiki.list_runs(
   p_workflow text default null,
   p_status aiki.run_status default null,
@@ -212,7 +215,8 @@ create or replace function aiki.list_runs(
   p_limit integer default 100,
   p_before_id uuid default null)
 returns table (id uuid, workflow text, version text, status aiki.run_status, queue text,
-               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz)
+               parent_id uuid, attempt integer, created_at timestamptz, finished_at timestamptz,
+               unserved boolean)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -232,7 +236,8 @@ begin
     end if;
   end if;
   return query
-    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at
+    select r.id, r.workflow, r.version, r.status, r.queue, r.parent_id, r.attempt, r.created_at, r.finished_at,
+           aiki._unserved(r.workflow, r.version, r.queue, r.status, aiki.now())
     from aiki.runs r
     where (p_workflow is null or r.workflow = p_workflow)
       and (p_status is null or r.status = p_status)

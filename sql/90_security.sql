@@ -4,9 +4,11 @@
 -- pinned search_path, so callers act only through them. Helpers prefixed `_` are callable by
 -- no role. Grant a login role one of these to use the engine:
 --
---   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
---   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
---                start_attempt, fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
+--   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs,
+--                schema_version
+--   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
+--                heartbeat, release, complete_step, start_attempt,
+--                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
 --                complete_run, fail_run, record
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
@@ -17,6 +19,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
+  aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),
   aiki.cancel(uuid, text),
@@ -28,6 +31,8 @@ grant execute on function
 to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function
+  aiki.register_worker(text, text[], text[], integer, jsonb),
+  aiki.unregister_worker(text),
   aiki.claim(text, text[], text[], integer, integer),
   aiki.heartbeat(text, integer, uuid[]),
   aiki.release(uuid, uuid),

@@ -108,7 +108,11 @@ create table aiki.workers (
   started_at timestamp with time zone not null,
   last_seen timestamp with time zone not null,
   info jsonb,
-  constraint workers_pkey PRIMARY KEY (id)
+  workflows text[],
+  queues text[],
+  stale_after_ms integer not null default 60000,
+  constraint workers_pkey PRIMARY KEY (id),
+  constraint workers_stale_after_positive CHECK ((stale_after_ms > 0))
 );
 grant select on table aiki.workers to aiki_admin;
 
@@ -243,6 +247,9 @@ create function aiki._step_json(p_step aiki.steps) returns jsonb
 create function aiki._try_resolve(p_step aiki.steps, p_now timestamp with time zone) returns aiki.steps
   language plpgsql volatile;
 
+create function aiki._unserved(p_workflow text, p_version text, p_queue text, p_status aiki.run_status, p_now timestamp with time zone) returns boolean
+  language sql stable;
+
 create function aiki._uuidv7() returns uuid
   language sql volatile parallel safe;
 
@@ -285,7 +292,7 @@ create function aiki.heartbeat(p_worker text, p_lease_ms integer DEFAULT 30000, 
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.heartbeat(text, integer, uuid[]) to aiki_admin, aiki_worker;
 
-create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone)
+create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone, unserved boolean)
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.list_runs(text, aiki.run_status, timestamp with time zone, timestamp with time zone, integer, uuid) to aiki_admin, aiki_client, aiki_worker;
 
@@ -309,6 +316,10 @@ create function aiki.record(p_writes jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.record(jsonb) to aiki_admin, aiki_worker;
 
+create function aiki.register_worker(p_worker text, p_workflows text[], p_queues text[], p_stale_after_ms integer DEFAULT 60000, p_info jsonb DEFAULT NULL::jsonb) returns void
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.register_worker(text, text[], text[], integer, jsonb) to aiki_admin, aiki_worker;
+
 create function aiki.release(p_run_id uuid, p_lease_token uuid) returns void
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.release(uuid, uuid) to aiki_admin, aiki_worker;
@@ -320,6 +331,10 @@ grant execute on function aiki.resume(uuid) to aiki_admin, aiki_client, aiki_wor
 create function aiki.resume_queue(p_name text) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.resume_queue(text) to aiki_admin;
+
+create function aiki.schema_version() returns integer
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.schema_version() to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.send_event(p_run_id uuid, p_event text, p_data jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text) returns bigint
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -352,6 +367,10 @@ grant execute on function aiki.start_workflow(text, text, jsonb, text, text, int
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.suspend(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
+
+create function aiki.unregister_worker(p_worker text) returns void
+  language sql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.unregister_worker(text) to aiki_admin, aiki_worker;
 
 create function aiki.wait_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_child_id uuid) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

@@ -92,7 +92,7 @@ export class AikiSystem implements System {
     } finally {
       await sql.end();
     }
-    this.client = client({ url, max: this.pool, log: (line) => { if (/failed|error/i.test(line)) console.error(line); } });
+    this.client = client({ url, max: this.pool, logger: { info: () => {}, warn: () => {}, error: (line) => console.error(line) } });
   }
 
   async enqueue(kind: Kind, count: number): Promise<void> {

@@ -1,8 +1,9 @@
 // Builds aiki.sql: the whole engine as one psql script for users without Node. It does what
-// migrate() does: takes the same lock, applies each migration not yet recorded, then replaces
-// every function. Conditional DDL needs dynamic SQL, so each migration is embedded as a
+// migrate() does: takes the same lock, refuses to go backwards over a newer engine, applies
+// each migration not yet recorded, then replaces every function. Conditional DDL needs dynamic SQL, so each migration is embedded as a
 // dollar-quoted string and executed only when missing from aiki.migrations.
 import { bookkeeping, functions, migrationLockKey, migrations } from "./sources.js";
+import { packageSchemaVersion } from "./version.js";
 
 export function bundle(): string {
   const parts = [
@@ -11,6 +12,16 @@ export function bundle(): string {
     "",
     `select pg_advisory_xact_lock(hashtextextended('${migrationLockKey}', 0));`,
     bookkeeping,
+    "",
+    "-- Never backwards: a newer engine's functions are not replaced by this older script's.",
+    "do $aiki_bundle$",
+    "begin",
+    `  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > ${packageSchemaVersion()} then`,
+    "    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql " +
+      `(engine version ${packageSchemaVersion()}): use the aiki.sql of a newer release';`,
+    "  end if;",
+    "end",
+    "$aiki_bundle$;",
   ];
   for (const migration of migrations()) {
     const tag = `$aiki_${migration.name}$`;

@@ -9,6 +9,8 @@ export interface SqlSource {
   text: string;
 }
 
+// The package root, two folders up both from sdk/db/sources.ts (tests, tsx) and from its build,
+// dist/db/sources.js (the installed package): tsconfig.build.json keeps dist/ the shape of sdk/.
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
 // Files of a source folder that are not sources: the reviewed schema dump lives beside the

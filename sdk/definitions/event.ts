@@ -1,3 +1,4 @@
+import { DefinitionError } from "../errors.js";
 import type { Schema } from "../schema.js";
 
 /** A named event a workflow can wait for; the name is its key in the workflow's `events`. */
@@ -12,6 +13,9 @@ export type EventData<E> = E extends EventDefinition<infer T> ? T : never;
 
 /** `event<{ eta: number }>()` for a typed event, or `event(zodSchema)` to validate it on send. */
 export function event<T = unknown>(schema?: Schema<T>): EventDefinition<T> {
+  if (schema !== undefined && typeof (schema as { safeParse?: unknown } | null)?.safeParse !== "function") {
+    throw new DefinitionError("definition", "event(schema) takes a schema with safeParse (e.g. a zod schema), or nothing");
+  }
   return { schema };
 }
 

@@ -3,6 +3,7 @@ import { InvalidInputError } from "../errors.js";
 import type { Schema } from "../schema.js";
 import type { RetryPolicy } from "../retry.js";
 import type { WorkflowRun } from "./workflow.js";
+import { check, taskRules } from "../options.js";
 import { executionOf } from "../worker/execution.js";
 
 export interface TaskContext {
@@ -48,6 +49,7 @@ export interface Task<I, O> {
 }
 
 export function task<I, O>(options: TaskOptions<I, O>): Task<I, O> {
+  check("task option", options, taskRules);
   for (const what of ["timeout", "heartbeatTimeout"] as const) {
     const value = options[what];
     if (value !== undefined && toMilliseconds(value) < 1) {

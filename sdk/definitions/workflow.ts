@@ -1,17 +1,15 @@
 import type { Client } from "../client.js";
 import { toMilliseconds, type Duration } from "../duration.js";
 import * as engine from "../engine.js";
+import { DefinitionError } from "../errors.js";
 import type { EventData, EventMap, EventWaitResult } from "./event.js";
 import { RunHandle, type WaitResult } from "../handle.js";
 import type { RetryPolicy } from "../retry.js";
+import type { Logger } from "../logger.js";
+export type { Logger } from "../logger.js";
+import { check, childStartRules, startRules, versionRules, workflowRules } from "../options.js";
 import { validate, type Schema } from "../schema.js";
 import { executionOf } from "../worker/execution.js";
-
-export interface Logger {
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-}
 
 export type RunEvents<E extends EventMap> = {
   [K in keyof E]: { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<EventData<E[K]>>> };
@@ -80,6 +78,7 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
     readonly version: string,
     readonly options: WorkflowVersionOptions<I, O, E>,
   ) {
+    check("workflow version option", options, versionRules);
     this.events = options.events ?? ({} as E);
   }
 
@@ -90,7 +89,9 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
 
   /** Starts a run; with an idempotency key, a repeated start returns the first run. */
   async start(client: Client, input: I, options: StartOptions = {}): Promise<RunHandle<O, E>> {
+    check("start option", options, startRules);
     const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
+    await client.ready();
     const { run_id } = await engine.startWorkflow(client.sql, this.name, this.version, valid, {
       idempotencyKey: options.idempotencyKey,
       queue: options.queue ?? this.options.queue,
@@ -107,6 +108,7 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
 
   /** Starts this workflow as a durable child step of `run` (replays return the same child). */
   startAsChild(run: WorkflowRun<any>, input: I, options: ChildStartOptions = {}): Promise<ChildRunHandle<O>> {
+    check("child start option", options, childStartRules);
     const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
     return executionOf(run).startChild(this, valid, options);
   }
@@ -128,8 +130,14 @@ export interface Workflow {
 }
 
 export function workflow(options: { name: string }): Workflow {
+  check("workflow option", options, workflowRules);
   return {
     name: options.name,
-    v: (version, versionOptions) => new WorkflowVersion(options.name, version, versionOptions),
+    v(version, versionOptions) {
+      if (typeof version !== "string") {
+        throw new DefinitionError("definition", `workflow ${options.name}: .v(version, options) takes the version as a string, got ${typeof version}`);
+      }
+      return new WorkflowVersion(options.name, version, versionOptions);
+    },
   };
 }

@@ -22,7 +22,7 @@ const { applied } = await migrate(admin);
 await admin.end();
 console.log(`Engine installed (${applied.length ? `migrations ${applied.join(", ")}` : "up to date"}).\n`);
 
-const aiki = client({ url, log: (line) => progress(line) });
+const aiki = client({ url, logger: { info: () => {}, warn: progress, error: progress } });
 const handle = await worker({ workflows: [subscriptionV1, orderV1, deliveryV1], concurrency: 20, pollMs: 1000 }).spawn(aiki);
 const runTag = Date.now().toString(36);
 

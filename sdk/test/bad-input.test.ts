@@ -195,6 +195,35 @@ table("worker definitions", [
   { name: "SQL injection as the claimed queue's worker id, with a tab", error: InvalidInputError, code: "AK003", message: /^invalid worker id 'x\t''; drop table aiki\.runs; --'$/, act: () => engine.claim(env.aiki.sql, "x\t'; drop table aiki.runs; --", null, ["default"], 1, 1000) },
 ]);
 
+// Options objects: a misspelt or missing key, or a value of the wrong type, fails where the
+// object is given (definition time), naming the key and the keys the object knows.
+const definition = { error: DefinitionError, code: "definition" } as const;
+const policy = (retry: unknown) => task({ name: "t", handler: () => 1, retry: retry as never });
+table("options objects", [
+  { name: "a retry policy with delayMs for baseDelayMs", ...definition, message: /^unknown task retry option `delayMs`: did you mean `baseDelayMs` or `maxDelayMs`\? \(task retry options: type, maxAttempts, baseDelayMs, maxDelayMs, factor\)$/, act: () => policy({ type: "fixed", maxAttempts: 3, delayMs: 5000 }) },
+  { name: "a retry policy of an unknown type", ...definition, message: /^task retry option `type` must be one of "never", "fixed", "exponential", "jittered", got the string "linear"$/, act: () => policy({ type: "linear", maxAttempts: 3 }) },
+  { name: "a retry policy without maxAttempts", ...definition, message: /^task retry option `maxAttempts` is required/, act: () => policy({ type: "exponential" }) },
+  { name: "a retry policy with maxAttempts as a string", ...definition, message: /^task retry option `maxAttempts` must be a number, got the string "3"$/, act: () => policy({ type: "fixed", maxAttempts: "3" }) },
+  { name: "a task defined with exec instead of handler", ...definition, message: /^unknown task option `exec`: did you mean `handler`\? \(task options: name, handler, retry, schema\)$/, act: () => task({ name: "t", exec: () => 1 } as never) },
+  { name: "a task without a name", ...definition, message: /^task option `name` is required \(task options: name, handler, retry, schema\)$/, act: () => task({ handler: () => 1 } as never) },
+  { name: "a task whose schema is not a schema", ...definition, message: /^task schema option `input` must be a schema with safeParse \(e\.g\. a zod schema\), got an object$/, act: () => task({ name: "t", handler: () => 1, schema: { input: {} as never } }) },
+  { name: "a workflow version defined with exec instead of handler", ...definition, message: /^unknown workflow version option `exec`: did you mean `handler`\? \(workflow version options: handler, events, schema, retry, queue\)$/, act: () => workflow({ name: "w" }).v("1", { exec: async () => null } as never) },
+  { name: "a workflow version with a retry policy's typo", ...definition, message: /^unknown workflow version retry option `maxAttempt`: did you mean `maxAttempts`\?/, act: () => workflow({ name: "w" }).v("1", { handler: async () => null, retry: { type: "fixed", maxAttempt: 2 } as never }) },
+  { name: "a workflow version with a numeric version", ...definition, message: /^workflow w: \.v\(version, options\) takes the version as a string, got number$/, act: () => workflow({ name: "w" }).v(1 as never, { handler: async () => null }) },
+  { name: "a workflow with title for name", ...definition, message: /^unknown workflow option `title`: did you mean `name`\? \(workflow options: name\)$/, act: () => workflow({ title: "w" } as never) },
+  { name: "an event whose schema has no safeParse", ...definition, message: /^event\(schema\) takes a schema with safeParse/, act: () => event({ parse: () => 1 } as never) },
+  { name: "a worker with concurency (typo)", ...definition, message: /^unknown worker option `concurency`: did you mean `concurrency`\? \(worker options: workflows, queues, concurrency, leaseMs, heartbeatMs, pollMs, listen, inlineRetryMaxMs, shutdownTimeoutMs, id\)$/, act: () => worker({ workflows: [order], concurency: 5 } as never) },
+  { name: "a worker with queues as a string", ...definition, message: /^worker option `queues` must be an array of strings, got the string "default"$/, act: () => worker({ workflows: [order], queues: "default" as never }) },
+  { name: "a worker given workflow() instead of a version", ...definition, message: /^worker option `workflows` must be an array of workflow versions/, act: () => worker({ workflows: [workflow({ name: "w" }) as never] }) },
+  { name: "a client with a logger that has no warn", ...definition, message: /^client option `logger` must be false, or an object with info, warn and error functions, got an object$/, act: () => client({ url: env.url, logger: { info() {}, error() {} } as never }) },
+  { name: "a client with database for url", ...definition, message: /^unknown client option `database`/, act: () => client({ database: env.url } as never) },
+  { name: "a client with an http URL", error: InvalidInputError, code: "AK003", message: /^the database URL must start with postgres:\/\/ or postgresql:\/\/, not http:\/\/$/, act: () => client({ url: "http://localhost:9850" }) },
+  { name: "a client with a malformed password", error: InvalidInputError, code: "AK003", message: /^the database URL is malformed \(percent-encode/, act: () => client({ url: "postgres://me:pa%ss@localhost/app" }) },
+  { name: "a start with idempotency_key (snake case)", ...definition, message: /^unknown start option `idempotency_key`: did you mean `idempotencyKey`\?/, act: () => start(null, { idempotency_key: "k" } as never) },
+  { name: "a start with startAt as a string", ...definition, message: /^start option `startAt` must be a Date, got the string "2030-01-01"$/, act: () => start(null, { startAt: "2030-01-01" as never }) },
+  { name: "a wait with timeoutMs", ...definition, message: /^unknown wait option `timeoutMs`: did you mean `timeout`\?/, act: () => order.handle(env.aiki, world.waiting).waitForStatus("completed", { timeoutMs: 5 } as never) },
+]);
+
 table("another role's privileges", [
   { name: "aiki_client claims", code: "42501", message: /^permission denied for function claim$/, act: () => engine.claim(asClient.sql, "intruder", null, ["default"], 1, 1000) },
   { name: "aiki_client completes a run", code: "42501", message: /^permission denied for function complete_run$/, act: () => engine.completeRun(asClient.sql, world.waiting, nobody, "stolen") },

@@ -1,18 +1,25 @@
-// cli — `aiki migrate | bundle | help`, run as a user runs it (bin/aiki.mjs in a child process):
-// exit codes, output, and one-line errors without stack traces for mistakes a user can fix.
+// cli — `aiki migrate | bundle | help | --version`, run in a child process as a user runs it,
+// from its sources (the installed bin, dist/cli.js, is run by package.test.ts): exit codes,
+// output, and one-line errors without stack traces for mistakes a user can fix.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
+import { bundle } from "../db/bundle.js";
 import { freePort } from "../db/embedded.js";
+import { packageSchemaVersion } from "../db/version.js";
 import { quiet, testDatabase, withDatabase, type TestDatabase } from "../testing/database.js";
 
-const bin = fileURLToPath(new URL("../../bin/aiki.mjs", import.meta.url));
+const cli = fileURLToPath(new URL("../cli.ts", import.meta.url));
+const root = fileURLToPath(new URL("../../", import.meta.url));
+/** tsx's loader by its full address, so the CLI also runs from a working directory outside the repository. */
+const tsx = import.meta.resolve("tsx");
 
 interface Result {
   code: number;
@@ -20,10 +27,10 @@ interface Result {
   stderr: string;
 }
 
-function aiki(args: string[], env: Record<string, string | undefined> = {}): Promise<Result> {
+function aiki(args: string[], env: Record<string, string | undefined> = {}, cwd = root): Promise<Result> {
   return new Promise((resolve) => {
     const childEnv = { ...process.env, DATABASE_URL: undefined, ...env };
-    execFile(process.execPath, [bin, ...args], { env: childEnv as NodeJS.ProcessEnv }, (error, stdout, stderr) => {
+    execFile(process.execPath, ["--import", tsx, cli, ...args], { env: childEnv as NodeJS.ProcessEnv, cwd }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -109,6 +116,96 @@ describe("cli", () => {
     assert.equal(second.code, 0, second.stderr);
     assert.doesNotMatch(second.stdout, /applied 0/);
     assert.match(second.stdout, /Up to date/);
+  });
+
+  it("--version prints the package's and the engine's versions", async () => {
+    const result = await aiki(["--version"]);
+    assert.equal(result.code, 0, result.stderr);
+    const { version } = JSON.parse(readFileSync(`${root}package.json`, "utf8"));
+    assert.equal(result.stdout, `aiki ${version} (engine version ${packageSchemaVersion()})\n`);
+  });
+
+  it("<command> --help and help <command> print the command's usage and exit 0", async () => {
+    for (const args of [["migrate", "--help"], ["help", "migrate"]]) {
+      const result = await aiki(args);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /^Usage: aiki migrate \[--url URL\]/);
+      assert.match(result.stdout, /--connect-timeout/);
+      assert.doesNotMatch(result.stdout, /aiki bundle/);
+    }
+    const bundleHelp = await aiki(["bundle", "-h"]);
+    assert.match(bundleHelp.stdout, /^Usage: aiki bundle \[--out FILE\]/);
+    assertUserError(await aiki(["help", "relay"]), 2, /^aiki: no help on "relay"/);
+  });
+
+  it("migrate with a malformed password exits 2 with one line, no URIError and no password", async () => {
+    const result = await aiki(["migrate", "--url", "postgres://me:sec%ret@127.0.0.1:5432/app"]);
+    assertUserError(result, 2, /^aiki migrate: the database URL is malformed: percent-encode special characters/);
+    assert.doesNotMatch(result.stderr, /URIError|sec%ret/);
+  });
+
+  it("migrate refuses a URL that names no database, unless --default-database", async () => {
+    const result = await aiki(["migrate", "--url", "postgres://me:secret@127.0.0.1:5432"]);
+    assertUserError(result, 2, /^aiki migrate: the database URL postgres:\/\/me:\*\*\*@127\.0\.0\.1:5432 names no database/);
+    assert.doesNotMatch(result.stderr, /secret/);
+    // Accepted with the flag: it goes on to connect (here to nothing listening).
+    const port = await freePort();
+    const accepted = await aiki(["migrate", "--default-database", "--url", `postgres://me:secret@127.0.0.1:${port}`]);
+    assertUserError(accepted, 1, /^aiki migrate: failed: .*ECONNREFUSED/m);
+  });
+
+  describe("against a server that accepts connections and never answers", () => {
+    let stalled: Server;
+    const sockets = new Set<Socket>();
+    let port: number;
+    before(async () => {
+      stalled = createServer((socket) => {
+        sockets.add(socket);
+        socket.on("error", () => undefined);
+      });
+      await new Promise<void>((resolve) => stalled.listen(0, "127.0.0.1", resolve));
+      port = (stalled.address() as { port: number }).port;
+    });
+    after(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => stalled.close(resolve));
+    });
+
+    it("migrate gives up after --connect-timeout with a clear line and exit 1", async () => {
+      const result = await aiki(["migrate", "--connect-timeout", "1", "--url", `postgres://me:secret@127.0.0.1:${port}/app`]);
+      assertUserError(result, 1, new RegExp(`^aiki migrate: failed: no answer from 127\\.0\\.0\\.1:${port} within 1 s \\(CONNECT_TIMEOUT\\)`, "m"));
+      assert.ok(sockets.size > 0, "the CLI did connect to the stalled server");
+    });
+
+    it("a bad --connect-timeout is a usage error", async () => {
+      assertUserError(await aiki(["migrate", "--connect-timeout", "soon", "--url", `postgres://me@127.0.0.1:${port}/app`]), 2,
+        /^aiki migrate: --connect-timeout takes a number of seconds/);
+    });
+  });
+
+  it("migrate refuses to go backwards over a newer engine (exit 1), and --force does it", async () => {
+    const name = `aiki_cli_${randomBytes(5).toString("hex")}`;
+    databases.push(name);
+    const admin = postgres(adminUrl, { max: 1, ...quiet });
+    await admin.unsafe(`create database ${name} template ${process.env.AIKI_TEST_TEMPLATE}`).finally(() => admin.end());
+    const url = withDatabase(adminUrl, name);
+    const sql = postgres(url, { max: 1, ...quiet });
+    await sql`insert into aiki.migrations (name) values ('9999_from_the_future')`.finally(() => sql.end());
+
+    const refused = await aiki(["migrate", "--url", url]);
+    assertUserError(refused, 1, /^aiki migrate: refused: the aiki engine in this database is version 9999, newer than this package's \d+: upgrade the `aiki` package/m);
+    const forced = await aiki(["migrate", "--force", "--url", url]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /Up to date; functions re-applied\./);
+  });
+
+  it("bundle without --out prints the script and writes no file", async () => {
+    const cwd = mkdtempSync(join(tmp, "bundle-"));
+    const result = await aiki(["bundle"], {}, cwd);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, bundle());
+    assert.deepEqual(readdirSync(cwd), []);
+    assert.ok(existsSync(`${root}aiki.sql`));
   });
 
   it("bundle --check passes on a fresh bundle and fails with exit 1 once it is stale", async () => {

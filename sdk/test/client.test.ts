@@ -204,7 +204,7 @@ describe("RunHandle", () => {
     assert.ok(run.finished_at);
   });
 
-  it("result() throws RunFailedError with the run's error when it failed", async () => {
+  it("result() throws RunFailedError whose message carries the cause's name and message", async () => {
     const wf = workflow({ name: unique("fails") }).v("1", {
       async handler() {
         throw new Error("out of stock");
@@ -215,6 +215,7 @@ describe("RunHandle", () => {
     const error = await rejects(handle.result({ timeout: 10_000 }), RunFailedError);
     assert.equal(error.status, "failed");
     assert.equal(error.details?.message, "out of stock");
+    assert.equal(error.message, `run ${handle.id} ended failed: Error: out of stock`);
   });
 
   it("waitForStatus is woken by the engine's notification, well before its 5 s re-read", async (t) => {
@@ -253,12 +254,17 @@ describe("RunHandle", () => {
     assert.deepEqual(reads, ["running", "completed"], "one read, one notification, one re-read");
   });
 
-  it("waitForStatus returns {cause: 'timeout'} when the run does not get there in time", async () => {
+  it("waitForStatus returns {cause: 'timeout'} when the run does not get there in time, saying no worker serves it", async () => {
     const wf = workflow({ name: unique("no-worker") }).v("1", { handler: async () => null });
     const handle = await wf.start(env.aiki, null);
     const started = Date.now();
-    assert.deepEqual(await handle.waitForStatus("completed", { timeout: 100 }), { success: false, cause: "timeout" });
+    const message = `run ${handle.id} is pending, not completed, after 100 ms: no live worker serves ${wf.key} on queue default ` +
+      "(is a worker with this workflow version running?)";
+    assert.deepEqual(await handle.waitForStatus("completed", { timeout: 100 }),
+      { success: false, cause: "timeout", status: "pending", unserved: true, message });
     assert.ok(Date.now() - started >= 100);
+    const error = await rejects(handle.result({ timeout: 100 }), RunFailedError);
+    assert.equal(error.message, message);
   });
 
   it("pause holds a waiting run though its event arrives; resume lets it finish", async () => {

@@ -131,9 +131,9 @@ describe("run.logger", () => {
     await handle.result({ timeout: 10_000 });
     const lines = env.logs.filter((line) => line.includes(handle.id));
     assert.deepEqual(lines, [
-      `[${wf.key} ${handle.id}] info before the sleep {"n":1}`,
-      `[${wf.key} ${handle.id}] warn after the sleep`,
-      `[${wf.key} ${handle.id}] error at the end`,
+      `info: [${wf.key} ${handle.id}] before the sleep {"n":1}`,
+      `warn: [${wf.key} ${handle.id}] after the sleep`,
+      `error: [${wf.key} ${handle.id}] at the end`,
     ]);
   });
 });

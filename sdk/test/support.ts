@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { Sql } from "postgres";
-import { client, worker, type Client, type ClientOptions, type WorkerHandle, type WorkerOptions } from "../index.js";
+import { client, worker, type Client, type ClientOptions, type Logger, type WorkerHandle, type WorkerOptions } from "../index.js";
 import type { RunRecord, RunStatus } from "../engine.js";
 import { testDatabase, type TestDatabase } from "../testing/database.js";
 
@@ -14,7 +14,7 @@ export interface Env {
   url: string;
   /** A pool on the test database, for reading engine tables and side-effect tables. */
   sql: Sql;
-  /** The client most tests share; its `log` lines are collected in `logs`. */
+  /** The client most tests share; its logger's lines are collected in `logs` (see `collect`). */
   aiki: Client;
   logs: string[];
   /** Another client (own pool and LISTEN connection), closed with the environment. */
@@ -33,11 +33,11 @@ export async function environment(): Promise<Env> {
   const workers: WorkerHandle[] = [];
   const logs: string[] = [];
   const makeClient = (options: Omit<ClientOptions, "url"> = {}) => {
-    const c = client({ url: db.url, max: 5, ...options });
+    const c = client({ url: db.url, max: 5, logger: false, ...options });
     clients.push(c);
     return c;
   };
-  const aiki = makeClient({ log: (line) => logs.push(line) });
+  const aiki = makeClient({ logger: collect(logs) });
   return {
     db,
     url: db.url,
@@ -56,6 +56,16 @@ export async function environment(): Promise<Env> {
       await db.close();
     },
   };
+}
+
+/** A logger that appends `level: message {fields}` to `lines`, and calls `onLine` with each. */
+export function collect(lines: string[], onLine: (line: string) => void = () => {}): Logger {
+  const write = (level: string) => (message: string, fields?: Record<string, unknown>) => {
+    const line = `${level}: ${message}${fields === undefined ? "" : ` ${JSON.stringify(fields)}`}`;
+    lines.push(line);
+    onLine(line);
+  };
+  return { info: write("info"), warn: write("warn"), error: write("error") };
 }
 
 /** A workflow (or task) name no other test of the file uses. */

@@ -318,3 +318,25 @@ describe("worker leases", () => {
     }
   });
 });
+
+describe("registration", () => {
+  it("a worker registers the versions and queues it serves at spawn, and removes itself on stop", async () => {
+    const name = unique("registered");
+    const v1 = workflow({ name }).v("1", { handler: async () => null });
+    const pending = await v1.start(env.aiki, null, { queue: "side", startAt: new Date(Date.now() + 60_000) });
+    assert.equal((await pending.get()).unserved, false, "scheduled, not pending: not marked");
+    await env.sql`update aiki.runs set status = 'pending', available_at = 'infinity' where id = ${pending.id}::uuid`;
+    assert.equal((await pending.get()).unserved, true, "pending, and no worker at all");
+
+    const w = await env.spawn({ workflows: [v1], queues: ["side"] });
+    const [row] = await env.sql`select workflows, queues, stale_after_ms, info->>'pid' as pid from aiki.workers where id = ${w.id}`;
+    assert.deepEqual({ ...row }, { workflows: [v1.key], queues: ["side"], stale_after_ms: 3_000, pid: String(process.pid) });
+    assert.equal((await pending.get()).unserved, false, "served by the new worker");
+    assert.equal((await env.aiki.listRuns({ workflow: name })).find((r) => r.id === pending.id)?.unserved, false);
+
+    await w.stop();
+    assert.equal((await env.sql`select 1 from aiki.workers where id = ${w.id}`).length, 0, "removed on stop");
+    assert.equal((await pending.get()).unserved, true);
+    await pending.cancel();
+  });
+});

@@ -50,7 +50,7 @@ export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "
 
 export interface ExecutionSettings {
   sql: Sql;
-  log: (line: string) => void;
+  logger: Logger;
   /** Task retries due within this many ms wait in-process instead of suspending the run. */
   inlineRetryMaxMs: number;
   /**
@@ -172,7 +172,7 @@ export class Execution {
       .then((output) => this.onReturn(output), (error) => this.onThrow(error))
       .catch((error) => {
         // The engine refused even the run's failure: leave the run to lease expiry.
-        this.settings.log(`run ${this.id}: could not record the run's end: ${String(error)}`);
+        this.settings.logger.error(`run ${this.id} (${this.definition.key}): could not record the run's end: ${describe(error)}`);
         this.end("abandoned");
       });
     return this.done;
@@ -222,7 +222,12 @@ export class Execution {
       }
       // After a failed attempt: false when the run is suspended or over; throws when the task failed for good.
       const afterFailure = async (outcome: engine.FailStepResult, error: SerializedError): Promise<boolean> => {
-        if (outcome.status === "failed") throw taskFailed(options.name, error);
+        const what = `task ${options.name} of run ${this.id} (${this.definition.key}) failed on attempt ${outcome.attempts}: ${error.name}: ${error.message}`;
+        if (outcome.status === "failed") {
+          this.settings.logger.error(`${what}; no retries left`);
+          throw taskFailed(options.name, error);
+        }
+        this.settings.logger.warn(`${what}; retrying in ${outcome.delay_ms} ms`);
         if (outcome.suspended) {
           this.end("retrying");
           return false;
@@ -251,7 +256,7 @@ export class Execution {
           heartbeatDetails = started.details ?? undefined;
           clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms, details) => {
             engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
-              this.settings.inlineRetryMaxMs, details).catch((error) => this.settings.log(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
+              this.settings.inlineRetryMaxMs, details).catch((error) => this.settings.logger.warn(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
           });
         }
         let output: O;
@@ -547,7 +552,8 @@ export class Execution {
         }
         if (error instanceof AikiError) throw error;
         if (attempt >= 8) {
-          this.settings.log(`run ${this.id}: giving up on the database after ${attempt + 1} tries: ${String(error)}`);
+          this.settings.logger.error(`run ${this.id} (${this.definition.key}): giving up on the database after ${attempt + 1} tries, ` +
+            `the lease will expire and another worker resumes the run: ${describe(error)}`);
           this.end("abandoned");
           return never();
         }
@@ -598,16 +604,20 @@ export class Execution {
     await this.recordDeferred();
     if (this.ended) return;
     const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError || this.invalidInput;
-    if (error instanceof NonDeterminismError) this.settings.log(error.message);
     const outcome = await this.write(() => engine.failRun(
       this.settings.sql, this.id, this.leaseToken, serializeError(error), nonRetryable));
+    const what = `run ${this.id} (${this.definition.key}) failed: ${describe(error)}`;
+    if (outcome.status === "failed") this.settings.logger.error(what);
+    else this.settings.logger.warn(`${what}; the run will be retried`);
     this.end(outcome.status === "failed" ? "failed" : "retrying");
   }
 
   private makeRun(): WorkflowRun<any> {
     const prefix = `[${this.definition.key} ${this.id}]`;
-    const line = (level: string) => (message: string, fields?: Record<string, unknown>) => {
-      if (!this.replay.replaying) this.settings.log(`${prefix} ${level} ${message}${fields ? " " + JSON.stringify(fields) : ""}`);
+    const line = (level: keyof Logger) => (message: string, fields?: Record<string, unknown>) => {
+      if (this.replay.replaying) return;
+      if (fields === undefined) this.settings.logger[level](`${prefix} ${message}`);
+      else this.settings.logger[level](`${prefix} ${message}`, fields);
     };
     const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
     const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
@@ -638,6 +648,12 @@ function attemptTiming(options: TaskOptions<any, any>): AttemptTiming | undefine
     timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
     heartbeatTimeoutMs: options.heartbeatTimeout === undefined ? undefined : toMilliseconds(options.heartbeatTimeout),
   };
+}
+
+/** `Name: message` of an error, for log lines. */
+function describe(error: unknown): string {
+  const { name, message } = serializeError(error);
+  return `${name}: ${message}`;
 }
 
 function taskFailed(name: string, error: SerializedError | null): TaskFailedError {

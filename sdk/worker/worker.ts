@@ -16,12 +16,19 @@
 //
 // Stop. Stop claiming, let in-flight executions finish up to a timeout, then release the rest
 // back to the queue so another worker resumes them at once rather than after lease expiry.
+//
+// Registration. The worker records the workflow versions and queues it serves in aiki.workers
+// at spawn and on every heartbeat tick, and removes itself on stop, so the engine can mark a
+// pending run no live worker serves (get_run's `unserved`). It reports through the client's
+// logger: start, stop, losing the database and getting it back, task and run failures.
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Client } from "../client.js";
 import type { WorkflowVersion } from "../definitions/workflow.js";
 import * as engine from "../engine.js";
-import { DefinitionError, InvalidInputError } from "../errors.js";
+import { isConnectionError } from "../db/pool.js";
+import { AikiError, DefinitionError, InvalidInputError, serializeError } from "../errors.js";
+import { check, workerRules } from "../options.js";
 import { sleep } from "../sleep.js";
 import { Execution, type ExecutionEnd } from "./execution.js";
 import { Recorder } from "./recorder.js";
@@ -70,6 +77,7 @@ export interface WorkerDefinition {
 }
 
 export function worker(options: WorkerOptions): WorkerDefinition {
+  check("worker option", options, workerRules);
   const registered = new Map<string, WorkflowVersion>();
   for (const definition of options.workflows) {
     if (registered.has(definition.key)) {
@@ -118,6 +126,10 @@ class Worker implements WorkerHandle {
    * empty claims (three per run, measured, in a serial start-to-task test).
    */
   private leftBehind = true;
+  /** What failed while the database was out of reach (logged once per outage), or undefined. */
+  private trouble: string | undefined;
+  /** Whether the last registration failed other than by a lost connection (logged once). */
+  private unregistered = false;
 
   private constructor(
     private readonly client: Client,
@@ -135,6 +147,15 @@ class Worker implements WorkerHandle {
 
   static async spawn(client: Client, options: WorkerOptions, registered: Map<string, WorkflowVersion>, concurrency: number) {
     const w = new Worker(client, options, registered, concurrency);
+    // An engine that is missing, older or newer fails the spawn with SchemaVersionError. A
+    // database out of reach does not: the worker starts and claims once it is back.
+    try {
+      await client.ready();
+      await w.register();
+    } catch (error) {
+      if (!isConnectionError(error)) throw error;
+      w.troubled("cannot reach the database", error);
+    }
     if (options.listen ?? true) {
       const notifications = client.notifications();
       const queues = new Set(w.queues);
@@ -143,9 +164,36 @@ class Worker implements WorkerHandle {
       }));
       w.unsubscribe.push(notifications.onReconnect(() => w.wake()));
     }
-    w.heartbeatTimer = setInterval(() => void w.heartbeat(), options.heartbeatMs ?? Math.floor(w.leaseMs / 3));
+    w.heartbeatTimer = setInterval(() => void w.heartbeat(), w.heartbeatMs);
     w.loop = w.run();
+    client.logger.info(`worker ${w.id} started: ${w.keys.join(", ")} on queue${w.queues.length === 1 ? "" : "s"} ` +
+      `${w.queues.join(", ")}, concurrency ${concurrency}`);
     return w;
+  }
+
+  private get heartbeatMs(): number {
+    return this.options.heartbeatMs ?? Math.floor(this.leaseMs / 3);
+  }
+
+  /** Records this worker as alive and what it serves; dead after three missed heartbeat ticks. */
+  private register(): Promise<void> {
+    const staleAfterMs = Math.min(86_400_000, Math.max(1_000, 3 * this.heartbeatMs));
+    return engine.registerWorker(this.client.sql, this.id, this.keys, this.queues, staleAfterMs,
+      { host: hostname(), pid: process.pid, concurrency: this.concurrency });
+  }
+
+  /** Logs the first failure of an outage; the rest of it stays quiet until `recovered`. */
+  private troubled(what: string, error: unknown): void {
+    if (this.trouble !== undefined) return;
+    this.trouble = what;
+    const { name, message } = serializeError(error);
+    this.client.logger[error instanceof AikiError ? "error" : "warn"](`worker ${this.id}: ${what}: ${name}: ${message}; retrying`);
+  }
+
+  private recovered(): void {
+    if (this.trouble === undefined) return;
+    this.trouble = undefined;
+    this.client.logger.info(`worker ${this.id}: the database answers again; claiming`);
   }
 
   active(): string[] {
@@ -166,6 +214,7 @@ class Worker implements WorkerHandle {
           // the freeze as clock skew and think its (long expired) leases still valid.
           const sentAt = performance.now();
           const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
+          this.recovered();
           this.leftBehind = claimed.runs.length === free;
           const clockOffsetMs = Date.parse(claimed.now) - sentAt;
           for (const record of claimed.runs) this.execute(record, clockOffsetMs);
@@ -174,7 +223,7 @@ class Worker implements WorkerHandle {
             delay = Math.min(delay, Date.parse(claimed.next_due_at) - Date.parse(claimed.now));
           }
         } catch (error) {
-          this.client.log(`worker ${this.id}: claim failed: ${String(error)}`);
+          this.troubled("claim failed", error);
           delay = Math.min(delay, 1_000);
         }
       }
@@ -200,7 +249,7 @@ class Worker implements WorkerHandle {
     };
     const execution = new Execution(record, definition, {
       sql: this.client.sql,
-      log: this.client.log,
+      logger: this.client.logger,
       inlineRetryMaxMs: this.options.inlineRetryMaxMs ?? 2_000,
       clockOffsetMs,
       recorder: this.recorder,
@@ -221,6 +270,13 @@ class Worker implements WorkerHandle {
   }
 
   private async heartbeat(): Promise<void> {
+    // Beside the lease renewal, not before it: a slow registration must not delay the leases.
+    void this.register().then(() => (this.unregistered = false), (error: unknown) => {
+      if (this.unregistered || isConnectionError(error)) return;
+      this.unregistered = true;
+      const { name, message } = serializeError(error);
+      this.client.logger.warn(`worker ${this.id}: registration failed: ${name}: ${message}; its runs may show as unserved`);
+    });
     if (this.executions.size === 0) return;
     const seq = this.claimSeq;
     // Only the leases this worker knows of: one whose claim answer was lost must expire.
@@ -229,7 +285,7 @@ class Worker implements WorkerHandle {
     try {
       renewed = await engine.heartbeat(this.client.sql, this.id, this.leaseMs, tokens);
     } catch (error) {
-      this.client.log(`worker ${this.id}: heartbeat failed: ${String(error)}`);
+      this.troubled("heartbeat failed", error);
       return;
     }
     const held = new Set(renewed.map((r) => r.lease_token));
@@ -255,5 +311,7 @@ class Worker implements WorkerHandle {
       await engine.release(this.client.sql, execution.id, execution.leaseToken).catch(() => undefined);
     }));
     for (const unsubscribe of this.unsubscribe) unsubscribe();
+    await engine.unregisterWorker(this.client.sql, this.id).catch(() => undefined);
+    this.client.logger.info(`worker ${this.id} stopped`);
   }
 }

@@ -118,7 +118,7 @@ describe("migrate", () => {
     const url = await emptyDatabase();
     const env = { ...process.env, DATABASE_URL: "" };
     const outputs = await Promise.all(
-      Array.from({ length: 4 }, () => run(process.execPath, [`${root}bin/aiki.mjs`, "migrate", "--url", url], { env })),
+      Array.from({ length: 4 }, () => run(process.execPath, ["--import", "tsx", `${root}sdk/cli.ts`, "migrate", "--url", url], { env })),
     );
     const lines = outputs.flatMap((o) => o.stdout.split("\n")).filter((l) => l.trim().startsWith("applied "));
     assert.deepEqual(lines.map((l) => l.trim()).sort(), migrationNames.map((n) => `applied ${n}`));
@@ -222,6 +222,20 @@ describe("migrate", () => {
     const sql = connect(url);
     assert.equal(await value(sql`select count(*)::int from aiki.migrations`), migrationNames.length);
     assert.equal(await schemaSnapshot(sql), committedSnapshot());
+  });
+
+  it("aiki.sql refuses to run over a newer engine, changing nothing", { skip: !hasPsql && "no psql binary" }, async () => {
+    const url = await emptyDatabase();
+    const sql = connect(url);
+    await migrate(sql);
+    await sql`insert into aiki.migrations (name) values ('9999_from_the_future')`;
+    const before = await inventory(sql);
+    const failed = await run("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", `${root}aiki.sql`, url], {
+      env: { ...process.env, PGOPTIONS: "-c client_min_messages=warning" },
+    }).then(() => undefined, (error: { code: number; stderr: string }) => error);
+    assert.ok(failed, "psql failed");
+    assert.match(failed.stderr, /the aiki engine in this database is newer than this aiki\.sql \(engine version \d+\): use the aiki\.sql of a newer release/);
+    assert.deepEqual(await inventory(sql), before);
   });
 
   it("the installed schema matches sql/schema.snapshot.sql (run `npm run schema:update`)", async () => {

@@ -52,10 +52,17 @@ describe("aiki_client", () => {
     assert.equal(c!.s, "cancelled");
   });
 
+  it("can read the engine's version (schema_version)", async () => {
+    const [v] = await as.client`select aiki.schema_version() as v`;
+    assert.ok(v!.v >= 6, `schema_version ${v!.v}`);
+  });
+
   it("cannot claim, or make any worker call (42501)", async () => {
     const run = await startAndClaim(h.sql);
     await denied(as.client`select aiki.claim('intruder')`, /permission denied for function claim/);
     await denied(as.client`select * from aiki.heartbeat('intruder')`, /permission denied for function heartbeat/);
+    await denied(as.client`select aiki.register_worker('intruder', null, null)`, /permission denied for function register_worker/);
+    await denied(as.client`select aiki.unregister_worker('w-sec')`, /permission denied for function unregister_worker/);
     await denied(as.client`select aiki.complete_run(${run.id}::uuid, ${run.lease_token}::uuid)`, /permission denied for function complete_run/);
     await denied(as.client`select aiki.start_attempt(${run.id}::uuid, ${run.lease_token}::uuid, 't#1', 't', 1000)`, /permission denied for function start_attempt/);
     await denied(as.client`select aiki.complete_step(${run.id}::uuid, ${run.lease_token}::uuid, 'k', 'task', 'n', '1')`, /permission denied/);
@@ -85,13 +92,16 @@ describe("aiki_worker", () => {
     const [row] = await as.worker`select aiki.claim('w-sec', null, array['sec']) as c`;
     const run = row!.c.runs[0];
     assert.equal(run.id, id);
+    await as.worker`select aiki.register_worker('w-sec', array['x@1'], array['sec'])`;
     await as.worker`select * from aiki.heartbeat('w-sec')`;
+    await as.worker`select aiki.schema_version()`;
     await as.worker`select aiki.complete_step(${id}::uuid, ${run.lease_token}::uuid, 'a#1', 'task', 'a', '1')`;
     await as.worker`select aiki.start_attempt(${id}::uuid, ${run.lease_token}::uuid, 't#1', 't', 60000)`;
     await as.worker`select aiki.record(${JSON.stringify([{ run_id: id, lease_token: run.lease_token, steps: [{ key: "t#1", kind: "task", name: "t", output: 2 }] }])}::text::jsonb)`;
     await as.worker`select aiki.start_child(${id}::uuid, ${run.lease_token}::uuid, 'c#1', 'kid', '1')`;
     await as.worker`select aiki.complete_run(${id}::uuid, ${run.lease_token}::uuid, '"ok"')`;
     assert.equal((await runRow(h.sql, id)).status, "completed");
+    await as.worker`select aiki.unregister_worker('w-sec')`;
   });
 
   it("cannot purge runs or change queues (42501)", async () => {
@@ -164,7 +174,7 @@ describe("functions", () => {
   it("every public function is executable by the roles 90_security.sql names, and no others", async () => {
     // Exact for the client (the widest audience) and for the admin-only verbs; any other public
     // function is a worker call, so one added later is closed to clients unless listed here.
-    const client = ["now", "start_workflow", "send_event", "cancel", "pause", "resume", "get_run", "find_run", "list_runs"];
+    const client = ["now", "schema_version", "start_workflow", "send_event", "cancel", "pause", "resume", "get_run", "find_run", "list_runs"];
     const adminOnly = ["set_queue", "pause_queue", "resume_queue", "purge_runs"];
     const rows = await h.sql`
       select p.proname,
