@@ -79,7 +79,7 @@ describe("client pool", () => {
         return results.map((r) => (r.success ? r.state.output : null));
       },
     });
-    await env.spawn({ workflows: [parent, child], queues: ["default", "q.2:x/y-z"] });
+    await env.spawn({ workflows: [parent, child], queues: ["default", "q.odd:1/2-3"] });
     const handle = await parent.start(env.aiki, 10);
     assert.deepEqual(await handle.result({ timeout: 15_000 }), [22, 24]);
   });
