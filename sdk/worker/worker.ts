@@ -227,7 +227,9 @@ class Worker implements WorkerHandle {
     const tokens = [...this.executions.values()].map(({ execution }) => execution.leaseToken);
     let renewed: { run_id: string; lease_token: string; lease_expires_at: string }[];
     try {
-      renewed = await engine.heartbeat(this.client.sql, this.id, this.leaseMs, tokens);
+      // Between the recorder's flushes: a record in flight locks its runs, and the heartbeat
+      // would skip their leases (see Recorder, "Heartbeats").
+      renewed = await this.recorder.whileIdle(() => engine.heartbeat(this.client.sql, this.id, this.leaseMs, tokens), Math.min(this.leaseMs / 10, 1_000));
     } catch (error) {
       this.client.log(`worker ${this.id}: heartbeat failed: ${String(error)}`);
       return;
