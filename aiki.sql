@@ -1506,6 +1506,9 @@ declare
   v_steps integer;
   v_bytes bigint;
 begin
+  if p_new_steps = 0 and p_new_bytes = 0 then
+    return;  -- a replay that wrote nothing new: no row update
+  end if;
   update aiki.runs
      set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
    where id = p_run_id
@@ -1742,7 +1745,7 @@ $$;
 -- Returns one entry per step, in the order given: null when the step was recorded as given, or
 -- the journal's first record of a step recorded before (replays, retried tasks), as complete_step
 -- returns it.
--- All or nothing: any error (AK001 lease lost, AK002, AK003, AK005, AK006, AK007) aborts the
+-- All or nothing: any error (AK001 lease lost, AK002, AK003, AK005, AK006, AK007, AK008) aborts the
 -- whole batch, and the caller retries the writes one by one to learn which of them failed (the
 -- SDK does). Locks, with no wait in between: the parents of completing runs and the runs, in id
 -- order (a parent's UUIDv7 precedes its children's, so this is the parent-before-child order),

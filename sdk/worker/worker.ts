@@ -5,9 +5,10 @@
 // queues, a slot freeing up, the next due timer the claim reported (database clock), or the
 // slow safety poll. A full claim claims again at once.
 //
-// Leases. One heartbeat statement renews every lease this worker holds. A run missing from the
-// heartbeat's answer was lost (expired and reclaimed, cancelled, paused): its execution ends
-// quietly and its tasks' abort signals fire.
+// Leases. One heartbeat statement renews every lease this worker holds, named by its tokens. A
+// run whose row another transaction holds comes back unrenewed, with its current expiry, and is
+// kept. A run missing from the heartbeat's answer was lost (expired and reclaimed, cancelled,
+// paused): its execution ends quietly and its tasks' abort signals fire.
 //
 // Stop. Stop claiming, let in-flight executions finish up to a timeout, then release the rest
 // back to the queue so another worker resumes them at once rather than after lease expiry.
