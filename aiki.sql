@@ -244,7 +244,8 @@ begin
 -- journal_steps / journal_bytes: how many steps a run's journal holds and how many bytes of
 -- step outputs and errors its worker wrote, kept by aiki._check_journal_room on every journal
 -- write so the limits (aiki._max_journal_steps, aiki._max_journal_bytes) cost one row update,
--- not a scan of the journal. Counted here once for the runs that are not finished.
+-- not a scan of the journal. Counted here once for the runs that are not finished (their bytes
+-- estimated by the JSON text length, which stored, possibly compressed, values allow cheaply).
 --
 -- steps.wait_seq: the order waits were created in, from one sequence. send_event hands a live
 -- event to the oldest open wait for its name; waits created by one suspend share created_at, and
@@ -1068,7 +1069,7 @@ $$;
 -- aiki engine: claim — how workers take runs, keep them, and give them back.
 --
 --   claim      promote due timers, then lease up to N pending runs (SKIP LOCKED), with journals
---   heartbeat  renew every lease a worker holds, in one statement
+--   heartbeat  renew the leases a worker holds and names by token, in one statement, never waiting
 --   release    give a leased run back unharmed (graceful shutdown)
 --
 -- Timers need no daemon: every claim first promotes a bounded batch of runs whose
@@ -1649,6 +1650,9 @@ declare
   v_steps integer;
   v_bytes bigint;
 begin
+  if p_new_steps = 0 and p_new_bytes = 0 then
+    return;  -- a replay that wrote nothing new: no row update
+  end if;
   update aiki.runs
      set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
    where id = p_run_id
@@ -2020,7 +2024,7 @@ $$;
 --       given, else the journal's first record of a step recorded before (replays, retries);
 --   {"status": "lease_lost", "message"}                           what AK001 would say;
 --   {"status": "error", "sqlstate", "message"}                    AK002, AK003, AK005, AK006,
---       AK007, or any other SQLSTATE the write raised; nothing of it was written.
+--       AK007, AK008, or any other SQLSTATE the write raised; nothing of it was written.
 -- A write is all or nothing; one write's failure never fails another's. Raises (AK003) only when
 -- p_writes itself is malformed.
 --

@@ -4,7 +4,8 @@
 -- journal_steps / journal_bytes: how many steps a run's journal holds and how many bytes of
 -- step outputs and errors its worker wrote, kept by aiki._check_journal_room on every journal
 -- write so the limits (aiki._max_journal_steps, aiki._max_journal_bytes) cost one row update,
--- not a scan of the journal. Counted here once for the runs that are not finished.
+-- not a scan of the journal. Counted here once for the runs that are not finished (their bytes
+-- estimated by the JSON text length, which stored, possibly compressed, values allow cheaply).
 --
 -- steps.wait_seq: the order waits were created in, from one sequence. send_event hands a live
 -- event to the oldest open wait for its name; waits created by one suspend share created_at, and

@@ -40,7 +40,6 @@ export interface RunRecord {
   parent_step_key: string | null;
   idempotency_key: string | null;
   concurrency_key: string | null;
-  lease_token: string | null;
   lease_expires_at: string | null;
   available_at: string | null;
   deadline_at: string | null;
@@ -52,6 +51,7 @@ export interface RunRecord {
   journal?: StepRecord[];
 }
 
+/** A run as claim hands it to the worker that leased it: with its lease token and journal. */
 export interface ClaimedRun extends RunRecord {
   lease_token: string;
   journal: StepRecord[];
@@ -259,7 +259,11 @@ export async function claim(
   return rows[0]!.result;
 }
 
-/** Renews the leases named by `leaseTokens` (null: every lease of `worker`). */
+/**
+ * Renews the leases of `worker` named by `leaseTokens` (null or empty: none; the worker is only
+ * recorded as alive). Answers one row per lease still held: renewed, or, when another
+ * transaction holds the run's row, skipped with its unchanged expiry. A run missing was lost.
+ */
 export async function heartbeat(
   sql: Sql, worker: string, leaseMs: number, leaseTokens: string[] | null,
 ): Promise<{ run_id: string; lease_token: string; lease_expires_at: string }[]> {

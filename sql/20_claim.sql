@@ -1,7 +1,7 @@
 -- aiki engine: claim — how workers take runs, keep them, and give them back.
 --
 --   claim      promote due timers, then lease up to N pending runs (SKIP LOCKED), with journals
---   heartbeat  renew every lease a worker holds, in one statement
+--   heartbeat  renew the leases a worker holds and names by token, in one statement, never waiting
 --   release    give a leased run back unharmed (graceful shutdown)
 --
 -- Timers need no daemon: every claim first promotes a bounded batch of runs whose

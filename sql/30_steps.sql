@@ -38,6 +38,9 @@ declare
   v_steps integer;
   v_bytes bigint;
 begin
+  if p_new_steps = 0 and p_new_bytes = 0 then
+    return;  -- a replay that wrote nothing new: no row update
+  end if;
   update aiki.runs
      set journal_steps = journal_steps + p_new_steps, journal_bytes = journal_bytes + p_new_bytes
    where id = p_run_id
@@ -409,7 +412,7 @@ $$;
 --       given, else the journal's first record of a step recorded before (replays, retries);
 --   {"status": "lease_lost", "message"}                           what AK001 would say;
 --   {"status": "error", "sqlstate", "message"}                    AK002, AK003, AK005, AK006,
---       AK007, or any other SQLSTATE the write raised; nothing of it was written.
+--       AK007, AK008, or any other SQLSTATE the write raised; nothing of it was written.
 -- A write is all or nothing; one write's failure never fails another's. Raises (AK003) only when
 -- p_writes itself is malformed.
 --

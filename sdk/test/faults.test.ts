@@ -8,7 +8,6 @@ import { fileURLToPath } from "node:url";
 import type { Sql } from "postgres";
 import { client, task, worker, workflow, type Client } from "../index.js";
 import { healingPool } from "../db/pool.js";
-import * as engine from "../engine.js";
 import { freePort } from "../db/embedded.js";
 import { environment, gate, latch, unique, untilStatus, type Env } from "./support.js";
 
@@ -70,6 +69,7 @@ describe("client pool", () => {
 
   it("passes arrays to the engine without fetched array types", async () => {
     // claim takes text[] and start_children returns uuid[]; the pool does not fetch array types.
+    // (Queue names with the characters array literals escape, `,"\`, are refused by claim.)
     const name = unique("arrays");
     const child = workflow({ name: `${name}-child` }).v("1", { handler: async (_run, n: number) => n * 2 });
     const parent = workflow({ name }).v("1", {
@@ -79,7 +79,7 @@ describe("client pool", () => {
         return results.map((r) => (r.success ? r.state.output : null));
       },
     });
-    await env.spawn({ workflows: [parent, child], queues: ["default", "q.odd:1/2-3"] });
+    await env.spawn({ workflows: [parent, child], queues: ["default", "q.odd:1/x-y_z"] });
     const handle = await parent.start(env.aiki, 10);
     assert.deepEqual(await handle.result({ timeout: 15_000 }), [22, 24]);
   });
@@ -161,82 +161,6 @@ describe("worker startup", () => {
       await app.close();
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => (proxy ? proxy.close(resolve) : resolve(undefined)));
-    }
-  });
-});
-
-// The stall watchdog replaces a pool whose engine call is stranded, and nothing else: a user's
-// own long query and an engine write waiting on a lock are the server at work, not a stall.
-describe("pool stall watchdog", () => {
-  const short = { stallMs: 200, drainMs: 100 };
-  const pool = (app: string, url = env.url) => healingPool(url, { max: 2, onnotice: () => {}, connection: { application_name: app } }, short);
-
-  it("leaves a user's own long query alone", async () => {
-    const sql = pool(unique("user-query"));
-    try {
-      const [row] = await sql<{ done: boolean }[]>`select pg_sleep(0.8) is not null as done`;
-      assert.equal(row!.done, true);
-    } finally {
-      await sql.end({ timeout: 1 });
-    }
-  });
-
-  it("leaves an engine write that waits on a lock alone", async () => {
-    const wf = workflow({ name: unique("locked") }).v("1", { handler: async () => null });
-    const handle = await wf.start(env.aiki, null);
-    const claimed = await engine.claim(env.aiki.sql, "w-locked", [wf.key], ["default"], 1, 60_000);
-    const run = claimed.runs.find((r) => r.id === handle.id)!;
-    const app = unique("engine-locked");
-    const sql = pool(app);
-    const holder = await env.sql.reserve();
-    try {
-      await holder`begin`;
-      await holder`select 1 from aiki.runs where id = ${run.id}::uuid for update`;
-      const write = engine.completeStep(sql, run.id, run.lease_token, "x#1", "task", "x", 1);
-      const [waiting] = await env.sql`select pid from pg_stat_activity where application_name = ${app} and wait_event_type = 'Lock'`
-        .then(async function poll(rows): Promise<typeof rows> {
-          return rows.length > 0 ? rows : poll(await env.sql`select pid from pg_stat_activity where application_name = ${app} and wait_event_type = 'Lock'`);
-        });
-      assert.ok(waiting, "the engine write waits on the run's lock");
-      // Hold the lock for several stall limits (time passes on the server: the negative case needs it).
-      await holder`select pg_sleep(0.8)`;
-      await holder`commit`;
-      assert.equal((await write).status, "completed");
-    } finally {
-      holder.release();
-      await sql.end({ timeout: 1 });
-    }
-  });
-
-  it("still replaces the pool when an engine call is stranded (the connection went silent)", async () => {
-    const target = new URL(env.url);
-    const port = await freePort();
-    const url = new URL(env.url);
-    url.hostname = "127.0.0.1";
-    url.port = String(port);
-    let frozen = false;
-    const sockets = new Set<Socket>();
-    const proxy = createServer((down) => {
-      const up = connect(Number(target.port), target.hostname);
-      for (const s of [down, up]) {
-        sockets.add(s);
-        s.on("error", () => undefined);
-        s.on("close", () => sockets.delete(s));
-      }
-      down.on("data", (chunk) => frozen || up.write(chunk));
-      up.on("data", (chunk) => frozen || down.write(chunk));
-    });
-    await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", resolve));
-    const sql = pool(unique("stranded"), url.toString());
-    try {
-      await engine.listRuns(sql, { limit: 1 });
-      frozen = true;
-      await assert.rejects(engine.listRuns(sql, { limit: 1 }), (e: { code?: string }) => e.code === "CONNECTION_DESTROYED");
-    } finally {
-      frozen = false;
-      for (const s of sockets) s.destroy();
-      await sql.end({ timeout: 1 });
-      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 });

@@ -10,6 +10,13 @@
 // before it joins a batch. A batch the engine could not take at all (a deadlock between two
 // batches) is sent again; other errors (connection trouble) reject every write of the batch, and
 // each execution's write loop retries its own.
+//
+// Heartbeats. A `record` holds its runs' row locks while it runs, and the engine's heartbeat
+// skips locked rows (it waits on none): a run whose writes follow each other back to back would
+// have its lease skipped at every heartbeat, and lose it. `whileIdle` runs the heartbeat between
+// flushes: new flushes wait until it is done, and it waits for the ones in flight, each wait
+// bounded (a flush blocked on another transaction's lock must not hold back every lease, nor a
+// stranded heartbeat every write).
 import type { Sql } from "postgres";
 import * as engine from "../engine.js";
 import { AikiError, LeaseLostError, engineError } from "../errors.js";
@@ -33,6 +40,9 @@ export class Recorder {
   private queue: Pending[] = [];
   private inFlight = 0;
   private scheduled = false;
+  /** Heartbeats running: flushes in flight may finish, none starts (see "Heartbeats"). */
+  private holding = 0;
+  private readonly drained = new Set<() => void>();
   private readonly maxInFlight: number;
   private readonly maxBatch: number;
 
@@ -70,12 +80,51 @@ export class Recorder {
     });
   }
 
+  /**
+   * Runs `act` (the heartbeat) once no flush is in flight, or after `maxWaitMs`; flushes wait
+   * while it runs, for at most 2 × `maxWaitMs` in all (a heartbeat stranded on a dead connection
+   * must not hold the journal writes back). See "Heartbeats".
+   */
+  async whileIdle<T>(act: () => Promise<T>, maxWaitMs: number): Promise<T> {
+    this.holding++;
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      this.holding--;
+      this.schedule();
+    };
+    const cap = setTimeout(release, 2 * maxWaitMs);
+    try {
+      if (this.inFlight > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        let done!: () => void;
+        await new Promise<void>((resolve) => {
+          done = resolve;
+          this.drained.add(done);
+          timer = setTimeout(resolve, maxWaitMs);
+        });
+        clearTimeout(timer);
+        this.drained.delete(done);
+      }
+      return await act();
+    } finally {
+      clearTimeout(cap);
+      release();
+    }
+  }
+
   private schedule(): void {
+    if (this.holding > 0) {
+      if (this.inFlight === 0) for (const done of this.drained) done();
+      return;
+    }
     if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return;
     this.scheduled = true;
     // setImmediate: every write made in this turn of the event loop joins the batch.
     setImmediate(() => {
       this.scheduled = false;
+      if (this.holding > 0) return;
       void this.flush();
     });
   }

@@ -5,14 +5,17 @@
 // queues, a slot freeing up, the next due timer the claim reported (database clock), or the
 // slow safety poll. A full claim claims again at once.
 //
-// Leases. One heartbeat statement renews every lease this worker holds. A run missing from the
-// heartbeat's answer was lost (expired and reclaimed, cancelled, paused): its execution ends
-// quietly and its tasks' abort signals fire. Executions are kept by lease token, not run id: a
-// claim that hands back a run this worker still executes (its lease expired meanwhile) ends the
-// older execution first, so one worker never holds two executions of a run, and the older one's
-// end cannot take the newer one's bookkeeping with it. Lease times are judged on the monotonic
-// clock (performance.now) plus the database clock's offset taken at the claim, so moving the
-// wall clock loses no lease.
+// Leases. One heartbeat statement renews every lease this worker holds, named by its tokens. A
+// run whose row another transaction holds comes back unrenewed, with its current expiry, and is
+// kept; the heartbeat runs between the recorder's flushes, so the worker's own journal writes do
+// not hold its runs' rows then (recorder.ts, "Heartbeats"). A run missing from the heartbeat's
+// answer was lost (expired and reclaimed, cancelled, paused): its execution ends quietly and its
+// tasks' abort signals fire. Executions are kept by lease token, not run id: a claim that hands
+// back a run this worker still executes (its lease expired meanwhile) ends the older execution
+// first, so one worker never holds two executions of a run, and the older one's end cannot take
+// the newer one's bookkeeping with it. Lease times are judged on the monotonic clock
+// (performance.now) plus the database clock's offset taken at the claim, so moving the wall
+// clock loses no lease.
 //
 // Stop. Stop claiming, let in-flight executions finish up to a timeout, then release the rest
 // back to the queue so another worker resumes them at once rather than after lease expiry.
@@ -283,7 +286,9 @@ class Worker implements WorkerHandle {
     const tokens = [...this.executions.values()].map(({ execution }) => execution.leaseToken);
     let renewed: { run_id: string; lease_token: string; lease_expires_at: string }[];
     try {
-      renewed = await engine.heartbeat(this.client.sql, this.id, this.leaseMs, tokens);
+      // Between the recorder's flushes: a record in flight locks its runs, and the heartbeat
+      // would skip their leases (see Recorder, "Heartbeats").
+      renewed = await this.recorder.whileIdle(() => engine.heartbeat(this.client.sql, this.id, this.leaseMs, tokens), Math.min(this.leaseMs / 10, 1_000));
     } catch (error) {
       this.troubled("heartbeat failed", error);
       return;

@@ -1,7 +1,7 @@
 // The hot claim path stays narrow with a large table: with 100,000 finished and 100,000 sleeping
 // runs beside a few pending ones, the claim's pending selection uses the partial index
-// runs_pending and the timer promotion uses runs_timers — never a sequential scan. Only plan
-// shapes are asserted here; speed belongs in bench/.
+// runs_pending and the timer promotion uses runs_timers — never a sequential scan; list_runs
+// pages through runs_created. Only plan shapes are asserted here; speed belongs in bench/.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { T0, claim, harness, setNow, startRun, type Harness } from "./support.js";
@@ -83,5 +83,18 @@ describe("claim", () => {
     assert.equal(result.runs.length, 5);
     assert.ok(result.runs.every((r) => r.workflow === "live"));
     assert.equal(Date.parse(result.next_due_at!), Date.parse(T0) + 60_000);
+  });
+});
+
+describe("list_runs", () => {
+  it("pages newest first through runs_created, not a sort of 200,000 rows", async () => {
+    const plan = await explain(`
+      select r.id from aiki.runs r
+      where r.created_at > '-infinity' and r.created_at < 'infinity'
+        and (r.created_at, r.id) < ('infinity'::timestamptz, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+      order by r.created_at desc, r.id desc
+      limit 100`);
+    assert.ok(plan.some((n) => n["Index Name"] === "runs_created"), describePlan(plan));
+    assert.ok(!plan.some((n) => n["Node Type"] === "Sort" || n["Node Type"] === "Seq Scan"), describePlan(plan));
   });
 });

@@ -3,9 +3,7 @@
 import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  at, backendPid, claimOne, expectSqlState, harness, inFlight, reset, setNow, startAndClaim, startRun, tableCounts,
-  waitUntilBlocked,
-  type Harness,
+  at, claimOne, harness, reset, setNow, startAndClaim, startRun, tableCounts, type Harness,
 } from "./support.js";
 
 let h: Harness;
