@@ -21,6 +21,7 @@ import { quiet, type Server, type Settings } from "./support.js";
 import { evaluate, type Measured } from "./targets.js";
 import type { Context } from "./workloads/context.js";
 import { events } from "./workloads/events.js";
+import { idle } from "./workloads/idle.js";
 import { latency } from "./workloads/latency.js";
 import { physical } from "./workloads/physical.js";
 import { scale } from "./workloads/scale.js";
@@ -33,6 +34,7 @@ const quick: Settings = {
   events: 200, timers: 2_000, timerSpreadSeconds: 6,
   backlog: 200_000, claimSamples: 300, fanOut: 1_000,
   physicalSeconds: 2,
+  idleSleeps: 200, idleLanes: 4,
 };
 const full: Settings = {
   ...quick, mode: "full",
@@ -40,9 +42,10 @@ const full: Settings = {
   latencySerial: 1_000, latencyRate: 300, latencyLoadSeconds: 20,
   events: 1_000, timers: 10_000, timerSpreadSeconds: 60,
   claimSamples: 2_000, physicalSeconds: 10,
+  idleSleeps: 500, idleLanes: 2,
 };
 
-const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale"] as const;
+const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale", "idle"] as const;
 type WorkloadId = (typeof workloadIds)[number];
 
 function parseArgs(argv: string[]) {
@@ -169,6 +172,11 @@ try {
     const r = await scale(ctx);
     sections.push(...r.sections);
     measured.scale = r.results;
+  });
+  await run("idle", async () => {
+    const r = await idle(ctx);
+    sections.push(...r.sections);
+    measured.idle = r.results;
   });
 
   const info = await postgresInfo(server.adminUrl);

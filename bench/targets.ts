@@ -1,6 +1,7 @@
 // The engine's targets on this machine, each judged against a reference measured in the same run.
 import type { Target } from "./report.js";
 import type { EventsResult } from "./workloads/events.js";
+import type { IdleResult } from "./workloads/idle.js";
 import type { LatencyResult } from "./workloads/latency.js";
 import type { Physical } from "./workloads/physical.js";
 import type { ScaleResult } from "./workloads/scale.js";
@@ -13,6 +14,7 @@ export interface Measured {
   latency?: LatencyResult[];
   events?: EventsResult;
   scale?: ScaleResult;
+  idle?: IdleResult;
 }
 
 const ms = (v: number) => `${v.toFixed(2)} ms`;
@@ -97,6 +99,19 @@ export function evaluate(m: Measured): Target[] {
     targets.push({
       name: `fan-out of ${s.children.toLocaleString("en-US")} children vs independent runs`, goal: "≤ 2.00×",
       measured: `${x(f)} (${s.fanOutSeconds.toFixed(2)} s vs ${s.independentSeconds.toFixed(2)} s)`, pass: f <= 2, gap: `${x(f)} of 2×`,
+    });
+  }
+  if (m.idle) {
+    const i = m.idle;
+    for (const [label, p] of [["lone sleep", i.sleep], ["start, then send at once", i.startSend], ["retry due", i.retry]] as const) {
+      targets.push({
+        name: `idle worker: ${label} lateness p99`, goal: "≤ 10 ms",
+        measured: `${ms(p.p99)} (max ${ms(p.max)})`, pass: p.p99 <= 10, gap: `${ms(p.p99 - 10)} over`,
+      });
+    }
+    targets.push({
+      name: "idle worker: samples near the safety poll", goal: "none",
+      measured: `${i.nearPoll} (poll ${i.pollMs / 1000} s)`, pass: i.nearPoll === 0, gap: `${i.nearPoll} missed wake-ups`,
     });
   }
   return targets;

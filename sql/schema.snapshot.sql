@@ -154,7 +154,7 @@ create function aiki._check_retry(p_policy jsonb) returns jsonb
 create function aiki._check_version(p_value text) returns text
   language plpgsql immutable;
 
-create function aiki._claim_limited(p_queue text, p_workflows text[], p_want integer, p_now timestamp with time zone, p_keyed_only boolean) returns uuid[]
+create function aiki._claim_limited(p_queue text, p_workflows text[], p_want integer, p_now timestamp with time zone, p_keyed_only boolean, OUT ids uuid[], OUT skipped boolean, OUT held boolean) returns record
   language plpgsql volatile;
 
 create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
@@ -181,13 +181,16 @@ create function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step
 create function aiki._max_payload_bytes() returns integer
   language sql immutable parallel safe;
 
+create function aiki._notify_due(p_queue text, p_at timestamp with time zone) returns void
+  language sql volatile;
+
 create function aiki._notify_queue(p_queue text) returns void
   language sql volatile;
 
 create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) returns void
   language sql volatile;
 
-create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns integer
+create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns uuid[]
   language plpgsql volatile;
 
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval

@@ -53,6 +53,8 @@ export interface ExecutionSettings {
   recorder?: Recorder;
   /** Called once the handler has returned or thrown and the run's last write is on its way. */
   onSettled?: () => void;
+  /** Called with the database time the released run falls due (a suspend, a scheduled retry). */
+  onDue?: (at: string) => void;
 }
 
 /**
@@ -218,6 +220,7 @@ export class Execution {
             options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs, attempts + 1));
           if (outcome.status === "failed") throw taskFailed(options.name, serializeError(error));
           if (outcome.suspended) {
+            this.settings.onDue?.(outcome.retry_at);
             this.end("retrying");
             return never();
           }
@@ -415,6 +418,7 @@ export class Execution {
       const result = await this.write(() => engine.suspend(
         this.settings.sql, this.id, this.leaseToken, open.map((w) => w.wait)));
       if (result.suspended) {
+        if (result.available_at) this.settings.onDue?.(result.available_at);
         this.end("suspended");
         return;
       }
@@ -547,6 +551,7 @@ export class Execution {
     if (error instanceof NonDeterminismError) this.settings.log(error.message);
     const outcome = await this.write(() => engine.failRun(
       this.settings.sql, this.id, this.leaseToken, serializeError(error), nonRetryable));
+    if (outcome.status === "retrying") this.settings.onDue?.(outcome.retry_at);
     this.end(outcome.status === "failed" ? "failed" : "retrying");
   }
 

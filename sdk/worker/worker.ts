@@ -1,9 +1,11 @@
 // The worker: claims runs of the workflow versions it registers and executes them.
 //
-// Loop. Claim as many runs as there are free slots (one statement, journals included). When the
-// claim comes back short, sleep until the earliest of: a wake-up notification for one of our
-// queues, a slot freeing up, the next due timer the claim reported (database clock), or the
-// slow safety poll. A full claim claims again at once.
+// Loop. Claim as many runs as there are free slots (one statement, journals included). A full
+// claim claims again at once. When the claim comes back short, wait for the next reason to look
+// (see alarm.ts): a slot freeing up, a due time (the claim's next_due_at, or one the worker's own
+// suspends and retries learnt from the engine), a claim that skipped locked runs, a notification
+// for one of our queues, or the slow safety poll. No runnable run waits for the poll while the
+// worker is idle; the poll is there for notifications lost with a connection.
 //
 // Leases. One heartbeat statement renews every lease this worker holds. A run missing from the
 // heartbeat's answer was lost (expired and reclaimed, cancelled, paused): its execution ends
@@ -18,6 +20,7 @@ import type { WorkflowVersion } from "../definitions/workflow.js";
 import * as engine from "../engine.js";
 import { DefinitionError, InvalidInputError } from "../errors.js";
 import { sleep } from "../sleep.js";
+import { Alarm, type Cause } from "./alarm.js";
 import { Execution, type ExecutionEnd } from "./execution.js";
 import { Recorder } from "./recorder.js";
 
@@ -31,7 +34,12 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Heartbeat interval. Default: a third of the lease. */
   heartbeatMs?: number;
-  /** Safety poll when no notification arrives. Default: 5 s. */
+  /**
+   * Safety poll: the longest an idle worker goes without a claim. Due timers, notifications and
+   * the engine's answers wake it on time without it; the poll only bounds what a notification
+   * lost with a dropped LISTEN connection can cost. Default: 30 s; 5 s with `listen: false`,
+   * where the poll is how new runs are found.
+   */
   pollMs?: number;
   /**
    * Wake on LISTEN/NOTIFY. Default: true. With false the worker finds work by polling every
@@ -47,7 +55,10 @@ export interface WorkerOptions {
 }
 
 export interface WorkerStats {
+  /** Runs claimed. */
   claimed: number;
+  /** Claim statements made, full, short and empty. */
+  claims: number;
   ended: Record<ExecutionEnd, number>;
 }
 
@@ -87,6 +98,7 @@ class Worker implements WorkerHandle {
   readonly id: string;
   readonly stats: WorkerStats = {
     claimed: 0,
+    claims: 0,
     ended: { completed: 0, failed: 0, retrying: 0, suspended: 0, lost: 0, abandoned: 0 },
   };
   private readonly executions = new Map<string, { execution: Execution; claimSeq: number }>();
@@ -96,7 +108,9 @@ class Worker implements WorkerHandle {
   private readonly pollMs: number;
   private stopping = false;
   private claimSeq = 0;
-  private wake: () => void = () => {};
+  private readonly alarm: Alarm;
+  /** The database clock minus this process's, at the last claim: turns due times into local ones. */
+  private clockOffsetMs = 0;
   private loop: Promise<void> = Promise.resolve();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private unsubscribe: Array<() => void> = [];
@@ -121,7 +135,8 @@ class Worker implements WorkerHandle {
     this.queues = options.queues ?? ["default"];
     this.keys = [...registered.keys()];
     this.leaseMs = options.leaseMs ?? 30_000;
-    this.pollMs = options.pollMs ?? 5_000;
+    this.pollMs = options.pollMs ?? ((options.listen ?? true) ? 30_000 : 5_000);
+    this.alarm = new Alarm(this.pollMs);
     this.recorder = new Recorder(client.sql);
   }
 
@@ -130,10 +145,15 @@ class Worker implements WorkerHandle {
     if (options.listen ?? true) {
       const notifications = client.notifications();
       const queues = new Set(w.queues);
-      w.unsubscribe.push(await notifications.listen("aiki_wake", (queue) => {
-        if (queues.has(queue)) w.wake();
+      // "<queue>": runs are claimable now; "<queue> <time>": a run falls due then.
+      w.unsubscribe.push(await notifications.listen("aiki_wake", (payload) => {
+        const [queue, due] = payload.split(" ", 2);
+        if (!queues.has(queue!)) return;
+        if (due === undefined) return w.alarm.notified();
+        const dueMs = Date.parse(due);
+        if (Number.isFinite(dueMs)) w.alarm.dueAt(w.toLocalMs(dueMs), false);
       }));
-      w.unsubscribe.push(notifications.onReconnect(() => w.wake()));
+      w.unsubscribe.push(notifications.onReconnect(() => w.alarm.wake()));
     }
     w.heartbeatTimer = setInterval(() => void w.heartbeat(), options.heartbeatMs ?? Math.floor(w.leaseMs / 3));
     w.loop = w.run();
@@ -144,39 +164,50 @@ class Worker implements WorkerHandle {
     return [...this.executions.keys()];
   }
 
+  /** A database time (epoch ms) on this process's clock. */
+  private toLocalMs(databaseMs: number): number {
+    return databaseMs - this.clockOffsetMs;
+  }
+
+  /** A due time an execution learnt from the engine (its suspend, its retry): wake then. */
+  private dueAt(at: string): void {
+    this.alarm.dueAt(this.toLocalMs(Date.parse(at)), true);
+  }
+
   private async run(): Promise<void> {
+    let cause: Cause = "wake";
     while (!this.stopping) {
-      const signalled = new Promise<void>((resolve) => (this.wake = resolve));
-      let delay = this.pollMs;
       // A run whose handler has settled holds no slot while its last write is on its way; at
       // most `concurrency` such runs wait for theirs.
       const free = Math.min(this.concurrency - this.running, 2 * this.concurrency - this.executions.size);
       this.leftBehind = free <= 0;
-      if (free > 0) {
-        try {
-          // Taken before the claim: a process frozen while the answer was on its way must not read
-          // the freeze as clock skew and think its (long expired) leases still valid.
-          const sentAt = Date.now();
-          const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
-          this.leftBehind = claimed.runs.length === free;
-          const clockOffsetMs = Date.parse(claimed.now) - sentAt;
-          for (const record of claimed.runs) this.execute(record, clockOffsetMs);
-          if (claimed.runs.length === free) continue;
-          if (claimed.next_due_at) {
-            delay = Math.min(delay, Date.parse(claimed.next_due_at) - Date.parse(claimed.now));
-          }
-        } catch (error) {
-          this.client.log(`worker ${this.id}: claim failed: ${String(error)}`);
-          delay = Math.min(delay, 1_000);
-        }
+      if (free <= 0) {
+        cause = await this.alarm.wait(true);
+        continue;
+      }
+      this.alarm.claiming();
+      try {
+        // Taken before the claim: a process frozen while the answer was on its way must not read
+        // the freeze as clock skew and think its (long expired) leases still valid.
+        const sentAt = Date.now();
+        const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
+        this.stats.claims++;
+        this.leftBehind = claimed.runs.length === free;
+        this.clockOffsetMs = Date.parse(claimed.now) - sentAt;
+        for (const record of claimed.runs) this.execute(record, this.clockOffsetMs);
+        if (claimed.runs.length === free) continue;
+        this.alarm.claimed({
+          found: claimed.runs.length > 0,
+          skipped: claimed.skipped,
+          held: claimed.held,
+          nextDueMs: claimed.next_due_at ? this.toLocalMs(Date.parse(claimed.next_due_at)) : undefined,
+        }, cause);
+      } catch (error) {
+        this.client.log(`worker ${this.id}: claim failed: ${String(error)}`);
+        this.alarm.failed(1_000);
       }
       if (this.stopping) break;
-      // The nap's timer is cleared on wake-up, so none outlives the worker after stop().
-      // (A timer, not an AbortController: aborting one builds a DOMException, 8% of the worker's
-      // CPU in a burn-down.)
-      let nap: NodeJS.Timeout | undefined;
-      await Promise.race([signalled, new Promise<void>((resolve) => (nap = setTimeout(resolve, Math.max(0, delay))))]);
-      clearTimeout(nap);
+      cause = await this.alarm.wait();
     }
   }
 
@@ -188,7 +219,7 @@ class Worker implements WorkerHandle {
       if (!holdsSlot) return;
       holdsSlot = false;
       this.running--;
-      if (this.leftBehind) this.wake();
+      if (this.leftBehind) this.alarm.wake();
     };
     const execution = new Execution(record, definition, {
       sql: this.client.sql,
@@ -197,6 +228,7 @@ class Worker implements WorkerHandle {
       clockOffsetMs,
       recorder: this.recorder,
       onSettled: releaseSlot,
+      onDue: (at) => this.dueAt(at),
     });
     this.running++;
     this.executions.set(record.id, { execution, claimSeq: ++this.claimSeq });
@@ -204,7 +236,7 @@ class Worker implements WorkerHandle {
       this.stats.ended[end]++;
       this.executions.delete(record.id);
       releaseSlot();
-      if (this.leftBehind) this.wake();
+      if (this.leftBehind) this.alarm.wake();
     });
   }
 
@@ -230,7 +262,7 @@ class Worker implements WorkerHandle {
 
   async stop(options: { timeoutMs?: number } = {}): Promise<void> {
     this.stopping = true;
-    this.wake();
+    this.alarm.wake();
     await this.loop;
     const timeoutMs = options.timeoutMs ?? this.options.shutdownTimeoutMs ?? 10_000;
     const drained = Promise.all([...this.executions.values()].map((e) => e.execution.done));
