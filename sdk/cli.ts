@@ -2,6 +2,7 @@
 //
 //   aiki migrate [--url URL]    apply pending migrations and re-apply every function (migrate.ts)
 //   aiki bundle [--check]       write aiki.sql (bundle.ts); --check fails when it is stale
+//   aiki relay --redis URL      relay wake-ups into Redis Streams until SIGINT/SIGTERM (relay/)
 //   aiki help                   usage
 //
 // Exit codes: 0 success, 1 the work failed (database error, stale bundle), 2 the command line
@@ -29,6 +30,13 @@ Commands:
                      psql -v ON_ERROR_STOP=1 -1 -f aiki.sql
     --out <file>     Where to write it (default: aiki.sql in the package root)
     --check          Write nothing; exit 1 if the file differs from what bundle would write
+
+  relay              Relay the engine's wake-ups into one Redis Stream per queue, for workers
+                     started with worker({ relay: { url } }). Runs until SIGINT or SIGTERM.
+                     Several relays may run at once. Needs the redis package.
+    --url <url>      Postgres connection URL (default: the DATABASE_URL environment variable)
+    --redis <url>    Redis URL (default: the REDIS_URL environment variable)
+    --queues <list>  Comma-separated queues to relay (default: every queue)
 
   help               Show this help
 
@@ -76,9 +84,9 @@ function describeDatabaseError(error: unknown): string | undefined {
   return undefined;
 }
 
-async function runMigrate(args: string[]): Promise<void> {
-  const values = parse(args, { url: { type: "string" } });
-  const text = values.url ?? process.env.DATABASE_URL;
+/** The database URL from --url or DATABASE_URL, checked. */
+function databaseUrl(given: string | undefined): URL {
+  const text = given ?? process.env.DATABASE_URL;
   if (!text) {
     throw new CliError("no database given: set DATABASE_URL or pass --url postgres://…", 2);
   }
@@ -91,6 +99,12 @@ async function runMigrate(args: string[]): Promise<void> {
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
     throw new CliError(`the database URL must start with postgres:// or postgresql://, not ${url.protocol}//`, 2);
   }
+  return url;
+}
+
+async function runMigrate(args: string[]): Promise<void> {
+  const values = parse(args, { url: { type: "string" } });
+  const url = databaseUrl(values.url);
 
   console.log(`Migrating ${redact(url)}`);
   const sql = postgres(url.toString(), { max: 1, connect_timeout: 10, onnotice: () => {} });
@@ -127,6 +141,42 @@ function runBundle(args: string[]): void {
   console.log(`Wrote ${path} (${Buffer.byteLength(text)} bytes).`);
 }
 
+async function runRelay(args: string[]): Promise<void> {
+  const values = parse(args, { url: { type: "string" }, redis: { type: "string" }, queues: { type: "string" } });
+  const url = databaseUrl(values.url);
+  const redisText = values.redis ?? process.env.REDIS_URL;
+  if (!redisText) throw new CliError("no Redis given: set REDIS_URL or pass --redis redis://…", 2);
+  let redisUrl: URL;
+  try {
+    redisUrl = new URL(redisText);
+  } catch {
+    throw new CliError("the Redis URL is not a URL; expected redis://host:port", 2);
+  }
+  if (redisUrl.protocol !== "redis:" && redisUrl.protocol !== "rediss:") {
+    throw new CliError(`the Redis URL must start with redis:// or rediss://, not ${redisUrl.protocol}//`, 2);
+  }
+  const queues = values.queues?.split(",").map((q) => q.trim()).filter((q) => q.length > 0);
+  const { client } = await import("./client.js");
+  const { relay } = await import("./relay/relay.js");
+  const aiki = client({ url: url.toString(), max: 1, log: (line) => console.error(line) });
+  console.log(`Relaying wake-ups of ${queues ? queues.join(", ") : "every queue"} from ${redact(url)} to ${redact(redisUrl)}`);
+  try {
+    const handle = await relay({ client: aiki, redis: redisUrl.toString(), queues });
+    console.log(`${handle.id} running; stop with SIGINT or SIGTERM`);
+    await new Promise<void>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
+    });
+    await handle.stop();
+    console.log(`stopped: ${handle.stats.wakes} wake-ups and ${handle.stats.dues} due timers relayed, ${handle.stats.failed} lost while Redis was away`);
+  } catch (error) {
+    if (error instanceof Error && "code" in error && error.code === "AK003") throw new CliError(error.message, 2);
+    throw error;
+  } finally {
+    await aiki.close();
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   try {
@@ -136,6 +186,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "bundle":
         runBundle(args);
+        return 0;
+      case "relay":
+        await runRelay(args);
         return 0;
       case "help":
       case "--help":
@@ -150,7 +203,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (error) {
     if (!(error instanceof CliError)) throw error;
-    console.error(`${command === "migrate" || command === "bundle" ? `aiki ${command}` : "aiki"}: ${error.message}`);
+    console.error(`${command === "migrate" || command === "bundle" || command === "relay" ? `aiki ${command}` : "aiki"}: ${error.message}`);
     return error.exitCode;
   }
 }

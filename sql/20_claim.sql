@@ -3,6 +3,7 @@
 --   claim      promote due timers, then lease up to N pending runs (SKIP LOCKED), with journals
 --   heartbeat  renew every lease a worker holds, in one statement
 --   release    give a leased run back unharmed (graceful shutdown)
+--   next_due   when the next timer falls due, for a relay that hints workers (reads only)
 --
 -- Timers need no daemon: every claim first promotes a bounded batch of runs whose
 -- available_at has passed (scheduled starts, sleeps, wait timeouts, retries, expired leases),
@@ -406,5 +407,35 @@ begin
          lease_owner = null, lease_token = null, lease_expires_at = null
    where id = p_run_id;
   perform aiki._notify_queue(v_run.queue);
+end
+$$;
+
+-- The earliest timer after p_after (null: any, overdue ones included) among runs of p_queues
+-- (null: every queue) that wait for one: a scheduled start, a sleep, a wait's timeout, a retry.
+-- Returns {"now", "queue", "due_at"}, queue and due_at null when no such timer exists. Reads
+-- only and changes nothing: the Redis relay (sdk/relay) calls it to hint workers when a timer
+-- falls due, and passes the last due_at it hinted as p_after. Lease expiries are left out: they
+-- move with every heartbeat, and the workers' own claims report them. One index-ordered scan of
+-- runs_timers from p_after. Raises AK003 on an empty queue list.
+create or replace function aiki.next_due(p_queues text[] default null, p_after timestamptz default null)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_queue text;
+  v_due_at timestamptz;
+begin
+  if p_queues is not null and cardinality(p_queues) = 0 then
+    raise exception using errcode = 'AK003', message = 'next_due needs at least one queue, or null for all';
+  end if;
+  select r.queue, r.available_at into v_queue, v_due_at
+    from aiki.runs r
+   where r.status in ('scheduled', 'sleeping', 'waiting', 'retrying')
+     and r.available_at is not null and r.available_at > coalesce(p_after, '-infinity')
+     and (p_queues is null or r.queue = any(p_queues))
+   order by r.available_at
+   limit 1;
+  return jsonb_build_object('now', aiki.now(), 'queue', v_queue, 'due_at', v_due_at);
 end
 $$;

@@ -7,7 +7,7 @@
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs
 --   aiki_worker  everything a client may, plus claim, heartbeat, release, complete_step,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run, record
+--                complete_run, fail_run, record, next_due
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
 
@@ -41,7 +41,8 @@ grant execute on function
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
   aiki.record(jsonb),
-  aiki.fail_run(uuid, uuid, jsonb, boolean)
+  aiki.fail_run(uuid, uuid, jsonb, boolean),
+  aiki.next_due(text[], timestamptz)
 to aiki_worker, aiki_admin;
 
 grant execute on function

@@ -254,6 +254,10 @@ create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.list_runs(text, aiki.run_status, timestamp with time zone, timestamp with time zone, integer, uuid) to aiki_admin, aiki_client, aiki_worker;
 
+create function aiki.next_due(p_queues text[] DEFAULT NULL::text[], p_after timestamp with time zone DEFAULT NULL::timestamp with time zone) returns jsonb
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.next_due(text[], timestamp with time zone) to aiki_admin, aiki_worker;
+
 create function aiki.now() returns timestamp with time zone
   language sql stable parallel safe;
 grant execute on function aiki.now() to aiki_admin, aiki_client, aiki_worker;

@@ -1,8 +1,8 @@
-// cli — `aiki migrate | bundle | help`, run as a user runs it (bin/aiki.mjs in a child process):
+// cli — `aiki migrate | bundle | relay | help`, run as a user runs it (bin/aiki.mjs in a child process):
 // exit codes, output, and one-line errors without stack traces for mistakes a user can fix.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,6 +11,9 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { freePort } from "../db/embedded.js";
 import { quiet, testDatabase, withDatabase, type TestDatabase } from "../testing/database.js";
+import { hasRedisServer, testRedis } from "../testing/redis.js";
+import { connectRedis, streamOf } from "../relay/redis.js";
+import { until } from "./support.js";
 
 const bin = fileURLToPath(new URL("../../bin/aiki.mjs", import.meta.url));
 
@@ -122,5 +125,33 @@ describe("cli", () => {
     assertUserError(await aiki(["bundle", "--check", "--out", out]), 1, /is stale.*npm run bundle/);
     rmSync(out);
     assertUserError(await aiki(["bundle", "--check", "--out", out]), 1, /is missing/);
+  });
+
+  it("relay without a Redis URL, or with one that is not redis://, exits 2 and says what to give", async () => {
+    assertUserError(await aiki(["relay", "--url", db.url], { REDIS_URL: undefined }), 2, /no Redis given: set REDIS_URL or pass --redis/);
+    assertUserError(await aiki(["relay", "--url", db.url, "--redis", "http://x"]), 2, /must start with redis:\/\//);
+    assertUserError(await aiki(["relay", "--redis", "redis://x"]), 2, /no database given/);
+  });
+
+  it("relay turns a wake-up into an entry of its queue's stream, and stops on SIGTERM", { skip: process.env.REDIS_URL || hasRedisServer() ? false : "no redis-server on PATH and no REDIS_URL" }, async () => {
+    const redis = (await testRedis())!;
+    const child = spawn(process.execPath, [bin, "relay", "--url", db.url, "--redis", redis.url, "--queues", "cli-q"],
+      { env: { ...process.env, DATABASE_URL: undefined } });
+    let stdout = "";
+    child.stdout.on("data", (chunk) => (stdout += String(chunk)));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const link = await connectRedis(redis.url, "cli-test");
+    try {
+      await until("the relay to run", () => (stdout.includes("running") ? true : undefined), 30_000);
+      await db.sql`select aiki.start_workflow('cli-wf', '1', p_queue => 'cli-q')`;
+      await until("the entry", async () => ((await link.send(["XLEN", streamOf("cli-q")])) === 1 ? true : undefined));
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0);
+      assert.match(stdout, /stopped: 1 wake-ups/);
+    } finally {
+      child.kill("SIGKILL");
+      await link.close();
+      await redis.stop();
+    }
   });
 });

@@ -23,6 +23,7 @@ import { sleep } from "../sleep.js";
 import { Alarm, type Cause } from "./alarm.js";
 import { Execution, type ExecutionEnd } from "./execution.js";
 import { Recorder } from "./recorder.js";
+import { RelayHints, type HintsOptions } from "../relay/hints.js";
 
 export interface WorkerOptions {
   workflows: WorkflowVersion<any, any, any>[];
@@ -46,6 +47,12 @@ export interface WorkerOptions {
    * `pollMs` only (e.g. behind a pooler in transaction mode, where LISTEN does not work).
    */
   listen?: boolean;
+  /**
+   * Read wake-ups from a relay's Redis Streams (see sdk/relay) instead of a LISTEN connection
+   * of its own. While Redis or every relay is away, the worker LISTENs (unless `listen: false`)
+   * until the relay is back. Needs the `redis` package. Default: none.
+   */
+  relay?: HintsOptions;
   /** Task retries due within this wait in-process; longer ones suspend the run. Default: 2 s. */
   inlineRetryMaxMs?: number;
   /** How long stop() lets in-flight runs finish before releasing them. Default: 10 s. */
@@ -109,6 +116,7 @@ class Worker implements WorkerHandle {
   private stopping = false;
   private claimSeq = 0;
   private readonly alarm: Alarm;
+  private hints: RelayHints | undefined;
   /** The database clock minus this process's, at the last claim: turns due times into local ones. */
   private clockOffsetMs = 0;
   private loop: Promise<void> = Promise.resolve();
@@ -142,22 +150,50 @@ class Worker implements WorkerHandle {
 
   static async spawn(client: Client, options: WorkerOptions, registered: Map<string, WorkflowVersion>, concurrency: number) {
     const w = new Worker(client, options, registered, concurrency);
-    if (options.listen ?? true) {
-      const notifications = client.notifications();
-      const queues = new Set(w.queues);
-      // "<queue>": runs are claimable now; "<queue> <time>": a run falls due then.
-      w.unsubscribe.push(await notifications.listen("aiki_wake", (payload) => {
-        const [queue, due] = payload.split(" ", 2);
-        if (!queues.has(queue!)) return;
-        if (due === undefined) return w.alarm.notified();
-        const dueMs = Date.parse(due);
-        if (Number.isFinite(dueMs)) w.alarm.dueAt(w.toLocalMs(dueMs), false);
-      }));
-      w.unsubscribe.push(notifications.onReconnect(() => w.alarm.wake()));
+    if (options.relay) {
+      w.hints = new RelayHints(options.relay, w.id, w.queues, {
+        hint: () => w.alarm.notified(),
+        health: (up) => void w.relayHealth(up),
+        log: client.log,
+      });
+      w.hints.start();
+    } else if (options.listen ?? true) {
+      await w.listen();
     }
     w.heartbeatTimer = setInterval(() => void w.heartbeat(), options.heartbeatMs ?? Math.floor(w.leaseMs / 3));
     w.loop = w.run();
     return w;
+  }
+
+  /** LISTENs for the wake-ups of the worker's queues (until `unlisten`). */
+  private async listen(): Promise<void> {
+    const notifications = this.client.notifications();
+    const queues = new Set(this.queues);
+    // "<queue>": runs are claimable now; "<queue> <time>": a run falls due then.
+    this.unsubscribe.push(await notifications.listen("aiki_wake", (payload) => {
+      const [queue, due] = payload.split(" ", 2);
+      if (!queues.has(queue!)) return;
+      if (due === undefined) return this.alarm.notified();
+      const dueMs = Date.parse(due);
+      if (Number.isFinite(dueMs)) this.alarm.dueAt(this.toLocalMs(dueMs), false);
+    }));
+    this.unsubscribe.push(notifications.onReconnect(() => this.alarm.wake()));
+  }
+
+  private unlisten(): void {
+    for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
+  }
+
+  /**
+   * The relay came (back) or went. Gone (Redis away, or no relay alive): LISTEN, as a worker
+   * without a relay does. Back: stop listening. Either way claim once, for hints and
+   * notifications lost in the switch.
+   */
+  private async relayHealth(up: boolean): Promise<void> {
+    if (up) this.unlisten();
+    else if ((this.options.listen ?? true) && this.unsubscribe.length === 0) await this.listen();
+    this.client.log(`worker ${this.id}: ${up ? "reading wake-ups from the relay" : "relay unavailable: listening to Postgres"}`);
+    this.alarm.wake();
   }
 
   active(): string[] {
@@ -186,12 +222,16 @@ class Worker implements WorkerHandle {
         continue;
       }
       this.alarm.claiming();
+      const hinted = this.hints?.take();
       try {
         // Taken before the claim: a process frozen while the answer was on its way must not read
         // the freeze as clock skew and think its (long expired) leases still valid.
         const sentAt = Date.now();
         const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
         this.stats.claims++;
+        // Hints that came before the claim are acted upon; a claim that failed leaves them
+        // unacknowledged, for XAUTOCLAIM.
+        if (hinted) this.hints!.ack(hinted);
         this.leftBehind = claimed.runs.length === free;
         this.clockOffsetMs = Date.parse(claimed.now) - sentAt;
         for (const record of claimed.runs) this.execute(record, this.clockOffsetMs);
@@ -274,6 +314,7 @@ class Worker implements WorkerHandle {
       execution.end("abandoned");
       await engine.release(this.client.sql, execution.id, execution.leaseToken).catch(() => undefined);
     }));
-    for (const unsubscribe of this.unsubscribe) unsubscribe();
+    await this.hints?.stop();
+    this.unlisten();
   }
 }
