@@ -21,6 +21,7 @@ import { quiet, type Server, type Settings } from "./support.js";
 import { evaluate, type Measured } from "./targets.js";
 import type { Context } from "./workloads/context.js";
 import { events } from "./workloads/events.js";
+import { fleet } from "./workloads/fleet.js";
 import { idle } from "./workloads/idle.js";
 import { latency } from "./workloads/latency.js";
 import { physical } from "./workloads/physical.js";
@@ -34,7 +35,7 @@ const quick: Settings = {
   events: 200, timers: 2_000, timerSpreadSeconds: 6,
   backlog: 200_000, claimSamples: 300, fanOut: 1_000,
   physicalSeconds: 2,
-  idleSleeps: 200, idleLanes: 4,
+  idleSleeps: 200, idleLanes: 4, fleetSamples: 60,
 };
 const full: Settings = {
   ...quick, mode: "full",
@@ -42,10 +43,10 @@ const full: Settings = {
   latencySerial: 1_000, latencyRate: 300, latencyLoadSeconds: 20,
   events: 1_000, timers: 10_000, timerSpreadSeconds: 60,
   claimSamples: 2_000, physicalSeconds: 10,
-  idleSleeps: 500, idleLanes: 2,
+  idleSleeps: 500, idleLanes: 2, fleetSamples: 300,
 };
 
-const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale", "idle"] as const;
+const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale", "idle", "fleet"] as const;
 type WorkloadId = (typeof workloadIds)[number];
 
 function parseArgs(argv: string[]) {
@@ -177,6 +178,11 @@ try {
     const r = await idle(ctx);
     sections.push(...r.sections);
     measured.idle = r.results;
+  });
+  await run("fleet", async () => {
+    const r = await fleet(ctx);
+    sections.push(...r.sections);
+    measured.fleet = r.results;
   });
 
   const info = await postgresInfo(server.adminUrl);

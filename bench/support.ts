@@ -35,6 +35,8 @@ export interface Settings {
   /** Idle-path samples (lone sleeps; start+send and retries: up to 200), and lanes run side by side. */
   idleSleeps: number;
   idleLanes: number;
+  /** Serial runs per fleet configuration. */
+  fleetSamples: number;
 }
 
 export function withDatabase(url: string, database: string): string {

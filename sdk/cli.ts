@@ -171,7 +171,8 @@ async function runRelay(args: string[]): Promise<void> {
     console.log(`stopped: ${handle.stats.wakes} wake-ups and ${handle.stats.dues} due timers relayed, ${handle.stats.failed} lost while Redis was away`);
   } catch (error) {
     if (error instanceof Error && "code" in error && error.code === "AK003") throw new CliError(error.message, 2);
-    throw error;
+    // Redis unreachable at start (a supervisor restarts the relay), or Postgres refusing LISTEN.
+    throw new CliError(`failed: ${describeDatabaseError(error) ?? String(error)}`, 1);
   } finally {
     await aiki.close();
   }

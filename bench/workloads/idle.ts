@@ -13,14 +13,18 @@
 //                   (no in-process retry); lateness of the second attempt after its due time.
 //
 // "near poll" counts samples later than half the poll interval: a wake-up that was missed.
-import { client, event, migrate, task, workflow, worker, type WorkerHandle } from "../../sdk/index.js";
+// Measured twice when a Redis is at hand (sdk/testing/redis.ts): the worker LISTENing, and the
+// worker reading a relay's streams (relay and worker in this process, Redis beside them).
+import { client, event, migrate, relay, task, workflow, worker, type WorkerHandle } from "../../sdk/index.js";
+import { testRedis } from "../../sdk/testing/redis.js";
 import postgres from "postgres";
 import type { Section } from "../report.js";
-import { percentiles, quiet, type Percentiles } from "../support.js";
+import { percentiles, quiet, until, type Percentiles } from "../support.js";
 import { withDatabase, type Context } from "./context.js";
 
-export interface IdleResult {
-  pollMs: number;
+export interface IdleMode {
+  /** "NOTIFY" (the worker LISTENs) or "relay" (Redis Streams through a relay). */
+  mode: string;
   sleep: Percentiles;
   startSend: Percentiles;
   retry: Percentiles;
@@ -31,17 +35,29 @@ export interface IdleResult {
   runs: number;
 }
 
+export interface IdleResult {
+  pollMs: number;
+  modes: IdleMode[];
+}
+
 const POLL_MS = 30_000;
 
 const uniform = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1));
 
-export async function idle(ctx: Context): Promise<{ sections: Section[]; results: IdleResult }> {
+/** One idle worker on a fresh database, woken by NOTIFY or (with `redisUrl`) by a relay. */
+async function measure(ctx: Context, mode: string, redisUrl: string | undefined): Promise<IdleMode> {
   const { idleSleeps, idleLanes } = ctx.settings;
   return withDatabase(ctx, async (url) => {
     const admin = postgres(url, { max: 1, ...quiet });
     await migrate(admin).finally(() => admin.end());
-    const aiki = client({ url, max: 4, log: (line) => { if (/failed|error/i.test(line)) console.error(line); } });
-
+    let reading = false;
+    const log = (line: string) => {
+      if (line.includes("reading wake-ups from the relay")) reading = true;
+      else if (/failed|error|unavailable/i.test(line)) console.error(line);
+    };
+    const aiki = client({ url, max: 4, log });
+    const relayClient = redisUrl ? client({ url, max: 1, log }) : undefined;
+    const relayHandle = redisUrl ? await relay({ client: relayClient!, redis: redisUrl }) : undefined;
     const woke = new Map<string, (at: number) => void>();
     const napper = workflow({ name: "napper" }).v("1", {
       async handler(run, input: { ms: number }) {
@@ -90,7 +106,9 @@ export async function idle(ctx: Context): Promise<{ sections: Section[]; results
         workflows: [napper, listener, ...retriers.values()],
         concurrency: 10,
         inlineRetryMaxMs: 0,
+        ...(redisUrl ? { relay: { url: redisUrl } } : {}),
       }).spawn(aiki);
+      if (redisUrl) await until("the worker to read from the relay", () => reading, 60_000, 20);
 
       const lanes = async (count: number, one: (k: number) => Promise<number>) => {
         const samples: number[] = [];
@@ -122,8 +140,8 @@ export async function idle(ctx: Context): Promise<{ sections: Section[]; results
         return (await woken) - failedAt.get(handle.id)! - ms;
       });
 
-      const results: IdleResult = {
-        pollMs: POLL_MS,
+      const result: IdleMode = {
+        mode,
         sleep: percentiles(sleeps),
         startSend: percentiles(sends),
         retry: percentiles(retries),
@@ -131,29 +149,44 @@ export async function idle(ctx: Context): Promise<{ sections: Section[]; results
         claims: handle.stats.claims,
         runs: sleeps.length + sends.length + retries.length,
       };
-      ctx.log(`  lone sleep lateness p50 ${results.sleep.p50.toFixed(1)} p99 ${results.sleep.p99.toFixed(1)} max ${results.sleep.max.toFixed(1)} ms; ` +
-        `start+send p99 ${results.startSend.p99.toFixed(1)} ms; retry lateness p99 ${results.retry.p99.toFixed(1)} ms; near poll ${results.nearPoll}`);
-      const row = (system: string, p: Percentiles) => ({ system, values: [p.n, p.p50, p.p90, p.p99, p.max] });
-      return {
-        results,
-        sections: [{
-          id: "idle",
-          title: `7. Idle worker wake-ups, ms (one worker, safety poll ${POLL_MS / 1000} s, ${idleLanes} lanes of one run at a time)`,
-          columns: ["samples", "p50", "p90", "p99", "max"],
-          rows: [
-            row("lone sleep 10-500 ms: lateness", results.sleep),
-            row("start, then send at once: send to resume", results.startSend),
-            row("task retry due in 10-500 ms: lateness", results.retry),
-          ],
-          notes: [
-            `samples later than half the poll interval (a missed wake-up): ${results.nearPoll}`,
-            `claim statements: ${results.claims} for ${results.runs} runs (each run is claimed twice: at its start and at its wake-up)`,
-          ],
-        }],
-      };
+      ctx.log(`  ${mode}: lone sleep lateness p50 ${result.sleep.p50.toFixed(1)} p99 ${result.sleep.p99.toFixed(1)} max ${result.sleep.max.toFixed(1)} ms; ` +
+        `start+send p99 ${result.startSend.p99.toFixed(1)} ms; retry lateness p99 ${result.retry.p99.toFixed(1)} ms; near poll ${result.nearPoll}`);
+      return result;
     } finally {
       await handle?.stop({ timeoutMs: 5_000 });
+      await relayHandle?.stop();
+      await relayClient?.close();
       await aiki.close();
     }
   });
+}
+
+export async function idle(ctx: Context): Promise<{ sections: Section[]; results: IdleResult }> {
+  const modes = [await measure(ctx, "NOTIFY", undefined)];
+  const redis = await testRedis();
+  if (redis) {
+    try {
+      modes.push(await measure(ctx, "relay", redis.url));
+    } finally {
+      await redis.stop();
+    }
+  } else {
+    ctx.log("  relay: skipped (no redis-server on PATH and no REDIS_URL)");
+  }
+  const row = (system: string, p: Percentiles) => ({ system, values: [p.n, p.p50, p.p90, p.p99, p.max] });
+  return {
+    results: { pollMs: POLL_MS, modes },
+    sections: [{
+      id: "idle",
+      title: `7. Idle worker wake-ups, ms (one worker, safety poll ${POLL_MS / 1000} s, ${ctx.settings.idleLanes} lanes of one run at a time)`,
+      columns: ["samples", "p50", "p90", "p99", "max"],
+      rows: modes.flatMap((m) => [
+        row(`${m.mode}: lone sleep 10-500 ms, lateness`, m.sleep),
+        row(`${m.mode}: start, then send at once, send to resume`, m.startSend),
+        row(`${m.mode}: task retry due in 10-500 ms, lateness`, m.retry),
+      ]),
+      notes: modes.map((m) => `${m.mode}: ${m.nearPoll} samples later than half the poll interval (a missed wake-up); ` +
+        `${m.claims} claim statements for ${m.runs} runs (each run is claimed twice: at its start and at its wake-up)`),
+    }],
+  };
 }

@@ -9,7 +9,8 @@
 //            acknowledged for that long (a worker that died holding them)
 //   health   Redis reachable and aiki:relay:alive present, checked every read (at most
 //            `blockMs` apart): `onHealth(false)` makes the worker LISTEN again, `onHealth(true)`
-//            lets it stop; the first answer comes within `blockMs` of spawn
+//            lets it stop; with Redis down at spawn, the first answer comes when the first
+//            connection has failed three times (about a second)
 //
 // A hint never decides anything: a lost one costs the poll at most (and the fallback keeps even
 // that from happening while the relay is away), a duplicate or stale one an empty claim.
@@ -83,31 +84,28 @@ export class RelayHints {
   }
 
   private async connect(): Promise<void> {
-    // Both connections come up in the background: connectRedis waits for Redis, and the worker
-    // must not. Until they do, health is down and the worker LISTENs.
-    const [reader, commands] = await Promise.all([
+    const [reader, commands] = await Promise.allSettled([
       connectRedis(this.options.url, `${this.consumer}-read`),
       connectRedis(this.options.url, `${this.consumer}-cmd`),
     ]);
-    if (this.stopped) {
-      await Promise.all([reader.close(), commands.close()]);
+    if (reader.status === "rejected" || commands.status === "rejected" || this.stopped) {
+      await Promise.all([reader, commands].map((r) => (r.status === "fulfilled" ? r.value.close() : undefined)));
+      if (reader.status === "rejected") throw reader.reason;
+      if (commands.status === "rejected") throw commands.reason;
       return;
     }
-    this.reader = reader;
-    this.commands = commands;
+    this.reader = reader.value;
+    this.commands = commands.value;
   }
 
   private async run(): Promise<void> {
-    const connecting = this.connect();
-    // The first connection (and loading the redis package) gets a few seconds before the worker
-    // falls back to LISTEN: a LISTEN connection, once open, stays open.
-    const timeout = new Promise<void>((resolve) => setTimeout(resolve, Math.max(this.blockMs, 3_000)).unref());
-    await Promise.race([connecting.catch(() => undefined), timeout]);
-    if (!this.reader) this.health(false);
-    await connecting.catch((error) => this.listener.log(`relay hints: ${String(error)}`));
     let groupsReady = false;
-    while (!this.stopped && this.reader && this.commands) {
+    while (!this.stopped) {
       try {
+        if (!this.reader || !this.commands) {
+          await this.connect();
+          continue;
+        }
         if (!groupsReady) {
           for (const stream of this.streams) {
             await this.commands.send(["XGROUP", "CREATE", stream, GROUP, "$", "MKSTREAM"]).catch((error: unknown) => {
@@ -126,7 +124,7 @@ export class RelayHints {
             if (ids.length > 0) this.received(stream, ids);
           }
         }
-        const reply = await this.reader.send([
+        const reply = await this.reader!.send([
           "XREADGROUP", "GROUP", GROUP, this.consumer, "COUNT", "100", "BLOCK", String(this.blockMs),
           "STREAMS", ...this.streams, ...this.streams.map(() => ">"),
         ]);
@@ -134,6 +132,7 @@ export class RelayHints {
       } catch (error) {
         // Redis away (or its data gone with a restart: the groups are made again).
         groupsReady = false;
+        if (this.up !== false) this.listener.log(`relay hints: ${String(error)}`);
         this.health(false);
         if (this.stopped) break;
         await new Promise((resolve) => setTimeout(resolve, 250));

@@ -31,9 +31,9 @@ interface NodeRedisClient {
 }
 
 /**
- * Connects to `url`. Reconnects forever in the background (every 100 ms to 1 s); commands made
- * while disconnected fail at once. The first connection is awaited: a caller that must not
- * wait for Redis catches its error and retries.
+ * Connects to `url`, or rejects when the first connection fails three times (about a second).
+ * Once connected, it reconnects forever in the background (every 100 ms to 1 s), and commands
+ * made while disconnected fail at once.
  */
 export async function connectRedis(url: string, name: string): Promise<RedisLink> {
   let createClient: (options: object) => NodeRedisClient;
@@ -42,15 +42,21 @@ export async function connectRedis(url: string, name: string): Promise<RedisLink
   } catch {
     throw new InvalidInputError("AK003", "the relay needs the `redis` package: npm install redis");
   }
+  let connected = false;
   const client = createClient({
     url,
     name,
     disableOfflineQueue: true,
-    socket: { connectTimeout: 2_000, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 1_000) },
+    socket: {
+      connectTimeout: 2_000,
+      reconnectStrategy: (retries: number, cause: Error) =>
+        !connected && retries >= 3 ? cause : Math.min(100 * 2 ** retries, 1_000),
+    },
   });
   client.on("error", () => undefined);
   try {
     await client.connect();
+    connected = true;
   } catch (error) {
     client.destroy();
     throw error;

@@ -23,6 +23,7 @@ import { sleep } from "../sleep.js";
 import { Alarm, type Cause } from "./alarm.js";
 import { Execution, type ExecutionEnd } from "./execution.js";
 import { Recorder } from "./recorder.js";
+import { Notifications } from "../listener.js";
 import { RelayHints, type HintsOptions } from "../relay/hints.js";
 
 export interface WorkerOptions {
@@ -117,6 +118,7 @@ class Worker implements WorkerHandle {
   private claimSeq = 0;
   private readonly alarm: Alarm;
   private hints: RelayHints | undefined;
+  private fallback: Notifications | undefined;
   /** The database clock minus this process's, at the last claim: turns due times into local ones. */
   private clockOffsetMs = 0;
   private loop: Promise<void> = Promise.resolve();
@@ -166,8 +168,7 @@ class Worker implements WorkerHandle {
   }
 
   /** LISTENs for the wake-ups of the worker's queues (until `unlisten`). */
-  private async listen(): Promise<void> {
-    const notifications = this.client.notifications();
+  private async listen(notifications: Notifications = this.client.notifications()): Promise<void> {
     const queues = new Set(this.queues);
     // "<queue>": runs are claimable now; "<queue> <time>": a run falls due then.
     this.unsubscribe.push(await notifications.listen("aiki_wake", (payload) => {
@@ -190,8 +191,17 @@ class Worker implements WorkerHandle {
    * notifications lost in the switch.
    */
   private async relayHealth(up: boolean): Promise<void> {
-    if (up) this.unlisten();
-    else if ((this.options.listen ?? true) && this.unsubscribe.length === 0) await this.listen();
+    if (up) {
+      this.unlisten();
+      const fallback = this.fallback;
+      this.fallback = undefined;
+      await fallback?.close();
+    } else if ((this.options.listen ?? true) && !this.fallback) {
+      // A LISTEN connection of its own, closed when the relay is back: a fleet on a healthy relay
+      // holds one LISTEN connection (the relay's), not one per worker.
+      this.fallback = new Notifications(this.client.url);
+      await this.listen(this.fallback);
+    }
     this.client.log(`worker ${this.id}: ${up ? "reading wake-ups from the relay" : "relay unavailable: listening to Postgres"}`);
     this.alarm.wake();
   }
@@ -316,5 +326,6 @@ class Worker implements WorkerHandle {
     }));
     await this.hints?.stop();
     this.unlisten();
+    await this.fallback?.close();
   }
 }
