@@ -86,7 +86,7 @@ export class Alarm {
     this.retryAtMs = Infinity;
   }
 
-  /** A claim came back short (a full one is followed by another at once). */
+  /** A claim's answer (after a full one the loop claims again at once, without waiting). */
   claimed(answer: ShortClaim, cause: Cause): void {
     const now = Date.now();
     if (answer.found) {

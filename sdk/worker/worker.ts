@@ -245,13 +245,17 @@ class Worker implements WorkerHandle {
         this.leftBehind = claimed.runs.length === free;
         this.clockOffsetMs = Date.parse(claimed.now) - sentAt;
         for (const record of claimed.runs) this.execute(record, this.clockOffsetMs);
-        if (claimed.runs.length === free) continue;
         this.alarm.claimed({
           found: claimed.runs.length > 0,
           skipped: claimed.skipped,
           held: claimed.held,
           nextDueMs: claimed.next_due_at ? this.toLocalMs(Date.parse(claimed.next_due_at)) : undefined,
         }, cause);
+        if (claimed.runs.length === free) {
+          // A full claim may have left runs behind: claim again at once.
+          cause = "wake";
+          continue;
+        }
       } catch (error) {
         this.client.log(`worker ${this.id}: claim failed: ${String(error)}`);
         this.alarm.failed(1_000);
