@@ -4,9 +4,10 @@
 // (with pg_stat_statements loaded). Every system gets a fresh database on the same server, the
 // same Node process, connection budget and concurrency. Prints the tables and the targets, and
 // writes bench/results/<timestamp>-<mode>.{md,json,svg}; updates the matching table in
-// bench/RESULTS.md (only when every workload ran). Quick mode takes about two minutes on two
+// bench/RESULTS.md (only when every workload ran). Quick mode takes about three minutes on two
 // cores; --full about a quarter of an hour. The first two workloads' sizes follow the issue:
-// 20,000 / 200,000 one-task runs; the rest are scaled to keep the quick run short.
+// 20,000 / 200,000 one-task runs; the rest are scaled to keep the quick run short. The idle and
+// fleet workloads (issue 9) measure NOTIFY and, when a redis-server is at hand, the relay.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -35,7 +36,7 @@ const quick: Settings = {
   events: 200, timers: 2_000, timerSpreadSeconds: 6,
   backlog: 200_000, claimSamples: 300, fanOut: 1_000,
   physicalSeconds: 2,
-  idleSleeps: 200, idleLanes: 4, fleetSamples: 60,
+  idleSleeps: 200, idleLanes: 4, fleetSamples: 40,
 };
 const full: Settings = {
   ...quick, mode: "full",
