@@ -4,9 +4,10 @@
 // (with pg_stat_statements loaded). Every system gets a fresh database on the same server, the
 // same Node process, connection budget and concurrency. Prints the tables and the targets, and
 // writes bench/results/<timestamp>-<mode>.{md,json,svg}; updates the matching table in
-// bench/RESULTS.md (only when every workload ran). Quick mode takes about two minutes on two
+// bench/RESULTS.md (only when every workload ran). Quick mode takes about three minutes on two
 // cores; --full about a quarter of an hour. The first two workloads' sizes follow the issue:
-// 20,000 / 200,000 one-task runs; the rest are scaled to keep the quick run short.
+// 20,000 / 200,000 one-task runs; the rest are scaled to keep the quick run short. The idle and
+// fleet workloads (issue 9) measure NOTIFY and, when a redis-server is at hand, the relay.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -21,6 +22,8 @@ import { quiet, type Server, type Settings } from "./support.js";
 import { evaluate, type Measured } from "./targets.js";
 import type { Context } from "./workloads/context.js";
 import { events } from "./workloads/events.js";
+import { fleet } from "./workloads/fleet.js";
+import { idle } from "./workloads/idle.js";
 import { latency } from "./workloads/latency.js";
 import { physical } from "./workloads/physical.js";
 import { scale } from "./workloads/scale.js";
@@ -33,6 +36,7 @@ const quick: Settings = {
   events: 200, timers: 2_000, timerSpreadSeconds: 6,
   backlog: 200_000, claimSamples: 300, fanOut: 1_000,
   physicalSeconds: 2,
+  idleSleeps: 200, idleLanes: 4, fleetSamples: 40,
 };
 const full: Settings = {
   ...quick, mode: "full",
@@ -40,9 +44,10 @@ const full: Settings = {
   latencySerial: 1_000, latencyRate: 300, latencyLoadSeconds: 20,
   events: 1_000, timers: 10_000, timerSpreadSeconds: 60,
   claimSamples: 2_000, physicalSeconds: 10,
+  idleSleeps: 500, idleLanes: 2, fleetSamples: 300,
 };
 
-const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale"] as const;
+const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale", "idle", "fleet"] as const;
 type WorkloadId = (typeof workloadIds)[number];
 
 function parseArgs(argv: string[]) {
@@ -169,6 +174,16 @@ try {
     const r = await scale(ctx);
     sections.push(...r.sections);
     measured.scale = r.results;
+  });
+  await run("idle", async () => {
+    const r = await idle(ctx);
+    sections.push(...r.sections);
+    measured.idle = r.results;
+  });
+  await run("fleet", async () => {
+    const r = await fleet(ctx);
+    sections.push(...r.sections);
+    measured.fleet = r.results;
   });
 
   const info = await postgresInfo(server.adminUrl);

@@ -32,6 +32,11 @@ export interface Settings {
   claimSamples: number;
   fanOut: number;
   physicalSeconds: number;
+  /** Idle-path samples (lone sleeps; start+send and retries: up to 200), and lanes run side by side. */
+  idleSleeps: number;
+  idleLanes: number;
+  /** Serial runs per fleet configuration. */
+  fleetSamples: number;
 }
 
 export function withDatabase(url: string, database: string): string {

@@ -1,6 +1,8 @@
 // The engine's targets on this machine, each judged against a reference measured in the same run.
 import type { Target } from "./report.js";
 import type { EventsResult } from "./workloads/events.js";
+import type { FleetRow } from "./workloads/fleet.js";
+import type { IdleResult } from "./workloads/idle.js";
 import type { LatencyResult } from "./workloads/latency.js";
 import type { Physical } from "./workloads/physical.js";
 import type { ScaleResult } from "./workloads/scale.js";
@@ -13,6 +15,8 @@ export interface Measured {
   latency?: LatencyResult[];
   events?: EventsResult;
   scale?: ScaleResult;
+  idle?: IdleResult;
+  fleet?: FleetRow[];
 }
 
 const ms = (v: number) => `${v.toFixed(2)} ms`;
@@ -97,6 +101,32 @@ export function evaluate(m: Measured): Target[] {
     targets.push({
       name: `fan-out of ${s.children.toLocaleString("en-US")} children vs independent runs`, goal: "≤ 2.00×",
       measured: `${x(f)} (${s.fanOutSeconds.toFixed(2)} s vs ${s.independentSeconds.toFixed(2)} s)`, pass: f <= 2, gap: `${x(f)} of 2×`,
+    });
+  }
+  for (const i of m.idle?.modes ?? []) {
+    for (const [label, p] of [["lone sleep", i.sleep], ["start, then send at once", i.startSend], ["retry due", i.retry]] as const) {
+      targets.push({
+        name: `idle worker (${i.mode}): ${label} lateness p99`, goal: "≤ 10 ms",
+        measured: `${ms(p.p99)} (max ${ms(p.max)})`, pass: p.p99 <= 10, gap: `${ms(p.p99 - 10)} over`,
+      });
+    }
+    targets.push({
+      name: `idle worker (${i.mode}): samples near the safety poll`, goal: "none",
+      measured: `${i.nearPoll} (poll ${m.idle!.pollMs / 1000} s)`, pass: i.nearPoll === 0, gap: `${i.nearPoll} missed wake-ups`,
+    });
+  }
+  const notify64 = m.fleet?.find((r) => r.mode === "NOTIFY" && r.workers === 64);
+  const relay64 = m.fleet?.find((r) => r.mode === "relay" && r.workers === 64);
+  if (notify64 && relay64) {
+    targets.push({
+      name: "fleet of 64 idle workers: relay p99 vs NOTIFY p99", goal: "relay ≤ NOTIFY",
+      measured: `${ms(relay64.latency.p99)} vs ${ms(notify64.latency.p99)}`,
+      pass: relay64.latency.p99 <= notify64.latency.p99, gap: `${ms(relay64.latency.p99 - notify64.latency.p99)} slower`,
+    });
+    targets.push({
+      name: "fleet of 64 idle workers: Postgres connections, relay vs NOTIFY", goal: "one LISTEN per relay, not per worker",
+      measured: `${relay64.connections} vs ${notify64.connections}`,
+      pass: relay64.connections <= notify64.connections - 60, gap: `${relay64.connections - (notify64.connections - 60)} too many`,
     });
   }
   return targets;

@@ -2,6 +2,7 @@
 //
 //   aiki migrate [--url URL]    apply pending migrations and re-apply every function (migrate.ts)
 //   aiki bundle [--out FILE]    print or write aiki.sql (bundle.ts); --check fails when it is stale
+//   aiki relay --redis URL      relay wake-ups into Redis Streams until SIGINT/SIGTERM (relay/)
 //   aiki help [command]         usage; also `aiki <command> --help`
 //   aiki --version              the package's and the engine's versions
 //
@@ -40,6 +41,14 @@ const help = {
     --check          Write nothing; exit 1 if the file (--out, default: the package's aiki.sql)
                      differs from what bundle would write
 `,
+  relay: `aiki relay [--url URL] [--redis URL] [--queues LIST]
+  Relay the engine's wake-ups into one Redis Stream per queue, for workers started with
+  worker({ relay: { url } }). Runs until SIGINT or SIGTERM. Several relays may run at once.
+  Needs the redis package (npm install redis).
+    --url <url>      Postgres connection URL (default: the DATABASE_URL environment variable)
+    --redis <url>    Redis URL (default: the REDIS_URL environment variable)
+    --queues <list>  Comma-separated queues to relay (default: every queue)
+`,
 };
 
 const usage = `Usage: aiki <command> [options]
@@ -47,13 +56,15 @@ const usage = `Usage: aiki <command> [options]
 Commands:
   migrate            Install or upgrade the engine in a database
   bundle             Write the engine as one psql script (aiki.sql)
+  relay              Relay the engine's wake-ups into Redis Streams, for worker({ relay })
   help [command]     Show this help, or a command's (also: aiki <command> --help)
 
 Options: --version prints the package and engine versions.
 Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, no or bad database URL).
 
 ${help.migrate}
-${help.bundle}`;
+${help.bundle}
+${help.relay}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
 class CliError extends Error {
@@ -181,10 +192,49 @@ function runBundle(args: string[]): void {
   console.log(`Wrote ${path} (${Buffer.byteLength(text)} bytes).`);
 }
 
+async function runRelay(args: string[]): Promise<void> {
+  const values = parse("relay", args, {
+    url: { type: "string" }, redis: { type: "string" }, queues: { type: "string" }, "default-database": { type: "boolean" },
+  });
+  const url = databaseUrl(values.url, values["default-database"] ?? false);
+  const redisText = values.redis ?? process.env.REDIS_URL;
+  if (!redisText) throw new CliError("no Redis given: set REDIS_URL or pass --redis redis://…", 2);
+  let redisUrl: URL;
+  try {
+    redisUrl = new URL(redisText);
+  } catch {
+    throw new CliError("the Redis URL is not a URL; expected redis://host:port", 2);
+  }
+  if (redisUrl.protocol !== "redis:" && redisUrl.protocol !== "rediss:") {
+    throw new CliError(`the Redis URL must start with redis:// or rediss://, not ${redisUrl.protocol}//`, 2);
+  }
+  const queues = values.queues?.split(",").map((q) => q.trim()).filter((q) => q.length > 0);
+  const { client } = await import("./client.js");
+  const { relay } = await import("./relay/relay.js");
+  const aiki = client({ url: url.toString(), max: 1, logger: { info: console.error, warn: console.error, error: console.error } });
+  console.log(`Relaying wake-ups of ${queues ? queues.join(", ") : "every queue"} from ${redact(url)} to ${redact(redisUrl)}`);
+  try {
+    const handle = await relay({ client: aiki, redis: redisUrl.toString(), queues });
+    console.log(`${handle.id} running; stop with SIGINT or SIGTERM`);
+    await new Promise<void>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
+    });
+    await handle.stop();
+    console.log(`stopped: ${handle.stats.wakes} wake-ups and ${handle.stats.dues} due timers relayed, ${handle.stats.failed} lost while Redis was away`);
+  } catch (error) {
+    if (error instanceof Error && "code" in error && error.code === "AK003") throw new CliError(error.message, 2);
+    // Redis unreachable at start (a supervisor restarts the relay), or Postgres refusing LISTEN.
+    throw new CliError(`failed: ${describeDatabaseError(error) ?? String(error)}`, 1);
+  } finally {
+    await aiki.close();
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   try {
-    if ((command === "migrate" || command === "bundle") && (args.includes("--help") || args.includes("-h"))) {
+    if ((command === "migrate" || command === "bundle" || command === "relay") && (args.includes("--help") || args.includes("-h"))) {
       process.stdout.write(`Usage: ${help[command]}`);
       return 0;
     }
@@ -195,13 +245,16 @@ export async function main(argv: string[]): Promise<number> {
       case "bundle":
         runBundle(args);
         return 0;
+      case "relay":
+        await runRelay(args);
+        return 0;
       case "help":
       case "--help":
       case "-h": {
         const topic = args[0];
         if (topic === undefined) process.stdout.write(usage);
-        else if (topic === "migrate" || topic === "bundle") process.stdout.write(`Usage: ${help[topic]}`);
-        else throw new CliError(`no help on ${JSON.stringify(topic)}: the commands are migrate and bundle`, 2);
+        else if (topic === "migrate" || topic === "bundle" || topic === "relay") process.stdout.write(`Usage: ${help[topic]}`);
+        else throw new CliError(`no help on ${JSON.stringify(topic)}: the commands are migrate, bundle and relay`, 2);
         return 0;
       }
       case "--version":
@@ -216,7 +269,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (error) {
     if (!(error instanceof CliError)) throw error;
-    console.error(`${command === "migrate" || command === "bundle" ? `aiki ${command}` : "aiki"}: ${error.message}`);
+    console.error(`${command === "migrate" || command === "bundle" || command === "relay" ? `aiki ${command}` : "aiki"}: ${error.message}`);
     return error.exitCode;
   }
 }

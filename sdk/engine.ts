@@ -60,7 +60,12 @@ export interface ClaimedRun extends RunRecord {
 export interface ClaimResult {
   now: string;
   runs: ClaimedRun[];
+  /** The earliest future timer of any queue; null after a full claim. */
   next_due_at: string | null;
+  /** A short claim passed over runs another transaction held locked: look again shortly. */
+  skipped: boolean;
+  /** A short claim left runs a concurrency limit keeps back (a freed slot notifies). */
+  held: boolean;
 }
 
 export interface StartOptions {
@@ -386,8 +391,8 @@ export async function record(sql: Sql, writes: RecordWrite[]): Promise<RecordAns
 
 export async function failRun(
   sql: Sql, runId: string, leaseToken: string, error: unknown, nonRetryable: boolean,
-): Promise<{ status: "failed" | "retrying" }> {
-  const rows = await call(sql<{ result: { status: "failed" | "retrying" } }[]>`
+): Promise<{ status: "failed" } | { status: "retrying"; retry_at: string }> {
+  const rows = await call(sql<{ result: { status: "failed" } | { status: "retrying"; retry_at: string } }[]>`
     select aiki.fail_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, error)}::jsonb, ${nonRetryable}) as result`);
   return rows[0]!.result;
 }

@@ -1,4 +1,4 @@
-// Aiki on Postgres — the TypeScript SDK: definitions, client, worker.
+// Aiki on Postgres — the TypeScript SDK: definitions, client, worker, relay.
 export { task, type Task, type TaskContext, type TaskOptions } from "./definitions/task.js";
 export {
   workflow, WorkflowVersion, type Workflow, type WorkflowRun, type WorkflowVersionOptions,
@@ -10,6 +10,7 @@ export { client, type Client, type ClientOptions } from "./client.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
 export { migrate, type MigrateOptions, type MigrateResult } from "./db/migrate.js";
+export { relay, type RelayOptions, type RelayHandle, type RelayStats } from "./relay/relay.js";
 export type { Duration } from "./duration.js";
 export type { RetryPolicy } from "./retry.js";
 export type { Schema } from "./schema.js";

@@ -242,6 +242,17 @@ as $$
   select pg_notify('aiki_wake', p_queue)
 $$;
 
+-- Tell a queue's workers that a run falls due at p_at (payload "<queue> <time>", the time in
+-- UTC, rounded up to the millisecond so a timer armed on it never fires early). For timers no
+-- worker set itself: a start in the future, a resume until a retry or start time. A worker
+-- arms its wake timer instead of claiming, so the run starts on time, not at the safety poll.
+create or replace function aiki._notify_due(p_queue text, p_at timestamptz) returns void
+language sql volatile
+as $$
+  select pg_notify('aiki_wake', p_queue || ' ' ||
+    to_char((p_at + interval '999 microseconds') at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+$$;
+
 -- A running run gave up its slot (finished or suspended). Runs kept back by a concurrency key
 -- or a queue limit may now be claimable, and no other event would tell the workers: wake them.
 -- Unlimited, unkeyed runs (the common case) send nothing.

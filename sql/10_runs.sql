@@ -113,6 +113,8 @@ begin
     created := true;
     if v_start <= v_now then
       perform aiki._notify_queue(p_queue);
+    else
+      perform aiki._notify_due(p_queue, v_start);
     end if;
     return;
   end if;
@@ -360,7 +362,9 @@ $$;
 
 -- Cancels a run and, top-down, all its unfinished descendants. A worker running one of them
 -- learns it on its next write (AK001). A parent waiting for the run is woken with status
--- `cancelled`. Idempotent on a cancelled run; AK005 on a completed or failed one.
+-- `cancelled`. Every cancelled run that was running frees its slot (_slot_freed), so runs its
+-- concurrency key or queue limit kept back are claimable at once. Idempotent on a cancelled run;
+-- AK005 on a completed or failed one.
 create or replace function aiki.cancel(p_run_id uuid, p_reason text default null)
 returns aiki.run_status
 language plpgsql volatile security definer
@@ -406,7 +410,8 @@ $$;
 -- Waits keep collecting events and child outcomes meanwhile. Idempotent; AK005 when finished.
 -- A scheduled start or a run retry's delay is in no journal step, so a replay could not wait for
 -- it again: a paused `scheduled` or `retrying` run keeps its available_at for resume (paused runs
--- are no timers, so nothing promotes it meanwhile).
+-- are no timers, so nothing promotes it meanwhile). A paused running run frees its slot: runs its
+-- concurrency key or queue limit kept back are woken (_slot_freed).
 create or replace function aiki.pause(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -431,7 +436,7 @@ $$;
 -- Releases a paused run to be claimed now. Its replay re-suspends on waits still open, so
 -- resume need not know what the run waited for. A run paused before its scheduled start or
 -- retry time (see pause) goes back to `scheduled`/`retrying` until then instead of starting
--- early. Returns the new status. AK005 unless the run is paused.
+-- early, and tells the workers when (_notify_due). Returns the new status. AK005 unless the run is paused.
 create or replace function aiki.resume(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -456,6 +461,8 @@ begin
    where id = p_run_id;
   if v_status = 'pending' then
     perform aiki._notify_queue(v_run.queue);
+  else
+    perform aiki._notify_due(v_run.queue, v_run.available_at);
   end if;
   perform aiki._notify_status(p_run_id, v_status);
   return v_status;

@@ -3,29 +3,40 @@
 --   claim      promote due timers, then lease up to N pending runs (SKIP LOCKED), with journals
 --   heartbeat  renew the leases a worker holds and names by token, in one statement, never waiting
 --   release    give a leased run back unharmed (graceful shutdown)
+--   next_due   when the next timer falls due, for a relay that hints workers (reads only)
 --
 -- Timers need no daemon: every claim first promotes a bounded batch of runs whose
 -- available_at has passed (scheduled starts, sleeps, wait timeouts, retries, expired leases),
 -- so any live worker keeps every queue's timers moving, and the claim's `next_due_at` tells an
 -- idle worker exactly when to look again.
 --
+-- Lost wake-ups. SKIP LOCKED passes over rows another transaction holds: a send_event on a
+-- pending run, a child's end holding its parent, a worker's write. Their holder may commit
+-- without a notification (an event buffered for a pending run wakes nobody), so a claim that
+-- passed over a run it would have taken says so (`skipped`), and the worker looks again shortly.
+-- A claim that leaves runs behind because a concurrency limit holds them says so too (`held`):
+-- those wake when a slot frees (_slot_freed notifies), and the worker knows the notification
+-- that brought it was no false alarm.
+--
 -- Concurrency limits. A queue without a concurrency limit claims its unkeyed runs on the fast
 -- path: one SKIP LOCKED statement and no other coordination. Runs with a concurrency key, and
 -- every run of a queue with a limit, are claimed on the slow path under a per-queue advisory
 -- lock, because "how many are running" must not change between counting and leasing.
 
--- Promotes up to p_limit due timers to pending. Runs past their deadline, and expired leases
--- that reached max_lease_expiries (a crash loop), fail instead. Failing a child needs its
--- parent's lock, which we hold no right to wait for while holding the child's (lock order):
--- such a run is taken with SKIP LOCKED on the parent or left for the next claim.
-create or replace function aiki._promote_due(p_now timestamptz, p_limit integer) returns integer
+-- Promotes up to p_limit due timers to pending and returns their ids; the caller notifies the
+-- queues of those it does not lease itself. Runs past their deadline, and expired leases that
+-- reached max_lease_expiries (a crash loop), fail instead. Failing a child needs its parent's
+-- lock, which we hold no right to wait for while holding the child's (lock order): such a run is
+-- taken with SKIP LOCKED on the parent or left for the next claim.
+drop function if exists aiki._promote_due(timestamptz, integer);
+create or replace function aiki._promote_due(p_now timestamptz, p_limit integer) returns uuid[]
 language plpgsql
 as $$
 declare
   v_ids uuid[];
   v_skip uuid[] := '{}';
   v_run aiki.runs;
-  v_count integer;
+  v_promoted uuid[];
 begin
   select array_agg(id) into v_ids from (
     select id from aiki.runs
@@ -35,7 +46,7 @@ begin
     limit p_limit
     for update skip locked) due;
   if v_ids is null then
-    return 0;
+    return '{}';
   end if;
 
   for v_run in
@@ -76,11 +87,10 @@ begin
            lease_owner = null, lease_token = null, lease_expires_at = null
      where id = any(v_ids) and not (id = any(v_skip))
        and status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
-    returning queue
+    returning id
   )
-  select count(*) into v_count from (
-    select aiki._notify_queue(queue) from (select distinct queue from promoted) q) n;
-  return v_count;
+  select coalesce(array_agg(id), '{}') into v_promoted from promoted;
+  return v_promoted;
 end
 $$;
 
@@ -88,28 +98,26 @@ $$;
 -- pending runs in claim order such that the queue's concurrency limit and, per concurrency key,
 -- the queue's key limit hold. With p_keyed_only, unkeyed runs are left to the fast path.
 -- Scans every pending run of the queue (the window needs them all): O(backlog), which is why
--- unlimited queues keep unkeyed runs off this path.
+-- unlimited queues keep unkeyed runs off this path. `skipped`: a chosen run was locked by another
+-- transaction and passed over; `held`: pending runs remain that the limits keep back.
+drop function if exists aiki._claim_limited(text, text[], integer, timestamptz, boolean);
 create or replace function aiki._claim_limited(
-  p_queue text, p_workflows text[], p_want integer, p_now timestamptz, p_keyed_only boolean)
-returns uuid[]
+  p_queue text, p_workflows text[], p_want integer, p_now timestamptz, p_keyed_only boolean,
+  out ids uuid[], out skipped boolean, out held boolean)
 language plpgsql
 as $$
 declare
   v_queue aiki.queues;
   v_want integer := p_want;
+  v_chosen uuid[];
 begin
   perform pg_advisory_xact_lock(hashtextextended('aiki.claim:' || p_queue, 0));
   select * into v_queue from aiki.queues where name = p_queue;
   if v_queue.concurrency_limit is not null then
     v_want := least(v_want, v_queue.concurrency_limit
                             - (select count(*) from aiki.runs where status = 'running' and queue = p_queue));
-    if v_want <= 0 then
-      return '{}';
-    end if;
   end if;
-  return array(
-    select r.id from aiki.runs r
-    where r.id = any(array(
+  v_chosen := case when v_want <= 0 then '{}' else array(
       select c.id from (
         select p.id, p.priority, p.available_at, p.concurrency_key,
                row_number() over (partition by p.concurrency_key
@@ -125,9 +133,18 @@ begin
                             and x.concurrency_key = c.concurrency_key)
             <= coalesce(v_queue.key_concurrency_limit, 1)
       order by c.priority desc, c.available_at
-      limit v_want))
-      and r.status = 'pending'
+      limit v_want) end;
+  ids := array(
+    select r.id from aiki.runs r
+    where r.id = any(v_chosen) and r.status = 'pending'
     for update skip locked);
+  skipped := cardinality(ids) < cardinality(v_chosen);
+  held := cardinality(v_chosen) < p_want and exists (
+    select 1 from aiki.runs p
+    where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
+      and (not p_keyed_only or p.concurrency_key is not null)
+      and (p_workflows is null or p.workflow || '@' || p.version = any(p_workflows))
+      and not (p.id = any(v_chosen)));
 end
 $$;
 
@@ -201,10 +218,15 @@ $$;
 
 -- Leases up to p_limit runs for p_worker from p_queues (in that order), restricted to the
 -- `workflow@version` pairs in p_workflows (null: any), highest priority first, then oldest due.
--- Returns {"now", "runs": [run with "journal" and "lease_token"], "next_due_at": ts | null}:
+-- Returns {"now", "runs": [run with "journal" and "lease_token"], "next_due_at": ts | null,
+--          "skipped": bool, "held": bool}:
 -- next_due_at is the earliest future timer of any queue, so an idle worker can sleep until then
 -- (now is the database's clock, so the worker needs no clock of its own); it is null when the
--- claim is full, as a full claim is followed by another at once.
+-- claim is full, as a full claim is followed by another at once. A short claim also tells
+-- `skipped`: it passed over a pending run or a due timer that another transaction holds locked
+-- (look again shortly: the holder may commit without notifying), and `held`: runs of its
+-- queues are pending but a concurrency limit keeps them back (a freed slot notifies).
+-- Notifies the queues of promoted timers it left pending.
 -- Locks: due timers (SKIP LOCKED), then claimed runs (SKIP LOCKED); on the slow path, the
 -- queue's advisory lock first. Never blocks on a row lock. Raises AK003 on bad arguments.
 create or replace function aiki.claim(
@@ -234,7 +256,16 @@ declare
   v_next_due timestamptz;
   v_runs jsonb;
   v_overdue boolean;
+  v_leased uuid[];
+  v_runs jsonb;
+  v_overdue boolean;
   v_again boolean := false;
+  v_count integer;
+  v_got uuid[];
+  v_skipped boolean := false;
+  v_held boolean := false;
+  v_next timestamptz;
+  v_promoted uuid[] := '{}';
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_limit is null or p_limit not between 1 and 1000 then
@@ -264,7 +295,7 @@ begin
   if (select available_at from aiki.runs
       where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at is not null
       order by available_at limit 1) <= v_now then
-    perform aiki._promote_due(v_now, greatest(p_limit, 100));
+    v_promoted := aiki._promote_due(v_now, greatest(p_limit, 100));
   end if;
 
   foreach v_queue in array p_queues loop
@@ -273,7 +304,7 @@ begin
     select * into v_settings from aiki.queues where name = v_queue;
     continue when v_settings.paused;
     if v_settings.concurrency_limit is null then
-      v_ids := v_ids || array(
+      v_got := array(
         select id from aiki.runs
         where status = 'pending' and queue = v_queue and available_at <= v_now
           and concurrency_key is null
@@ -281,14 +312,23 @@ begin
         order by priority desc, available_at
         limit v_want
         for update skip locked);
-      v_want := p_limit - cardinality(v_ids);
-      if v_want > 0 and exists (select 1 from aiki.runs
-                                where status = 'pending' and queue = v_queue and concurrency_key is not null) then
-        v_ids := v_ids || aiki._claim_limited(v_queue, p_workflows, v_want, v_now, true);
+      v_ids := v_ids || v_got;
+      -- Short: did SKIP LOCKED pass over a run another transaction holds (see the header)? Only
+      -- short claims ask, and the rows it reads are the ones the selection just read.
+      if cardinality(v_got) < v_want and not v_skipped then
+        v_skipped := exists (
+          select 1 from aiki.runs
+          where status = 'pending' and queue = v_queue and available_at <= v_now
+            and concurrency_key is null
+            and (p_workflows is null or workflow || '@' || version = any(p_workflows))
+            and not (id = any(v_got)));
       end if;
-    else
-      v_ids := v_ids || aiki._claim_limited(v_queue, p_workflows, v_want, v_now, false);
+      v_want := p_limit - cardinality(v_ids);
+      continue when v_want <= 0 or not exists (
+        select 1 from aiki.runs where status = 'pending' and queue = v_queue and concurrency_key is not null);
     end if;
+    select v_ids || l.ids, v_skipped or l.skipped, v_held or l.held into v_ids, v_skipped, v_held
+      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now, v_settings.concurrency_limit is null) l;
   end loop;
 
   -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.
@@ -306,15 +346,16 @@ begin
   )
   select coalesce(array_agg(id order by priority desc, created_at) filter (where lease_expires_at > v_now), '{}'),
          coalesce(bool_or(lease_expires_at <= v_now), false),
-         -- Only a short claim needs it: after a full one the worker claims again at once. Skipping
-         -- it spares a scan over the lease expiries of just-finished runs under load (bench).
-         -- In this statement, it does not see the leases just taken (a worker sleeps until the
-         -- next timer, not until its own leases expire).
+         count(*),
+         -- Only a short claim needs the next due time: after a full one the worker claims again
+         -- at once. Skipping it spares a scan over the lease expiries of just-finished runs under
+         -- load (bench). The earliest timer of all, due or not (see below); read in this
+         -- statement's snapshot, where the runs just leased are not yet timers.
          case when count(*) < p_limit then
-           (select min(available_at) from aiki.runs
-             where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running')
-               and available_at > v_now) end
-    into v_leased, v_overdue, v_next_due
+           (select available_at from aiki.runs
+             where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at is not null
+             order by available_at limit 1) end
+    into v_leased, v_overdue, v_count, v_next
     from leased;
 
   -- The answer is built apart from the leasing, in a block that writes nothing (so its
@@ -334,17 +375,34 @@ begin
     v_runs := aiki._claim_answer_by_run(v_leased, v_now);
     v_again := true;
   end;
-
-  v_result := jsonb_build_object(
-    'now', v_now,
-    'runs', v_runs,
+  v_result := jsonb_build_object('now', v_now, 'runs', v_runs);
+  if v_overdue then
+    v_promoted := v_promoted || aiki._promote_due(v_now, greatest(p_limit, 100));
+  end if;
+  -- Promoted runs this claim did not lease wake their queues' workers. The ones it leased need no
+  -- notification: it would only cost this worker an empty claim per timer.
+  if cardinality(v_promoted) > 0 then
+    perform aiki._notify_queue(q.queue)
+       from (select distinct queue from aiki.runs where id = any(v_promoted) and status = 'pending') q;
+  end if;
+  if v_overdue or v_again then
     -- Withheld overdue runs took slots that pending runs may still fill, and an answer built
     -- run by run may have left runs behind: claim again now.
-    'next_due_at', case when v_overdue or v_again then v_now else v_next_due end);
-  if v_overdue then
-    perform aiki._promote_due(v_now, greatest(p_limit, 100));
+    return v_result || jsonb_build_object('next_due_at', v_now, 'skipped', false, 'held', false);
   end if;
-  return v_result;
+  if v_count = p_limit then
+    return v_result || jsonb_build_object('next_due_at', null, 'skipped', false, 'held', false);
+  end if;
+  -- A timer still due after the promotion was locked by another transaction (or beyond the
+  -- promotion's batch): a skip like any other. Then the next future one, the runs just leased
+  -- left out (their lease is this worker's own business).
+  if v_next <= v_now then
+    v_skipped := true;
+    select min(available_at) into v_next from aiki.runs
+     where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at > v_now
+       and not (id = any(v_ids));
+  end if;
+  return v_result || jsonb_build_object('next_due_at', v_next, 'skipped', v_skipped, 'held', v_held);
 end
 $$;
 
@@ -464,5 +522,35 @@ declare
 begin
   v_run := aiki._lock_lease(p_run_id, p_lease_token, false);
   perform aiki._leave_running(v_run, 'pending', aiki.now());
+end
+$$;
+
+-- The earliest timer after p_after (null: any, overdue ones included) among runs of p_queues
+-- (null: every queue) that wait for one: a scheduled start, a sleep, a wait's timeout, a retry.
+-- Returns {"now", "queue", "due_at"}, queue and due_at null when no such timer exists. Reads
+-- only and changes nothing: the Redis relay (sdk/relay) calls it to hint workers when a timer
+-- falls due, and passes the last due_at it hinted as p_after. Lease expiries are left out: they
+-- move with every heartbeat, and the workers' own claims report them. One index-ordered scan of
+-- runs_timers from p_after. Raises AK003 on an empty queue list.
+create or replace function aiki.next_due(p_queues text[] default null, p_after timestamptz default null)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_queue text;
+  v_due_at timestamptz;
+begin
+  if p_queues is not null and cardinality(p_queues) = 0 then
+    raise exception using errcode = 'AK003', message = 'next_due needs at least one queue, or null for all';
+  end if;
+  select r.queue, r.available_at into v_queue, v_due_at
+    from aiki.runs r
+   where r.status in ('scheduled', 'sleeping', 'waiting', 'retrying')
+     and r.available_at is not null and r.available_at > coalesce(p_after, '-infinity')
+     and (p_queues is null or r.queue = any(p_queues))
+   order by r.available_at
+   limit 1;
+  return jsonb_build_object('now', aiki.now(), 'queue', v_queue, 'due_at', v_due_at);
 end
 $$;

@@ -9,7 +9,7 @@
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run, record
+--                complete_run, fail_run, record, next_due
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
 
@@ -47,7 +47,8 @@ grant execute on function
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
   aiki.record(jsonb),
-  aiki.fail_run(uuid, uuid, jsonb, boolean)
+  aiki.fail_run(uuid, uuid, jsonb, boolean),
+  aiki.next_due(text[], timestamptz)
 to aiki_worker, aiki_admin;
 
 grant execute on function

@@ -1,9 +1,9 @@
-// cli — `aiki migrate | bundle | help | --version`, run in a child process as a user runs it,
-// from its sources (the installed bin, dist/cli.js, is run by package.test.ts): exit codes,
+// cli — `aiki migrate | bundle | relay | help | --version`, run in a child process as a user runs
+// it, from its sources (the installed bin, dist/cli.js, is run by package.test.ts): exit codes,
 // output, and one-line errors without stack traces for mistakes a user can fix.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
@@ -15,6 +15,9 @@ import { bundle } from "../db/bundle.js";
 import { freePort } from "../db/embedded.js";
 import { packageSchemaVersion } from "../db/version.js";
 import { quiet, testDatabase, withDatabase, type TestDatabase } from "../testing/database.js";
+import { hasRedisServer, testRedis } from "../testing/redis.js";
+import { connectRedis, streamOf } from "../relay/redis.js";
+import { until } from "./support.js";
 
 const cli = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -135,7 +138,9 @@ describe("cli", () => {
     }
     const bundleHelp = await aiki(["bundle", "-h"]);
     assert.match(bundleHelp.stdout, /^Usage: aiki bundle \[--out FILE\]/);
-    assertUserError(await aiki(["help", "relay"]), 2, /^aiki: no help on "relay"/);
+    const relayHelp = await aiki(["relay", "--help"]);
+    assert.match(relayHelp.stdout, /^Usage: aiki relay \[--url URL\]/);
+    assertUserError(await aiki(["help", "deploy"]), 2, /^aiki: no help on "deploy"/);
   });
 
   it("migrate with a malformed password exits 2 with one line, no URIError and no password", async () => {
@@ -219,5 +224,33 @@ describe("cli", () => {
     assertUserError(await aiki(["bundle", "--check", "--out", out]), 1, /is stale.*npm run bundle/);
     rmSync(out);
     assertUserError(await aiki(["bundle", "--check", "--out", out]), 1, /is missing/);
+  });
+
+  it("relay without a Redis URL, or with one that is not redis://, exits 2 and says what to give", async () => {
+    assertUserError(await aiki(["relay", "--url", db.url], { REDIS_URL: undefined }), 2, /no Redis given: set REDIS_URL or pass --redis/);
+    assertUserError(await aiki(["relay", "--url", db.url, "--redis", "http://x"]), 2, /must start with redis:\/\//);
+    assertUserError(await aiki(["relay", "--redis", "redis://x"]), 2, /no database given/);
+  });
+
+  it("relay turns a wake-up into an entry of its queue's stream, and stops on SIGTERM", { skip: process.env.REDIS_URL || hasRedisServer() ? false : "no redis-server on PATH and no REDIS_URL" }, async () => {
+    const redis = (await testRedis())!;
+    const child = spawn(process.execPath, ["--import", tsx, cli, "relay", "--url", db.url, "--redis", redis.url, "--queues", "cli-q"],
+      { env: { ...process.env, DATABASE_URL: undefined } });
+    let stdout = "";
+    child.stdout.on("data", (chunk) => (stdout += String(chunk)));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const link = await connectRedis(redis.url, "cli-test");
+    try {
+      await until("the relay to run", () => (stdout.includes("running") ? true : undefined), 30_000);
+      await db.sql`select aiki.start_workflow('cli-wf', '1', p_queue => 'cli-q')`;
+      await until("the entry", async () => ((await link.send(["XLEN", streamOf("cli-q")])) === 1 ? true : undefined));
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0);
+      assert.match(stdout, /stopped: 1 wake-ups/);
+    } finally {
+      child.kill("SIGKILL");
+      await link.close();
+      await redis.stop();
+    }
   });
 });

@@ -63,6 +63,8 @@ export interface ExecutionSettings {
   recorder?: Recorder;
   /** Called once the handler has returned or thrown and the run's last write is on its way. */
   onSettled?: () => void;
+  /** Called with the database time the released run falls due (a suspend, a scheduled retry). */
+  onDue?: (at: string) => void;
 }
 
 /**
@@ -229,6 +231,7 @@ export class Execution {
         }
         this.settings.logger.warn(`${what}; retrying in ${outcome.delay_ms} ms`);
         if (outcome.suspended) {
+          this.settings.onDue?.(outcome.retry_at);
           this.end("retrying");
           return false;
         }
@@ -473,6 +476,7 @@ export class Execution {
       const result = await this.write(() => engine.suspend(
         this.settings.sql, this.id, this.leaseToken, open.map((w) => w.wait)));
       if (result.suspended) {
+        if (result.available_at) this.settings.onDue?.(result.available_at);
         this.end("suspended");
         return;
       }
@@ -609,6 +613,7 @@ export class Execution {
     const what = `run ${this.id} (${this.definition.key}) failed: ${describe(error)}`;
     if (outcome.status === "failed") this.settings.logger.error(what);
     else this.settings.logger.warn(`${what}; the run will be retried`);
+    if (outcome.status === "retrying") this.settings.onDue?.(outcome.retry_at);
     this.end(outcome.status === "failed" ? "failed" : "retrying");
   }
 

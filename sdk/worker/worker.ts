@@ -1,9 +1,11 @@
 // The worker: claims runs of the workflow versions it registers and executes them.
 //
-// Loop. Claim as many runs as there are free slots (one statement, journals included). When the
-// claim comes back short, sleep until the earliest of: a wake-up notification for one of our
-// queues, a slot freeing up, the next due timer the claim reported (database clock), or the
-// slow safety poll. A full claim claims again at once.
+// Loop. Claim as many runs as there are free slots (one statement, journals included). A full
+// claim claims again at once. When the claim comes back short, wait for the next reason to look
+// (see alarm.ts): a slot freeing up, a due time (the claim's next_due_at, or one the worker's own
+// suspends and retries learnt from the engine), a claim that skipped locked runs, a notification
+// for one of our queues, or the slow safety poll. No runnable run waits for the poll while the
+// worker is idle; the poll is there for notifications lost with a connection.
 //
 // Leases. One heartbeat statement renews every lease this worker holds, named by its tokens. A
 // run whose row another transaction holds comes back unrenewed, with its current expiry, and is
@@ -33,8 +35,11 @@ import { isConnectionError } from "../db/pool.js";
 import { AikiError, DefinitionError, InvalidInputError, serializeError } from "../errors.js";
 import { check, workerRules } from "../options.js";
 import { sleep } from "../sleep.js";
+import { Alarm, type Cause } from "./alarm.js";
 import { Execution, type ExecutionEnd } from "./execution.js";
 import { Recorder } from "./recorder.js";
+import { Notifications } from "../listener.js";
+import { RelayHints, type HintsOptions } from "../relay/hints.js";
 
 export interface WorkerOptions {
   workflows: WorkflowVersion<any, any, any>[];
@@ -46,13 +51,24 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Heartbeat interval. Default: a third of the lease. */
   heartbeatMs?: number;
-  /** Safety poll when no notification arrives. Default: 5 s. */
+  /**
+   * Safety poll: the longest an idle worker goes without a claim. Due timers, notifications and
+   * the engine's answers wake it on time without it; the poll only bounds what a notification
+   * lost with a dropped LISTEN connection can cost. Default: 30 s; 5 s with `listen: false`,
+   * where the poll is how new runs are found.
+   */
   pollMs?: number;
   /**
    * Wake on LISTEN/NOTIFY. Default: true. With false the worker finds work by polling every
    * `pollMs` only (e.g. behind a pooler in transaction mode, where LISTEN does not work).
    */
   listen?: boolean;
+  /**
+   * Read wake-ups from a relay's Redis Streams (see sdk/relay) instead of a LISTEN connection
+   * of its own. While Redis or every relay is away, the worker LISTENs (unless `listen: false`)
+   * until the relay is back. Needs the `redis` package. Default: none.
+   */
+  relay?: HintsOptions;
   /** Task retries due within this wait in-process; longer ones suspend the run. Default: 2 s. */
   inlineRetryMaxMs?: number;
   /** How long stop() lets in-flight runs finish before releasing them. Default: 10 s. */
@@ -62,7 +78,10 @@ export interface WorkerOptions {
 }
 
 export interface WorkerStats {
+  /** Runs claimed. */
   claimed: number;
+  /** Claim statements made, full, short and empty. */
+  claims: number;
   ended: Record<ExecutionEnd, number>;
 }
 
@@ -103,6 +122,7 @@ class Worker implements WorkerHandle {
   readonly id: string;
   readonly stats: WorkerStats = {
     claimed: 0,
+    claims: 0,
     ended: { completed: 0, failed: 0, retrying: 0, suspended: 0, lost: 0, abandoned: 0 },
   };
   /** By lease token. */
@@ -115,7 +135,14 @@ class Worker implements WorkerHandle {
   private readonly pollMs: number;
   private stopping = false;
   private claimSeq = 0;
-  private wake: () => void = () => {};
+  private readonly alarm: Alarm;
+  private hints: RelayHints | undefined;
+  private fallback: Notifications | undefined;
+  /**
+   * The database clock minus this process's monotonic clock (performance.now), at the last
+   * claim: turns due times into local ones that moving the wall clock does not disturb.
+   */
+  private clockOffsetMs = 0;
   private loop: Promise<void> = Promise.resolve();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private unsubscribe: Array<() => void> = [];
@@ -144,7 +171,8 @@ class Worker implements WorkerHandle {
     this.queues = options.queues ?? ["default"];
     this.keys = [...registered.keys()];
     this.leaseMs = options.leaseMs ?? 30_000;
-    this.pollMs = options.pollMs ?? 5_000;
+    this.pollMs = options.pollMs ?? ((options.listen ?? true) ? 30_000 : 5_000);
+    this.alarm = new Alarm(this.pollMs);
     this.recorder = new Recorder(client.sql);
   }
 
@@ -159,13 +187,15 @@ class Worker implements WorkerHandle {
       if (!isConnectionError(error)) throw error;
       w.troubled("cannot reach the database", error);
     }
-    if (options.listen ?? true) {
-      const notifications = client.notifications();
-      const queues = new Set(w.queues);
-      w.unsubscribe.push(await notifications.listen("aiki_wake", (queue) => {
-        if (queues.has(queue)) w.wake();
-      }));
-      w.unsubscribe.push(notifications.onReconnect(() => w.wake()));
+    if (options.relay) {
+      w.hints = new RelayHints(options.relay, w.id, w.queues, {
+        hint: () => w.alarm.notified(),
+        health: (up) => void w.relayHealth(up),
+        log: (line) => client.logger.warn(line),
+      });
+      w.hints.start();
+    } else if (options.listen ?? true) {
+      await w.listen();
     }
     w.heartbeatTimer = setInterval(() => void w.heartbeat(), w.heartbeatMs);
     w.loop = w.run();
@@ -199,44 +229,103 @@ class Worker implements WorkerHandle {
     this.client.logger.info(`worker ${this.id}: the database answers again; claiming`);
   }
 
+  /** LISTENs for the wake-ups of the worker's queues (until `unlisten`). */
+  private async listen(notifications: Notifications = this.client.notifications()): Promise<void> {
+    const queues = new Set(this.queues);
+    // "<queue>": runs are claimable now; "<queue> <time>": a run falls due then.
+    this.unsubscribe.push(await notifications.listen("aiki_wake", (payload) => {
+      const [queue, due] = payload.split(" ", 2);
+      if (!queues.has(queue!)) return;
+      if (due === undefined) return this.alarm.notified();
+      const dueMs = Date.parse(due);
+      if (Number.isFinite(dueMs)) this.alarm.dueAt(this.toLocalMs(dueMs), false);
+    }));
+    this.unsubscribe.push(notifications.onReconnect(() => this.alarm.wake()));
+  }
+
+  private unlisten(): void {
+    for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
+  }
+
+  /**
+   * The relay came (back) or went. Gone (Redis away, or no relay alive): LISTEN, as a worker
+   * without a relay does. Back: stop listening. Either way claim once, for hints and
+   * notifications lost in the switch.
+   */
+  private async relayHealth(up: boolean): Promise<void> {
+    if (up) {
+      this.unlisten();
+      const fallback = this.fallback;
+      this.fallback = undefined;
+      await fallback?.close();
+    } else if ((this.options.listen ?? true) && !this.fallback) {
+      // A LISTEN connection of its own, closed when the relay is back: a fleet on a healthy relay
+      // holds one LISTEN connection (the relay's), not one per worker.
+      this.fallback = new Notifications(this.client.url, this.client.logger);
+      await this.listen(this.fallback);
+    }
+    if (up) this.client.logger.info(`worker ${this.id}: reading wake-ups from the relay`);
+    else this.client.logger.warn(`worker ${this.id}: relay unavailable: listening to Postgres`);
+    this.alarm.wake();
+  }
+
   active(): string[] {
     return [...this.leases.keys()];
   }
 
+  /** A database time (epoch ms) on this process's clock. */
+  private toLocalMs(databaseMs: number): number {
+    return databaseMs - this.clockOffsetMs;
+  }
+
+  /** A due time an execution learnt from the engine (its suspend, its retry): wake then. */
+  private dueAt(at: string): void {
+    this.alarm.dueAt(this.toLocalMs(Date.parse(at)), true);
+  }
+
   private async run(): Promise<void> {
+    let cause: Cause = "wake";
     while (!this.stopping) {
-      const signalled = new Promise<void>((resolve) => (this.wake = resolve));
-      let delay = this.pollMs;
       // A run whose handler has settled holds no slot while its last write is on its way; at
       // most `concurrency` such runs wait for theirs.
       const free = Math.min(this.concurrency - this.running, 2 * this.concurrency - this.executions.size);
       this.leftBehind = free <= 0;
-      if (free > 0) {
-        try {
-          // Taken before the claim: a process frozen while the answer was on its way must not read
-          // the freeze as clock skew and think its (long expired) leases still valid.
-          const sentAt = performance.now();
-          const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
-          this.recovered();
-          this.leftBehind = claimed.runs.length === free;
-          const clockOffsetMs = Date.parse(claimed.now) - sentAt;
-          for (const record of claimed.runs) this.execute(record, clockOffsetMs);
-          if (claimed.runs.length === free) continue;
-          if (claimed.next_due_at) {
-            delay = Math.min(delay, Date.parse(claimed.next_due_at) - Date.parse(claimed.now));
-          }
-        } catch (error) {
-          this.troubled("claim failed", error);
-          delay = Math.min(delay, 1_000);
+      if (free <= 0) {
+        cause = await this.alarm.wait(true);
+        continue;
+      }
+      this.alarm.claiming();
+      const hinted = this.hints?.take();
+      try {
+        // Taken before the claim: a process frozen while the answer was on its way must not read
+        // the freeze as clock skew and think its (long expired) leases still valid.
+        const sentAt = performance.now();
+        const claimed = await engine.claim(this.client.sql, this.id, this.keys, this.queues, free, this.leaseMs);
+        this.stats.claims++;
+        this.recovered();
+        // Hints that came before the claim are acted upon; a claim that failed leaves them
+        // unacknowledged, for XAUTOCLAIM.
+        if (hinted) this.hints!.ack(hinted);
+        this.leftBehind = claimed.runs.length === free;
+        this.clockOffsetMs = Date.parse(claimed.now) - sentAt;
+        for (const record of claimed.runs) this.execute(record, this.clockOffsetMs);
+        this.alarm.claimed({
+          found: claimed.runs.length > 0,
+          skipped: claimed.skipped,
+          held: claimed.held,
+          nextDueMs: claimed.next_due_at ? this.toLocalMs(Date.parse(claimed.next_due_at)) : undefined,
+        }, cause);
+        if (claimed.runs.length === free) {
+          // A full claim may have left runs behind: claim again at once.
+          cause = "wake";
+          continue;
         }
+      } catch (error) {
+        this.troubled("claim failed", error);
+        this.alarm.failed(1_000);
       }
       if (this.stopping) break;
-      // The nap's timer is cleared on wake-up, so none outlives the worker after stop().
-      // (A timer, not an AbortController: aborting one builds a DOMException, 8% of the worker's
-      // CPU in a burn-down.)
-      let nap: NodeJS.Timeout | undefined;
-      await Promise.race([signalled, new Promise<void>((resolve) => (nap = setTimeout(resolve, Math.max(0, delay))))]);
-      clearTimeout(nap);
+      cause = await this.alarm.wait();
     }
   }
 
@@ -248,7 +337,7 @@ class Worker implements WorkerHandle {
       if (!holdsSlot) return;
       holdsSlot = false;
       this.running--;
-      if (this.leftBehind) this.wake();
+      if (this.leftBehind) this.alarm.wake();
     };
     const execution = new Execution(record, definition, {
       sql: this.client.sql,
@@ -257,6 +346,7 @@ class Worker implements WorkerHandle {
       clockOffsetMs,
       recorder: this.recorder,
       onSettled: releaseSlot,
+      onDue: (at) => this.dueAt(at),
     });
     const older = this.leases.get(record.id);
     if (older !== undefined) this.executions.get(older)?.execution.end("lost");
@@ -268,7 +358,7 @@ class Worker implements WorkerHandle {
       this.executions.delete(record.lease_token);
       if (this.leases.get(record.id) === record.lease_token) this.leases.delete(record.id);
       releaseSlot();
-      if (this.leftBehind) this.wake();
+      if (this.leftBehind) this.alarm.wake();
     });
   }
 
@@ -303,7 +393,7 @@ class Worker implements WorkerHandle {
 
   async stop(options: { timeoutMs?: number } = {}): Promise<void> {
     this.stopping = true;
-    this.wake();
+    this.alarm.wake();
     await this.loop;
     const timeoutMs = options.timeoutMs ?? this.options.shutdownTimeoutMs ?? 10_000;
     const drained = Promise.all([...this.executions.values()].map((e) => e.execution.done));
@@ -315,7 +405,9 @@ class Worker implements WorkerHandle {
       execution.end("abandoned");
       await engine.release(this.client.sql, execution.id, execution.leaseToken).catch(() => undefined);
     }));
-    for (const unsubscribe of this.unsubscribe) unsubscribe();
+    await this.hints?.stop();
+    this.unlisten();
+    await this.fallback?.close();
     await engine.unregisterWorker(this.client.sql, this.id).catch(() => undefined);
     this.client.logger.info(`worker ${this.id} stopped`);
   }

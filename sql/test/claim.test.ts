@@ -102,6 +102,33 @@ describe("claim", () => {
     assert.deepEqual(order, [high, midOld, midNew, lowOld]);
   });
 
+  describe("next_due (for the relay)", () => {
+    const nextDue = async (queues: string[] | null, after: string | null = null) => {
+      const [row] = await h.sql`select aiki.next_due(${queues}::text[], ${after}::timestamptz) as d`;
+      return row!.d as { now: string; queue: string | null; due_at: string | null };
+    };
+
+    it("answers the earliest timer of the queues asked, after a time, leaving lease expiries out, and writes nothing", async () => {
+      assert.deepEqual(await nextDue(null).then((d) => [d.queue, d.due_at]), [null, null]);
+      await startAndClaim(h.sql, { leaseMs: 1_000 });
+      await startRun(h.sql, { queue: "b", delayMs: 5_000 });
+      await startRun(h.sql, { queue: "a", delayMs: 8_000 });
+      const first = await nextDue(null);
+      assert.deepEqual([first.queue, ms(first.due_at)], ["b", Date.parse(at(5_000))], "the 1 s lease expiry is no hint");
+      assert.equal(ms(first.now), Date.parse(T0));
+      assert.equal((await nextDue(["a"])).queue, "a");
+      assert.equal((await nextDue(null, first.due_at)).queue, "a");
+      assert.equal((await nextDue(null, at(8_000))).due_at, null);
+      await setNow(h.sql, at(60_000));
+      assert.equal((await nextDue(null)).queue, "b", "an overdue timer nobody promoted is still answered");
+      assert.equal((await h.sql`select count(*)::int as n from aiki.runs where status = 'pending'`)[0]!.n, 0);
+    });
+
+    it("refuses an empty queue list (AK003)", async () => {
+      await expectSqlState(h.sql`select aiki.next_due('{}'::text[])`, "AK003", /at least one queue/);
+    });
+  });
+
   describe("next_due_at", () => {
     it("is the earliest future timer of any kind and any queue", async () => {
       await startRun(h.sql, { delayMs: 50_000 });

@@ -6,9 +6,9 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as delay } from "node:timers/promises";
 import {
-  T0, backendPid, claim, claimOne, expectSqlState, harness, inFlight, jsonb, listen, reset, runRow,
+  T0, at, backendPid, claim, claimOne, ms, expectSqlState, harness, inFlight, jsonb, listen, reset, runRow,
   setNow, startAndClaim, startChildren, startRun, status, step, suspend, waitUntilBlocked,
-  type Harness, type Lease, type Settled, type Sql,
+  type ClaimResult, type Harness, type Lease, type Settled, type Sql,
 } from "./support.js";
 
 let h: Harness;
@@ -88,6 +88,71 @@ describe("claim vs claim", () => {
       await tx`select 1 from aiki.runs where id = ${busy}::uuid for update`;
     }, (s) => claimIn(s, "w-b", 10));
     assert.deepEqual(got.map((r) => r.id), [free]);
+  });
+
+  describe("a claim that passed over a locked run says so (skipped), so its worker looks again", () => {
+    const claimed = async (s: Sql, queues = ["default"]) => {
+      const [row] = await s`select aiki.claim('w-b', null, ${queues}::text[], 10, 30000) as c`;
+      return row!.c as ClaimResult;
+    };
+
+    it("a pending run held by send_event: skipped, and the next claim after the commit takes it", async () => {
+      const run = await startRun(h.sql);
+      const first = await notBlocked((tx) => tx`select aiki.send_event(${run}::uuid, 'go')`, (s) => claimed(s));
+      assert.deepEqual(first.runs, []);
+      assert.equal(first.skipped, true, "the send_event commits without a notification: only `skipped` tells");
+      const second = await claimed(b);
+      assert.deepEqual(second.runs.map((r) => r.id), [run]);
+      assert.equal(second.skipped, false);
+    });
+
+    it("a pending parent held by its child's end: skipped", async () => {
+      const parent = await startAndClaim(h.sql);
+      const [child] = await startChildren(h.sql, parent, [{ key: "k#1", workflow: "kid", version: "1", queue: "kids" }]);
+      await h.sql`select aiki.release(${parent.id}::uuid, ${parent.lease_token}::uuid)`;
+      const kid = await claimOne(h.sql, { queues: ["kids"], expect: child });
+      const first = await notBlocked(
+        (tx) => tx`select aiki.complete_run(${kid.id}::uuid, ${kid.lease_token}::uuid, 'null')`,
+        (s) => claimed(s));
+      assert.deepEqual([first.runs.length, first.skipped], [0, true]);
+      assert.deepEqual((await claimed(b)).runs.map((r) => r.id), [parent.id]);
+    });
+
+    it("a due sleeper held by send_event (an event it does not wait for): skipped, not reported as a future timer", async () => {
+      const run = await startAndClaim(h.sql);
+      await suspend(h.sql, run, [{ key: "nap#1", kind: "sleep", name: "nap", duration_ms: 1000 }]);
+      await startRun(h.sql, { delayMs: 60_000 });
+      for (const s of [a, b, h.sql]) await setNow(s, at(1000));
+      const first = await notBlocked((tx) => tx`select aiki.send_event(${run.id}::uuid, 'unrelated')`, (s) => claimed(s));
+      assert.deepEqual(first.runs, []);
+      assert.equal(first.skipped, true);
+      assert.equal(ms(first.next_due_at), Date.parse(at(60_000)), "the next future timer, not the locked due one");
+      assert.deepEqual((await claimed(b)).runs.map((r) => r.id), [run.id]);
+    });
+
+    it("a keyed run held by another transaction: skipped on the slow path too", async () => {
+      const run = await startRun(h.sql, { concurrencyKey: "k" });
+      const first = await notBlocked((tx) => tx`select aiki.send_event(${run}::uuid, 'go')`, (s) => claimed(s));
+      assert.deepEqual([first.runs.length, first.skipped, first.held], [0, true, false]);
+      assert.deepEqual((await claimed(b)).runs.map((r) => r.id), [run]);
+    });
+
+    it("nothing locked: not skipped; runs a concurrency limit keeps back are `held`, not skipped", async () => {
+      assert.deepEqual(await claimed(b).then((r) => [r.skipped, r.held]), [false, false]);
+      await startAndClaim(h.sql, { concurrencyKey: "k" });
+      await startRun(h.sql, { concurrencyKey: "k" });
+      assert.deepEqual(await claimed(b).then((r) => [r.runs.length, r.skipped, r.held]), [0, false, true]);
+      await h.sql`select aiki.set_queue('lim', 1)`;
+      await startAndClaim(h.sql, { queue: "lim" });
+      await startRun(h.sql, { queue: "lim" });
+      assert.deepEqual(await claimed(b, ["lim"]).then((r) => [r.runs.length, r.skipped, r.held]), [0, false, true]);
+    });
+
+    it("a full claim reports neither", async () => {
+      await startRun(h.sql);
+      const [row] = await b`select aiki.claim('w-b', null, array['default'], 1, 30000) as c`;
+      assert.deepEqual([row!.c.runs.length, row!.c.skipped, row!.c.held, row!.c.next_due_at], [1, false, false, null]);
+    });
   });
 
   it("concurrent keyed claims never exceed the key limit: the second waits for the queue's claim lock", async () => {

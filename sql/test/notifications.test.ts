@@ -1,5 +1,7 @@
 // Wake-ups: `aiki_wake` (payload: the queue name) is notified by every act that makes a run
-// claimable now, at most once per queue per transaction, and never for a run due later.
+// claimable now, at most once per queue per transaction. A run due later that no worker set a
+// timer for itself (a start in the future, a resume until a retry time) is announced as
+// "<queue> <due time>", so idle workers arm their wake timer instead of waiting for the poll.
 // `aiki_status` (payload: "<run id> <status>") tells waitForStatus clients to look again.
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -27,10 +29,11 @@ describe("aiki_wake", () => {
     assert.deepEqual(await wake.drain(), ["orders"]);
   });
 
-  it("a delayed start does not notify, nor does a start in the future", async () => {
+  it("a delayed start and a start in the future announce their due time, not a claimable run", async () => {
     await startRun(h.sql, { queue: "orders", delayMs: 1000 });
-    await startRun(h.sql, { queue: "orders", startAt: at(5000) });
-    assert.deepEqual(await wake.drain(), []);
+    await startRun(h.sql, { queue: "orders", startAt: "2030-01-01T00:00:05.000400Z" });
+    assert.deepEqual(await wake.drain(), ["orders 2030-01-01T00:00:01.000Z", "orders 2030-01-01T00:00:05.001Z"],
+      "due times are rounded up to the millisecond, so a timer armed on them never fires early");
   });
 
   it("a repeated idempotent start does not notify again", async () => {
@@ -46,7 +49,7 @@ describe("aiki_wake", () => {
       for (let i = 0; i < 5; i++) await tx`select aiki.start_workflow('wf', '1', ${jsonb(tx, i)}, null, 'b')`;
       await tx`select aiki.start_workflow('wf', '1', 'null', null, 'c', 0, null, 60000)`;
     });
-    assert.deepEqual((await wake.drain()).sort(), ["a", "b"]);
+    assert.deepEqual((await wake.drain()).sort(), ["a", "b", "c 2030-01-01T00:01:00.000Z"]);
   });
 
   it("a rolled-back start does not notify", async () => {
@@ -71,9 +74,25 @@ describe("aiki_wake", () => {
     for (let i = 0; i < 3; i++) await startRun(h.sql, { queue: "later", delayMs: 1000 });
     await startRun(h.sql, { queue: "also", delayMs: 500 });
     await startRun(h.sql, { queue: "not-yet", delayMs: 5000 });
+    await wake.drain();
     await setNow(h.sql, at(1000));
     await claim(h.sql, { queues: ["unrelated"] });
     assert.deepEqual((await wake.drain()).sort(), ["also", "later"]);
+  });
+
+  it("a claim that promotes due timers and leases them all notifies nobody (its worker would only claim in vain)", async () => {
+    await startRun(h.sql, { queue: "later", delayMs: 1000 });
+    await startRun(h.sql, { queue: "later", delayMs: 1000 });
+    await wake.drain();
+    await setNow(h.sql, at(1000));
+    const first = await claim(h.sql, { queues: ["later"], limit: 1 });
+    assert.equal(first.runs.length, 1);
+    assert.deepEqual(await wake.drain(), ["later"], "one promoted run is left pending: its queue is told");
+    await startRun(h.sql, { queue: "soon", delayMs: 500 });
+    await wake.drain();
+    await setNow(h.sql, at(1500));
+    assert.equal((await claim(h.sql, { queues: ["soon"], limit: 5 })).runs.length, 1);
+    assert.deepEqual(await wake.drain(), []);
   });
 
   it("suspending does not notify; the event that wakes the run does", async () => {
@@ -111,8 +130,13 @@ describe("aiki_wake", () => {
 
     const third = await claimOne(h.sql, { queues: ["q"], expect: run.id });
     await failRun(h.sql, third, { message: "later" });
-    assert.deepEqual(await wake.drain(), []);
+    assert.deepEqual(await wake.drain(), [], "the worker that failed the run learns retry_at from fail_run");
     assert.ok(again);
+
+    await h.sql`select aiki.pause(${run.id}::uuid)`;
+    await wake.drain();
+    await h.sql`select aiki.resume(${run.id}::uuid)`;
+    assert.deepEqual(await wake.drain(), ["q 2030-01-01T00:00:01.000Z"], "resumed until its retry time: announced");
 
     const now = await startAndClaim(h.sql, { queue: "r", retry: { type: "fixed", maxAttempts: 2, baseDelayMs: 0 } });
     await wake.drain();
@@ -165,6 +189,32 @@ describe("aiki_wake", () => {
     await wake.drain();
     await cancel(h.sql, parent.id);
     assert.deepEqual((await wake.drain()).sort(), ["keyed", "limited"]);
+  });
+
+  it("pausing or cancelling a running keyed run frees its slot and notifies; so does a cancelled running descendant", async () => {
+    const paused = await startAndClaim(h.sql, { queue: "keyed", concurrencyKey: "customer-1" });
+    await startRun(h.sql, { queue: "keyed", concurrencyKey: "customer-1" });
+    await wake.drain();
+    await h.sql`select aiki.pause(${paused.id}::uuid)`;
+    assert.deepEqual(await wake.drain(), ["keyed"]);
+
+    const cancelled = await startAndClaim(h.sql, { queue: "k2", concurrencyKey: "c" });
+    await wake.drain();
+    await cancel(h.sql, cancelled.id);
+    assert.deepEqual(await wake.drain(), ["k2"]);
+
+    await h.sql`select aiki.set_queue('kids', 1)`;
+    const parent = await startAndClaim(h.sql, { queue: "parents" });
+    const [kid] = await startChildren(h.sql, parent, [{ key: "k#1", workflow: "kid", version: "1", queue: "kids" }]);
+    await claimOne(h.sql, { queues: ["kids"], expect: kid });
+    await wake.drain();
+    await cancel(h.sql, parent.id);
+    assert.deepEqual(await wake.drain(), ["kids"], "the running child held the kids queue's only slot");
+
+    const idle = await startRun(h.sql, { queue: "keyed3", concurrencyKey: "x" });
+    await wake.drain();
+    await h.sql`select aiki.pause(${idle}::uuid)`;
+    assert.deepEqual(await wake.drain(), [], "a pending run held no slot");
   });
 
   it("set_queue and resume_queue notify; pause_queue does not", async () => {

@@ -60,6 +60,7 @@ describe("aiki_client", () => {
   it("cannot claim, or make any worker call (42501)", async () => {
     const run = await startAndClaim(h.sql);
     await denied(as.client`select aiki.claim('intruder')`, /permission denied for function claim/);
+    await denied(as.client`select aiki.next_due()`, /permission denied for function next_due/);
     await denied(as.client`select * from aiki.heartbeat('intruder')`, /permission denied for function heartbeat/);
     await denied(as.client`select aiki.register_worker('intruder', null, null)`, /permission denied for function register_worker/);
     await denied(as.client`select aiki.unregister_worker('w-sec')`, /permission denied for function unregister_worker/);
@@ -89,6 +90,8 @@ describe("aiki_worker", () => {
   it("can claim, record, suspend and finish runs", async () => {
     // Due in 2020: this session runs on the wall clock, the harness on the fake one (2030).
     const id = await startRun(h.sql, { queue: "sec", startAt: "2020-01-01T00:00:00Z" });
+    const [due] = await as.worker`select aiki.next_due(array['sec']) as d`;
+    assert.equal(due!.d.due_at, null, "a worker (and so a relay on a worker role) may ask when the next timer falls due");
     const [row] = await as.worker`select aiki.claim('w-sec', null, array['sec']) as c`;
     const run = row!.c.runs[0];
     assert.equal(run.id, id);
@@ -159,7 +162,7 @@ describe("functions", () => {
     for (const expected of ["start_workflow", "get_run", "find_run", "list_runs", "cancel", "pause", "resume",
       "claim", "heartbeat", "release", "complete_step", "start_attempt", "fail_step", "complete_run", "fail_run", "suspend",
       "sleep", "wait_event", "wait_child", "send_event", "start_children", "start_child", "set_queue",
-      "pause_queue", "resume_queue", "purge_runs", "now"]) {
+      "pause_queue", "resume_queue", "purge_runs", "now", "next_due"]) {
       assert.ok(names.has(expected), `aiki.${expected} exists`);
     }
     // aiki.now() is the one exception: it reads nothing but the caller's own session and must

@@ -145,6 +145,8 @@ export interface RunJson {
 export interface ClaimResult {
   runs: (RunJson & { lease_token: string })[];
   next_due_at: string | null;
+  skipped: boolean;
+  held: boolean;
 }
 
 export interface ClaimOptions {

@@ -2,7 +2,8 @@
 // without timeouts, children and fan-in, plus poisoned runs whose task returns a string Postgres
 // cannot store and hung runs whose task never settles past its timeout) executed by several worker processes while workers are
 // SIGKILLed, frozen past their leases, Postgres is stopped (fast and immediate) and restarted,
-// every connection is terminated and the LISTEN connections are dropped. Then, the guarantees of
+// every connection is terminated, the LISTEN connections are dropped, and (when a redis-server is
+// at hand: the workers then read a relay) Redis is killed and restarted. Then, the guarantees of
 // DESIGN.md are checked against the database and the evidence the processes logged:
 //
 //   no run lost         every run completed with the output its input determines; each poisoned
@@ -36,6 +37,8 @@ import { AikiError, client, type Client } from "../../index.js";
 import { migrate } from "../../db/migrate.js";
 import { testDatabase, withDatabase, type TestDatabase } from "../../testing/database.js";
 import { startRestartableServer, type RestartableServer } from "./server.js";
+import { relay, type RelayHandle } from "../../relay/relay.js";
+import { hasRedisServer, testRedis, type TestRedis } from "../../testing/redis.js";
 import {
   CHILDREN, definitions, expectedError, expectedOutput, expectedTaskOutputs, kindOf, needsEvent, workflowName,
 } from "./workload.js";
@@ -43,9 +46,9 @@ import {
 const long = process.env.AIKI_CHAOS === "long";
 const config = long
   ? { runs: 8_000, workers: 4, startPhaseMs: 240_000, leaseMs: 2_000, drainMs: 300_000,
-      faults: { sigkill: 16, freeze: 4, "restart-fast": 5, "restart-immediate": 5, terminate: 6, "listen-drop": 6 } }
+      faults: { sigkill: 16, freeze: 4, "restart-fast": 5, "restart-immediate": 5, terminate: 6, "listen-drop": 6, "redis-kill": 4 } }
   : { runs: 2_000, workers: 3, startPhaseMs: 45_000, leaseMs: 2_000, drainMs: 150_000,
-      faults: { sigkill: 4, freeze: 1, "restart-fast": 2, "restart-immediate": 2, terminate: 2, "listen-drop": 2 } };
+      faults: { sigkill: 4, freeze: 1, "restart-fast": 2, "restart-immediate": 2, terminate: 2, "listen-drop": 2, "redis-kill": 2 } };
 
 type FaultKind = keyof typeof config.faults;
 interface Fault { kind: FaultKind; start: number; end: number; detail: string }
@@ -131,7 +134,9 @@ class Fleet {
   }
 
   spawnWorker(slot: number): Proc {
-    const proc = this.launch("worker.ts", `w${slot}.${this.generation++}`, slot, { CHAOS_LEASE_MS: String(config.leaseMs) });
+    const proc = this.launch("worker.ts", `w${slot}.${this.generation++}`, slot, {
+      CHAOS_LEASE_MS: String(config.leaseMs), ...(redis ? { CHAOS_REDIS_URL: redis.url } : {}),
+    });
     this.slots[slot] = proc;
     return proc;
   }
@@ -183,6 +188,14 @@ let aiki: Client;
 let logDir: string;
 let fleet: Fleet;
 let outcome: Outcome;
+/**
+ * With a redis-server on the PATH, the workers read wake-ups from a relay (run by this
+ * controller) and the plan adds `redis-kill`: Redis SIGKILLed and started again on its port.
+ * Without one (or with REDIS_URL, not ours to kill), the workers LISTEN and that fault is left out.
+ */
+let redis: TestRedis | undefined;
+let relayClient: Client | undefined;
+let relayHandle: RelayHandle | undefined;
 /** Faults injected so far, in order. */
 const faults: Fault[] = [];
 
@@ -209,11 +222,19 @@ before(async () => {
     run_id uuid primary key, i integer not null unique, workflow text not null,
     needs_event boolean not null, event_sent boolean not null default false)`;
   aiki = client({ url, max: 6 });
+  if (!process.env.REDIS_URL && hasRedisServer()) {
+    redis = await testRedis();
+    relayClient = client({ url, max: 1 });
+    relayHandle = await relay({ client: relayClient, redis: redis!.url, aliveMs: 1_500 });
+  }
   fleet = new Fleet(url, logDir);
 });
 
 after(async () => {
   await fleet?.stopAll();
+  await relayHandle?.stop();
+  await relayClient?.close();
+  await redis?.stop();
   await aiki?.close();
   await ctl?.end({ timeout: 1 });
   await server?.stop();
@@ -227,6 +248,7 @@ function plan(skipRestarts: boolean): FaultKind[] {
   const kinds: FaultKind[] = [];
   for (const [kind, n] of Object.entries(config.faults) as [FaultKind, number][]) {
     if (skipRestarts && kind.startsWith("restart")) continue;
+    if (!redis && kind === "redis-kill") continue;
     for (let k = 0; k < n; k++) kinds.push(kind);
   }
   for (let k = kinds.length - 1; k > 0; k--) {
@@ -299,6 +321,12 @@ async function inject(kind: FaultKind): Promise<Fault> {
            and pid <> pg_backend_pid() and application_name is distinct from ${CONTROLLER}
            and datname = current_database()`);
       return done(`${row!.n} backends`);
+    }
+    case "redis-kill": {
+      await redis!.kill();
+      await pause(200 + Math.floor(random() * 2_500));
+      await redis!.restart();
+      return done("Redis SIGKILLed and restarted (the workers read the relay)");
     }
     case "listen-drop": {
       // pg-listen's connection last ran LISTEN, or its periodic `SELECT pg_backend_pid()` check.
@@ -529,7 +557,7 @@ describe("chaos", () => {
         firstRecorded.set(k, Math.min(firstRecorded.get(k) ?? Infinity, l.acked!));
       }
     }
-    const interrupting = outcome.faults.filter((f) => f.kind !== "listen-drop");
+    const interrupting = outcome.faults.filter((f) => f.kind !== "listen-drop" && f.kind !== "redis-kill");
     let reexecuted = 0;
     const reexecutedBy = new Map<string, number>();
     const unexplained: string[] = [];
@@ -597,8 +625,9 @@ describe("chaos", () => {
     const report = [
       `runs executed: ${runs.length} (${topLevel.length} top-level, ${children.length} children)`,
       `faults injected: sigkill ${count("sigkill")}, freeze ${count("freeze")}, restart-fast ${count("restart-fast")}, ` +
-        `restart-immediate ${count("restart-immediate")}, terminate ${count("terminate")}, listen-drop ${count("listen-drop")}` +
-        (outcome.restartsSkipped ? " (restarts skipped: DATABASE_URL)" : ""),
+        `restart-immediate ${count("restart-immediate")}, terminate ${count("terminate")}, listen-drop ${count("listen-drop")}, ` +
+        `redis-kill ${count("redis-kill")}` +
+        (outcome.restartsSkipped ? " (restarts skipped: DATABASE_URL)" : "") + (redis ? "" : " (no killable Redis: the workers LISTEN)"),
       `worker processes: ${fleet.procs.filter((p) => p.slot >= 0).length} incarnations`,
       `runs lost: ${lost.length}`,
       `poisoned and hung runs failed with their real errors: ${failedAsExpected.length} of ${failing.length}`,

@@ -3,6 +3,7 @@
 //   CHAOS_WORKER_ID     lease owner id (unique per process incarnation)
 //   CHAOS_LOG           JSON-lines file this process appends its evidence to
 //   CHAOS_LEASE_MS      lease length
+//   CHAOS_REDIS_URL     when set, the worker reads wake-ups from the relay's Redis
 //
 // Evidence. Every engine call the SDK makes goes through an instrumented postgres.js instance
 // that appends one line per call of a lease-fenced function: what was called, for which run and
@@ -151,6 +152,7 @@ const handle = await worker({
   leaseMs,
   pollMs: 1000,
   inlineRetryMaxMs: 100,
+  ...(process.env.CHAOS_REDIS_URL ? { relay: { url: process.env.CHAOS_REDIS_URL, blockMs: 500, claimIdleMs: 2_000 } } : {}),
 }).spawn(instrumented);
 record({ ev: "ready", t: Date.now(), pid: process.pid });
 process.send?.("ready");
