@@ -1339,10 +1339,6 @@ declare
   v_want integer;
   v_result jsonb;
   v_leased uuid[];
-  v_next_due timestamptz;
-  v_runs jsonb;
-  v_overdue boolean;
-  v_leased uuid[];
   v_runs jsonb;
   v_overdue boolean;
   v_again boolean := false;

@@ -12,7 +12,7 @@ grant usage on type aiki.run_status to aiki_admin, aiki_client, aiki_worker, pub
 create type aiki.step_kind as enum ('task', 'sleep', 'event', 'child', 'wait_child', 'value');
 grant usage on type aiki.step_kind to aiki_admin, aiki_client, aiki_worker, public;
 
-create type aiki.step_status as enum ('waiting', 'retrying', 'completed', 'failed');
+create type aiki.step_status as enum ('waiting', 'retrying', 'completed', 'failed', 'started');
 grant usage on type aiki.step_status to aiki_admin, aiki_client, aiki_worker, public;
 
 create table aiki.events (
@@ -74,6 +74,8 @@ create table aiki.runs (
   input jsonb,
   output jsonb,
   error jsonb,
+  journal_steps integer not null default 0,
+  journal_bytes bigint not null default 0,
   constraint runs_child_has_step_key CHECK (((parent_id IS NULL) = (parent_step_key IS NULL))),
   constraint runs_lease_only_while_running CHECK (((status = 'running'::aiki.run_status) = (lease_token IS NOT NULL))),
   constraint runs_pkey PRIMARY KEY (id),
@@ -94,6 +96,7 @@ create table aiki.steps (
   name text not null,
   output jsonb,
   error jsonb,
+  wait_seq bigint,
   constraint steps_child_names_child CHECK (((kind = ANY (ARRAY['child'::aiki.step_kind, 'wait_child'::aiki.step_kind])) = (child_id IS NOT NULL))),
   constraint steps_completed_has_time CHECK (((status = ANY (ARRAY['completed'::aiki.step_status, 'failed'::aiki.step_status])) = (completed_at IS NOT NULL))),
   constraint steps_pkey PRIMARY KEY (run_id, step_key)
@@ -105,7 +108,11 @@ create table aiki.workers (
   started_at timestamp with time zone not null,
   last_seen timestamp with time zone not null,
   info jsonb,
-  constraint workers_pkey PRIMARY KEY (id)
+  workflows text[],
+  queues text[],
+  stale_after_ms integer not null default 60000,
+  constraint workers_pkey PRIMARY KEY (id),
+  constraint workers_stale_after_positive CHECK ((stale_after_ms > 0))
 );
 grant select on table aiki.workers to aiki_admin;
 
@@ -118,6 +125,8 @@ CREATE INDEX events_unconsumed ON aiki.events USING btree (run_id, name, id) WHE
 CREATE INDEX runs_by_workflow ON aiki.runs USING btree (workflow, created_at);
 
 CREATE INDEX runs_children ON aiki.runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
+
+CREATE INDEX runs_created ON aiki.runs USING btree (created_at, id);
 
 CREATE INDEX runs_finished ON aiki.runs USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
@@ -139,6 +148,9 @@ create function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind
 create function aiki._check_duration(p_what text, p_ms bigint) returns interval
   language plpgsql immutable;
 
+create function aiki._check_journal_room(p_run_id uuid, p_new_steps integer, p_new_bytes bigint) returns void
+  language plpgsql volatile;
+
 create function aiki._check_key(p_what text, p_value text) returns text
   language plpgsql immutable;
 
@@ -151,8 +163,17 @@ create function aiki._check_payload(p_what text, p_value jsonb) returns jsonb
 create function aiki._check_retry(p_policy jsonb) returns jsonb
   language plpgsql immutable;
 
+create function aiki._check_run_id(p_run_id uuid) returns uuid
+  language plpgsql immutable;
+
+create function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
+  language plpgsql immutable;
+
 create function aiki._check_version(p_value text) returns text
   language plpgsql immutable;
+
+create function aiki._claim_answer_by_run(p_ids uuid[], p_now timestamp with time zone) returns jsonb
+  language plpgsql volatile;
 
 create function aiki._claim_limited(p_queue text, p_workflows text[], p_want integer, p_now timestamp with time zone, p_keyed_only boolean, OUT ids uuid[], OUT skipped boolean, OUT held boolean) returns record
   language plpgsql volatile;
@@ -169,6 +190,9 @@ create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb,
 create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
   language plpgsql immutable;
 
+create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb) returns void
+  language plpgsql volatile;
+
 create function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_parent boolean) returns aiki.runs
   language plpgsql volatile;
 
@@ -177,6 +201,18 @@ create function aiki._lock_run(p_run_id uuid) returns aiki.runs
 
 create function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step_kind, p_name text) returns aiki.steps
   language plpgsql volatile;
+
+create function aiki._max_claim_bytes() returns bigint
+  language sql stable parallel safe;
+
+create function aiki._max_inbox_events() returns integer
+  language sql immutable parallel safe;
+
+create function aiki._max_journal_bytes() returns bigint
+  language sql immutable parallel safe;
+
+create function aiki._max_journal_steps() returns integer
+  language sql immutable parallel safe;
 
 create function aiki._max_payload_bytes() returns integer
   language sql immutable parallel safe;
@@ -193,10 +229,16 @@ create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) ret
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns uuid[]
   language plpgsql volatile;
 
+create function aiki._record_shape_error(p_write jsonb) returns jsonb
+  language plpgsql immutable;
+
+create function aiki._record_write(p_write jsonb) returns jsonb
+  language plpgsql volatile;
+
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
   language plpgsql volatile;
 
-create function aiki._run_json(p_run aiki.runs, p_journal boolean) returns jsonb
+create function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
   language plpgsql stable;
 
 create function aiki._slot_freed(p_run aiki.runs) returns void
@@ -207,6 +249,9 @@ create function aiki._step_json(p_step aiki.steps) returns jsonb
 
 create function aiki._try_resolve(p_step aiki.steps, p_now timestamp with time zone) returns aiki.steps
   language plpgsql volatile;
+
+create function aiki._unserved(p_workflow text, p_version text, p_queue text, p_status aiki.run_status, p_now timestamp with time zone) returns boolean
+  language sql stable;
 
 create function aiki._uuidv7() returns uuid
   language sql volatile parallel safe;
@@ -250,7 +295,7 @@ create function aiki.heartbeat(p_worker text, p_lease_ms integer DEFAULT 30000, 
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.heartbeat(text, integer, uuid[]) to aiki_admin, aiki_worker;
 
-create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone)
+create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone, unserved boolean)
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.list_runs(text, aiki.run_status, timestamp with time zone, timestamp with time zone, integer, uuid) to aiki_admin, aiki_client, aiki_worker;
 
@@ -278,6 +323,10 @@ create function aiki.record(p_writes jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.record(jsonb) to aiki_admin, aiki_worker;
 
+create function aiki.register_worker(p_worker text, p_workflows text[], p_queues text[], p_stale_after_ms integer DEFAULT 60000, p_info jsonb DEFAULT NULL::jsonb) returns void
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.register_worker(text, text[], text[], integer, jsonb) to aiki_admin, aiki_worker;
+
 create function aiki.release(p_run_id uuid, p_lease_token uuid) returns void
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.release(uuid, uuid) to aiki_admin, aiki_worker;
@@ -290,6 +339,10 @@ create function aiki.resume_queue(p_name text) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.resume_queue(text) to aiki_admin;
 
+create function aiki.schema_version() returns integer
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.schema_version() to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.send_event(p_run_id uuid, p_event text, p_data jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text) returns bigint
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.send_event(uuid, text, jsonb, text) to aiki_admin, aiki_client, aiki_worker;
@@ -301,6 +354,10 @@ grant execute on function aiki.set_queue(text, integer, integer) to aiki_admin;
 create function aiki.sleep(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_duration_ms bigint) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.sleep(uuid, uuid, text, text, bigint) to aiki_admin, aiki_worker;
+
+create function aiki.start_attempt(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_deadline_ms bigint, p_retry jsonb DEFAULT NULL::jsonb, p_inline_max_ms bigint DEFAULT 0, p_details jsonb DEFAULT NULL::jsonb) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.start_attempt(uuid, uuid, text, text, bigint, jsonb, bigint, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.start_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_options jsonb DEFAULT '{}'::jsonb) returns uuid
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -317,6 +374,10 @@ grant execute on function aiki.start_workflow(text, text, jsonb, text, text, int
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.suspend(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
+
+create function aiki.unregister_worker(p_worker text) returns void
+  language sql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.unregister_worker(text) to aiki_admin, aiki_worker;
 
 create function aiki.wait_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_child_id uuid) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
