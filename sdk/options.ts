@@ -98,6 +98,17 @@ export const workerRules: Rules = {
   inlineRetryMaxMs: number,
   shutdownTimeoutMs: number,
   id: string,
+  relay: rule("a relay options object { url, blockMs?, claimIdleMs? }", isObject, {
+    inner: (v, where) => check(where, v, { url: required(string), blockMs: number, claimIdleMs: number }),
+  }),
+};
+export const relayRules: Rules = {
+  client: required(rule("a client (client({ url }))", (v) => isObject(v) && typeof v.sql === "function")),
+  redis: required(string),
+  queues: strings,
+  maxLen: number,
+  checkMs: number,
+  aliveMs: number,
 };
 export const clientRules: Rules = { url: string, max: number, logger, stallMs: number };
 export const startRules: Rules = {

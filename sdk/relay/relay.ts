@@ -18,6 +18,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Client } from "../client.js";
+import { check, relayRules } from "../options.js";
 import { ALIVE_KEY, connectRedis, streamOf, type RedisLink } from "./redis.js";
 
 interface NextDue {
@@ -56,6 +57,7 @@ export interface RelayHandle {
 }
 
 export async function relay(options: RelayOptions): Promise<RelayHandle> {
+  check("relay option", options, relayRules);
   const r = new Relay(options);
   await r.start();
   return r;

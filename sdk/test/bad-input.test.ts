@@ -12,7 +12,7 @@ import postgres, { type Sql } from "postgres";
 import { z } from "zod";
 import {
   DataError, DefinitionError, IdempotencyConflictError, InvalidInputError, InvalidTransitionError, PayloadTooLargeError,
-  RunNotFoundError, SchemaValidationError, client, event, task, worker, workflow, type Client,
+  RunNotFoundError, SchemaValidationError, client, event, relay, task, worker, workflow, type Client,
 } from "../index.js";
 import * as engine from "../engine.js";
 import { quiet } from "../testing/database.js";
@@ -212,7 +212,9 @@ table("options objects", [
   { name: "a workflow version with a numeric version", ...definition, message: /^workflow w: \.v\(version, options\) takes the version as a string, got number$/, act: () => workflow({ name: "w" }).v(1 as never, { handler: async () => null }) },
   { name: "a workflow with title for name", ...definition, message: /^unknown workflow option `title`: did you mean `name`\? \(workflow options: name\)$/, act: () => workflow({ title: "w" } as never) },
   { name: "an event whose schema has no safeParse", ...definition, message: /^event\(schema\) takes a schema with safeParse/, act: () => event({ parse: () => 1 } as never) },
-  { name: "a worker with concurency (typo)", ...definition, message: /^unknown worker option `concurency`: did you mean `concurrency`\? \(worker options: workflows, queues, concurrency, leaseMs, heartbeatMs, pollMs, listen, inlineRetryMaxMs, shutdownTimeoutMs, id\)$/, act: () => worker({ workflows: [order], concurency: 5 } as never) },
+  { name: "a worker with concurency (typo)", ...definition, message: /^unknown worker option `concurency`: did you mean `concurrency`\? \(worker options: workflows, queues, concurrency, leaseMs, heartbeatMs, pollMs, listen, inlineRetryMaxMs, shutdownTimeoutMs, id, relay\)$/, act: () => worker({ workflows: [order], concurency: 5 } as never) },
+  { name: "a worker relay with redis for url", ...definition, message: /^unknown worker relay option `redis`: did you mean `url`\? \(worker relay options: url, blockMs, claimIdleMs\)$/, act: () => worker({ workflows: [order], relay: { redis: "redis://x" } } as never) },
+  { name: "a relay with url for redis", ...definition, message: /^unknown relay option `url`/, act: () => relay({ url: "redis://x" } as never) },
   { name: "a worker with queues as a string", ...definition, message: /^worker option `queues` must be an array of strings, got the string "default"$/, act: () => worker({ workflows: [order], queues: "default" as never }) },
   { name: "a worker given workflow() instead of a version", ...definition, message: /^worker option `workflows` must be an array of workflow versions/, act: () => worker({ workflows: [workflow({ name: "w" }) as never] }) },
   { name: "a client with a logger that has no warn", ...definition, message: /^client option `logger` must be false, or an object with info, warn and error functions, got an object$/, act: () => client({ url: env.url, logger: { info() {}, error() {} } as never }) },

@@ -10,7 +10,10 @@
 //                       or hung run failed with its real error
 //   steps exactly once  one journal row per key, outputs as expected, never rewritten (snapshots)
 //   side effects        at-least-once: every task's counter >= 1; each extra execution overlapped
-//                       a fault and no execution started after the step was recorded
+//                       a fault, or a stall the run observed (Postgres slower than 500 ms to
+//                       answer the controller's pulse, or a worker's event loop paused as long:
+//                       leases then expire with nothing injected), and no execution started after
+//                       the step was recorded
 //   fencing             no write succeeded with a lease after a newer lease had been granted; a
 //                       frozen worker's late writes were all refused with AK001
 //   runs end once       at most one successful complete_run and one `completed` status per run
@@ -178,7 +181,12 @@ interface Outcome {
   completedNotices: Map<string, number>;
   snapshotsTaken: number;
   rewrittenSteps: string[];
+  /** Windows in which Postgres took over STALL_MS to answer the controller's pulse. */
+  stalls: { start: number; end: number }[];
 }
+
+/** A pulse answered later than this is a stall of the database (or the machine), not noise. */
+const STALL_MS = 500;
 
 let server: RestartableServer | undefined;
 let shared: TestDatabase | undefined;
@@ -409,6 +417,24 @@ async function execute(t: TestContext): Promise<Outcome> {
     }
   })();
 
+  // The database's pulse, for the whole run: a Postgres (or a machine) that stops answering for
+  // longer than the leases last lets them expire with no fault injected (seen with other test
+  // suites loading the same two cores). Such windows explain re-executions as faults do.
+  const stalls: { start: number; end: number }[] = [];
+  let pulsing = true;
+  const pulse = (async () => {
+    while (pulsing) {
+      const sent = Date.now();
+      try {
+        await ctl`select 1`;
+      } catch {
+        // restarts and terminations are faults of their own
+      }
+      if (Date.now() - sent > STALL_MS) stalls.push({ start: sent, end: Date.now() });
+      await pause(100);
+    }
+  })();
+
   const kinds = plan(restartsSkipped);
   const gap = config.startPhaseMs / (kinds.length + 1);
   for (let k = 0; k < kinds.length; k++) {
@@ -440,11 +466,12 @@ async function execute(t: TestContext): Promise<Outcome> {
   const drainedInMs = Date.now() - drainStart;
   t.diagnostic(`drained in ${drainedInMs} ms (${unfinished} runs unfinished)`);
   snapshotting = false;
-  await snapshots;
+  pulsing = false;
+  await Promise.all([snapshots, pulse]);
   await fleet.stopAll();
 
   const frozen = faults.filter((f) => f.kind === "freeze").map((f) => ({ id: f.detail, start: f.start, end: f.end }));
-  return { faults, restartsSkipped, started, drainedInMs, frozen, completedNotices, snapshotsTaken, rewrittenSteps };
+  return { faults, restartsSkipped, started, drainedInMs, frozen, completedNotices, snapshotsTaken, rewrittenSteps, stalls };
 }
 
 // ---- evidence --------------------------------------------------------------------------------
@@ -452,7 +479,7 @@ async function execute(t: TestContext): Promise<Outcome> {
 interface LogLine {
   ev: string; sent?: number; acked?: number; t?: number; fn?: string; run?: string; token?: string;
   key?: string; ok?: boolean; code?: string; exec?: string; attempt?: number; runs?: [string, string][];
-  what?: string;
+  what?: string; start?: number; end?: number;
 }
 
 function readLog(path: string): LogLine[] {
@@ -557,7 +584,14 @@ describe("chaos", () => {
         firstRecorded.set(k, Math.min(firstRecorded.get(k) ?? Infinity, l.acked!));
       }
     }
-    const interrupting = outcome.faults.filter((f) => f.kind !== "listen-drop" && f.kind !== "redis-kill");
+    // Stalls interrupt as faults do: the database's (from the controller's pulse) and each
+    // worker's own event-loop pauses (its `lag` lines).
+    const lags = all.filter((l) => l.ev === "lag").map((l) => ({ start: l.start!, end: l.end! }));
+    const interrupting: { kind: string; start: number; end: number }[] = [
+      ...outcome.faults.filter((f) => f.kind !== "listen-drop" && f.kind !== "redis-kill"),
+      ...outcome.stalls.map((w) => ({ kind: "database stall", ...w })),
+      ...lags.map((w) => ({ kind: "worker pause", ...w })),
+    ].sort((x, y) => x.start - y.start);
     let reexecuted = 0;
     const reexecutedBy = new Map<string, number>();
     const unexplained: string[] = [];
@@ -638,6 +672,8 @@ describe("chaos", () => {
       `runs completed twice: ${completedTwice.length} (complete_run), ${noticedTwice.length} (status notifications); ` +
         `runs that lost a lease: ${runs.filter((r) => r.lease_expiries > 0).length}`,
       `process crashes: ${deaths.length}; engine calls stalled > 15 s: ${stalls.length}`,
+      `database stalls over ${STALL_MS} ms: ${outcome.stalls.length} (longest ${Math.max(0, ...outcome.stalls.map((w) => w.end - w.start))} ms); ` +
+        `worker pauses over 500 ms: ${lags.length} (longest ${Math.max(0, ...lags.map((w) => w.end - w.start))} ms)`,
       `drain: ${outcome.drainedInMs} ms`,
     ];
     for (const line of report) t.diagnostic(line);

@@ -25,6 +25,18 @@ const leaseMs = Number(process.env.CHAOS_LEASE_MS ?? 2000);
 
 const record = (line: Record<string, unknown>) => appendFileSync(logFile, JSON.stringify(line) + "\n");
 
+// The process's own pauses: a starved CPU or a stalled disk can stop this worker longer than its
+// leases last with no fault injected, and another worker then rightly runs its tasks again. Each
+// pause of the event loop over LAG_MS is logged (a `lag` line) so the analysis can tell such a
+// re-execution from one nothing explains.
+const LAG_MS = 500;
+let lastTick = Date.now();
+setInterval(() => {
+  const now = Date.now();
+  if (now - lastTick > LAG_MS) record({ ev: "lag", start: lastTick, end: now });
+  lastTick = now;
+}, 100).unref();
+
 /** The lease-fenced writes, by SQL function name; claim and heartbeat are logged separately. */
 const fenced = new Set([
   "complete_step", "start_attempt", "fail_step", "suspend", "start_children", "complete_run", "fail_run", "release",
