@@ -417,16 +417,19 @@ async function execute(t: TestContext): Promise<Outcome> {
     }
   })();
 
-  // The database's pulse, for the whole run: a Postgres (or a machine) that stops answering for
-  // longer than the leases last lets them expire with no fault injected (seen with other test
-  // suites loading the same two cores). Such windows explain re-executions as faults do.
+  // The database's pulse, for the whole run: a Postgres (or a machine, or a disk) that stops
+  // committing for longer than the leases last lets them expire with no fault injected (seen
+  // with other test suites loading the same machine: every worker's writes took 1.8 s to commit
+  // at once). Such windows explain re-executions as faults do.
   const stalls: { start: number; end: number }[] = [];
   let pulsing = true;
   const pulse = (async () => {
     while (pulsing) {
       const sent = Date.now();
       try {
-        await ctl`select 1`;
+        // A commit that must reach the disk, as every journal write's does: a read alone would
+        // not see a WAL flush stalled behind a busy disk, the stall leases die of.
+        await ctl`select txid_current()`;
       } catch {
         // restarts and terminations are faults of their own
       }
