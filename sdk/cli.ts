@@ -17,6 +17,7 @@ import { bundle } from "./db/bundle.js";
 import { migrate } from "./db/migrate.js";
 import { packageSchemaVersion } from "./db/version.js";
 import { SchemaVersionError } from "./errors.js";
+import { dashboardHelp, runDashboard } from "./dashboard/command.js";
 
 const packageRoot = fileURLToPath(new URL("../", import.meta.url));
 const packagedBundle = resolve(packageRoot, "aiki.sql");
@@ -47,13 +48,15 @@ const usage = `Usage: aiki <command> [options]
 Commands:
   migrate            Install or upgrade the engine in a database
   bundle             Write the engine as one psql script (aiki.sql)
+  dashboard          Serve the web dashboard (runs, a run's timeline, workers, queues)
   help [command]     Show this help, or a command's (also: aiki <command> --help)
 
 Options: --version prints the package and engine versions.
 Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, no or bad database URL).
 
 ${help.migrate}
-${help.bundle}`;
+${help.bundle}
+${dashboardHelp}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
 class CliError extends Error {
@@ -189,6 +192,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     switch (command) {
+      case "dashboard":
+        return await runDashboard(args);
       case "migrate":
         await runMigrate(args);
         return 0;
