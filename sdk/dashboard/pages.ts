@@ -3,7 +3,7 @@
 // parts that change with the runs as `data-live`; the browser script swaps them for a fresh
 // render when the server says something changed, so nothing is rendered in two places.
 import type { RunStatus } from "../engine.js";
-import { html, type Html } from "./html.js";
+import { Html, html } from "./html.js";
 import { css } from "./assets.js";
 
 export const statuses: RunStatus[] = [
@@ -100,7 +100,7 @@ export function layout(title: string, active: string, body: Html, notice?: strin
   const nav = (href: string, name: string) => html`<a href="${href}" class="${active === name ? "active" : ""}">${name}</a>`;
   return `<!doctype html>\n${html`<html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${title} · Aiki</title><style>${css}</style></head>
+<title>${title} · Aiki</title><style>${new Html(css)}</style></head>
 <body><header><span class="brand">Aiki</span><nav>${nav("/", "runs")}${nav("/workers", "workers")}${nav("/queues", "queues")}</nav>
 <span class="live" id="live-state" title="live updates">● live</span></header>
 <main><div id="flash" role="status">${notice ? html`<p class="error">${notice}</p>` : ""}</div>${body}</main>

@@ -5,7 +5,9 @@
 // (the README shows them); otherwise they go to a temporary directory.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -198,6 +200,7 @@ describe("dashboard", () => {
     await waitText("#run dl.facts", /checkout@2/);
     await page.click(`#run dl.facts a[href="/runs/${runs.failed}"]`);
     await page.locator('#run h1 [data-status="completed"]').waitFor(wait);
+    await page.locator('[data-failed-step="charge-card#1"] details:not(.stack)').evaluate((d) => ((d as HTMLDetailsElement).open = true));
     await screenshot("dashboard-run.png");
   });
 
@@ -286,5 +289,41 @@ describe("dashboard", () => {
     const response = await page.goto(refused.url);
     assert.equal(response?.status(), 403);
     await waitText("#failure", /permission denied.*42501/);
+  });
+});
+
+describe("aiki dashboard", () => {
+  const cli = fileURLToPath(new URL("../cli.ts", import.meta.url));
+  const tsx = import.meta.resolve("tsx");
+
+  it("serves until SIGTERM, printing its address, and exits 0", async () => {
+    const child = spawn(process.execPath, ["--import", tsx, cli, "dashboard", "--port", "0", "--url", urlAs(roles.client)],
+      { env: { ...process.env, DATABASE_URL: undefined }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    const address = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (chunk: string) => {
+        out += chunk;
+        const found = /Aiki dashboard on (http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+        if (found) resolve(found[1]!);
+      });
+      child.once("exit", (code) => reject(new Error(`exited ${code} before serving: ${out}`)));
+    });
+    const response = await fetch(`${address}queues`);
+    assert.equal(response.status, 200);
+    assert.match(await response.text(), /<h1>Queues<\/h1>/);
+    child.kill("SIGTERM");
+    const [code] = await once(child, "exit");
+    assert.equal(code, 0);
+  });
+
+  it("refuses a bad port with one line and exit code 2", async () => {
+    const result = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, ["--import", tsx, cli, "dashboard", "--port", "http", "--url", env.url], (error, _stdout, stderr) =>
+        resolve({ code: error ? Number(error.code) : 0, stderr }));
+    });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^aiki dashboard: --port takes a port number/);
+    assert.doesNotMatch(result.stderr, /^\s+at /m);
   });
 });
