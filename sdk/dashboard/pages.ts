@@ -26,6 +26,8 @@ export interface RunPage {
 
 export interface RunFilter {
   status?: string; workflow?: string; queue?: string; search?: string; cursor?: string;
+  /** Runs per page, 1-200 (default 50). */
+  limit?: string;
 }
 
 export interface Step {

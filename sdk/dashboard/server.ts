@@ -71,6 +71,8 @@ export async function dashboard(options: DashboardOptions): Promise<Dashboard> {
   const sql = client.sql;
   const streams = new Set<ServerResponse>();
   const tokenHash = options.token ? digest(options.token) : undefined;
+  let loopback = false;
+  const loopbackHosts = new Set<string>();
 
   // Bursts of notifications become one message per 250 ms.
   let pending: NodeJS.Timeout | undefined;
@@ -91,15 +93,17 @@ export async function dashboard(options: DashboardOptions): Promise<Dashboard> {
   const pages: Record<string, (url: URL) => Promise<[string, Html]>> = {
     "/": async (url) => {
       const filter: RunFilter = {};
-      for (const name of ["status", "workflow", "queue", "search", "cursor"] as const) {
+      for (const name of ["status", "workflow", "queue", "search", "cursor", "limit"] as const) {
         const value = url.searchParams.get(name)?.trim();
         if (value) filter[name] = value;
       }
       if (filter.status && !(statuses as string[]).includes(filter.status)) throw new Refusal(400, `unknown status ${JSON.stringify(filter.status)}`);
-      const { cursor, ...where } = filter;
+      const limit = Number(filter.limit ?? 50);
+      if (!(Number.isInteger(limit) && limit >= 1 && limit <= 200)) throw new Refusal(400, "limit takes a number of runs, 1 to 200");
+      const { cursor, limit: _limit, ...where } = filter;
       const { status: _status, ...countFilter } = where;
       const [page, counts, workflows] = await Promise.all([
-        one<RunPage>(sql`select aiki.search_runs(${sql.json(where)}::jsonb, 50, ${cursor ?? null}) as v`),
+        one<RunPage>(sql`select aiki.search_runs(${sql.json(where)}::jsonb, ${limit}, ${cursor ?? null}) as v`),
         one<Record<string, number>>(sql`select aiki.count_runs(${sql.json(countFilter)}::jsonb) as v`),
         one<WorkerRow[]>(sql`select aiki.list_workers() as v`).then((ws) => [...new Set(ws.flatMap((w) => (w.workflows ?? []).map((f) => f.split("@")[0]!)))].sort()),
       ]);
@@ -134,6 +138,14 @@ export async function dashboard(options: DashboardOptions): Promise<Dashboard> {
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? "/", "http://dashboard");
+    // A page elsewhere may not use the browser to act here: on a loopback address, only a
+    // loopback Host is served (DNS rebinding), and a POST must come from this origin (CSRF).
+    const host = request.headers.host ?? "";
+    if (loopback && !loopbackHosts.has(host)) return send(response, 421, "text/plain", "this dashboard answers on 127.0.0.1 or localhost only");
+    const origin = request.headers.origin;
+    if (request.method === "POST" && origin !== undefined && origin !== `http://${host}`) {
+      return send(response, 403, "application/json", JSON.stringify({ error: "cross-origin requests are refused" }));
+    }
     if (tokenHash && !authorised(request, response, url, tokenHash)) return;
     const path = url.pathname;
 
@@ -191,6 +203,8 @@ export async function dashboard(options: DashboardOptions): Promise<Dashboard> {
   });
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  loopback = /^(127\.|\[::1\]$)/.test(host);
+  for (const name of ["127.0.0.1", "localhost", "[::1]", host]) loopbackHosts.add(`${name}:${address.port}`);
 
   return {
     url: `http://${host}:${address.port}/`,

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
+import { request as httpRequest } from "node:http";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -156,8 +157,16 @@ describe("dashboard", () => {
     await page.waitForURL(/status=failed/, wait);
     assert.deepEqual(await page.locator("tr[data-run]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-run"))), [runs.failed]);
 
-    await page.goto(`${board.url}?workflow=greet`);
-    assert.equal(await page.locator("tr[data-run]").count(), 3);
+    await page.goto(`${board.url}?workflow=greet&limit=2`);
+    const ids = () => page.locator("tr[data-run]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-run")!));
+    const newest = await ids();
+    assert.equal(newest.length, 2);
+    await page.click("#older");
+    await page.waitForURL(/cursor=/, wait);
+    const older = await ids();
+    assert.equal(older.length, 1, "three greet runs: two, then one older");
+    assert.deepEqual([...newest, ...older].sort(), [...runs.greeted].sort());
+    assert.equal(await page.locator("#older").count(), 0, "no page after the oldest");
 
     await page.goto(board.url);
     await page.fill('input[name="search"]', "doc-7");
@@ -204,12 +213,17 @@ describe("dashboard", () => {
     await screenshot("dashboard-run.png");
   });
 
-  it("shows a sleep's and a wait's due times, and cancels a waiting run by clicking", async () => {
+  it("shows a sleep's and a wait's due times, pauses and resumes a sleeping run, and cancels a waiting one by clicking", async () => {
     const sleeper = (await reminder.start(env.aiki, null)).id;
     await untilStatus(env.aiki, sleeper, "sleeping");
     await page.goto(`${board.url}runs/${sleeper}`);
     await waitText('tr[data-step="until-tomorrow#1"]', /wakes at \d{4}-\d\d-\d\d \d\d:\d\d/);
     await waitText("#run dl.facts", /Due\s*\d{4}-\d\d-\d\d/);
+    await page.click('button[data-action="pause"]');
+    await page.locator('#run h1 [data-status="paused"]').waitFor(wait);
+    await page.click('button[data-action="resume"]');
+    await page.locator('#run h1 [data-status="sleeping"]').waitFor(wait);
+    await waitText("#flash", /Resumed/);
 
     await page.goto(`${board.url}runs/${runs.waiting}`);
     await page.locator('#run h1 [data-status="waiting"]').waitFor(wait);
@@ -282,6 +296,22 @@ describe("dashboard", () => {
     await page.goto(`${guarded.url}queues`);
     await waitText("#queues tbody", /default/);
     await context.clearCookies();
+  });
+
+  it("on 127.0.0.1, refuses another Host (DNS rebinding) and a POST from another origin", async () => {
+    const { port } = new URL(board.url);
+    const ask = (headers: Record<string, string>, method = "GET") => new Promise<number>((resolve, reject) => {
+      const path = method === "POST" ? `/runs/${runs.waiting}/cancel` : "/queues";
+      const request = httpRequest({ host: "127.0.0.1", port, path, method, headers }, (response) => {
+        response.resume();
+        resolve(response.statusCode!);
+      });
+      request.on("error", reject);
+      request.end(method === "POST" ? "{}" : undefined);
+    });
+    assert.equal(await ask({ host: `evil.example:${port}` }), 421);
+    assert.equal(await ask({ host: `localhost:${port}`, origin: "http://evil.example", "content-type": "application/json" }, "POST"), 403);
+    assert.equal(await ask({ host: `localhost:${port}` }), 200, "a loopback Host is served");
   });
 
   it("shows the database's refusal when its role may not read runs", async () => {
