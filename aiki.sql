@@ -2976,6 +2976,13 @@ begin
         hint = 'pass the next_cursor of the previous page unchanged';
     end;
   end if;
+  -- A created_before under the cursor becomes the scan's start: with two upper bounds on
+  -- runs_created the backward scan starts at the row comparison's and filters its way down
+  -- (24 ms instead of 2 to reach the first run of one day out of 1,000,000).
+  if (p_filter->>'created_before')::timestamptz <= v_after_at then
+    v_after_at := (p_filter->>'created_before')::timestamptz;
+    v_after_id := '00000000-0000-0000-0000-000000000000';
+  end if;
   execute format($q$
     select array_agg(jsonb_build_object(
              'id', r.id, 'workflow', r.workflow, 'version', r.version, 'status', r.status,

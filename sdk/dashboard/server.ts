@@ -53,16 +53,23 @@ class Refusal extends Error {
   }
 }
 
+/** The HTTP status that fits a database error's code. */
+function httpStatus(code: string | undefined): number {
+  if (code === "42501") return 403;
+  if (code === "AK002") return 404;
+  if (code === "AK005" || code === "AK009") return 409;
+  if (code?.startsWith("AK") || code?.startsWith("22")) return 400;
+  return 500;
+}
+
 /** The database's refusal as one line, with the HTTP status that fits it. */
 function refusal(error: unknown): Refusal {
-  const mapped = fromDatabaseError(error) as { code?: unknown; message?: unknown };
+  const mapped = fromDatabaseError(error) as { code?: unknown; message?: unknown } | null;
   const code = typeof mapped?.code === "string" ? mapped.code : undefined;
   const message = String(mapped?.message ?? error);
-  if (code === "42501") {
-    return new Refusal(403, `Refused by the database: ${message} (42501). The dashboard's role may not do this.`);
-  }
-  const status = code === "AK002" ? 404 : code === "AK005" || code === "AK009" ? 409 : code?.startsWith("AK") || code?.startsWith("22") ? 400 : 500;
-  if (code === undefined || status === 500) return new Refusal(500, `The database call failed: ${message}${code ? ` (${code})` : ""}`);
+  const status = httpStatus(code);
+  if (status === 403) return new Refusal(403, `Refused by the database: ${message} (42501). The dashboard's role may not do this.`);
+  if (status === 500) return new Refusal(500, `The database call failed: ${message}${code ? ` (${code})` : ""}`);
   return new Refusal(status, `${message} (${code})`);
 }
 
@@ -123,11 +130,7 @@ export async function dashboard(options: DashboardOptions): Promise<Dashboard> {
     cancel: async (id) => `Cancelled; the run is now ${await engine.cancel(sql, id, "cancelled from the dashboard")}.`,
     pause: async (id) => `Paused; the run is now ${await engine.pause(sql, id)}.`,
     resume: async (id) => `Resumed; the run is now ${await engine.resume(sql, id)}.`,
-    retry: async (id) => {
-      const answer = await one<unknown>(sql`select aiki.retry_run(${id}::uuid) as v`);
-      const status = typeof answer === "string" ? answer : (answer as { status?: string } | null)?.status;
-      return status ? `Retried; the run is now ${status}.` : "Retried.";
-    },
+    retry: async (id) => `Retried; the run is now ${await one<string>(sql`select aiki.retry_run(${id}::uuid) as v`)}.`,
     send: async (id, body) => {
       if (typeof body.name !== "string" || body.name === "") throw new Refusal(400, "the event needs a name");
       const key = typeof body.key === "string" && body.key !== "" ? body.key : undefined;
@@ -162,8 +165,9 @@ export async function dashboard(options: DashboardOptions): Promise<Dashboard> {
     const action = /^\/runs\/([^/]+)\/([a-z]+)$/.exec(path);
     if (request.method === "POST" && action) {
       try {
-        const run = action[1]!, act = actions[action[2]!];
-        if (!act) throw new Refusal(404, `no action ${action[2]}`);
+        const run = action[1]!, name = action[2]!;
+        const act = Object.hasOwn(actions, name) ? actions[name] : undefined;
+        if (!act) throw new Refusal(404, `no action ${name}`);
         if (!uuid.test(run)) throw new Refusal(404, `${JSON.stringify(run)} is not a run id`);
         // JSON only: a cross-site form cannot send it without a CORS preflight this server refuses.
         if (!/^application\/json\b/.test(request.headers["content-type"] ?? "")) throw new Refusal(415, "send JSON");

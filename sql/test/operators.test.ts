@@ -183,6 +183,24 @@ describe("retry_run", () => {
   });
 });
 
+describe("history and purge_runs", () => {
+  it("purge_runs deletes a run's earlier attempts with it", async () => {
+    const run = await startAndClaim(h.sql, { retry: { type: "fixed", maxAttempts: 2, baseDelayMs: 0 } });
+    await failStep(h.sql, run, "x#1", "x", { message: "bad" }, { nonRetryable: true });
+    await failRun(h.sql, run, { message: "one" });
+    const second = await claimOne(h.sql, { expect: run.id });
+    await failRun(h.sql, second, { message: "two" }, true);
+    const [before] = await h.sql<{ n: number }[]>`select count(*)::int as n from aiki.run_attempts where run_id = ${run.id}::uuid`;
+    assert.equal(before!.n, 1);
+    await setNow(h.sql, at(60_000));
+    const [purged] = await h.sql<{ n: number }[]>`select aiki.purge_runs(aiki.now(), 1) as n`;
+    assert.equal(purged!.n, 2, "its one earlier attempt, then its row");
+    const [left] = await h.sql<{ runs: number; attempts: number }[]>`
+      select (select count(*)::int from aiki.runs) as runs, (select count(*)::int from aiki.run_attempts) as attempts`;
+    assert.deepEqual({ ...left }, { runs: 0, attempts: 0 });
+  });
+});
+
 describe("search_runs", () => {
   it("lists newest first with every column, and pages by cursor without gaps or repeats", async () => {
     const ids: string[] = [];
