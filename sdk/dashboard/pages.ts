@@ -98,14 +98,14 @@ export function query(filter: RunFilter, changes: RunFilter = {}): string {
   return text ? `?${text}` : "";
 }
 
-export function layout(title: string, active: string, body: Html, notice?: string): string {
+export function layout(title: string, active: string, body: Html): string {
   const nav = (href: string, name: string) => html`<a href="${href}" class="${active === name ? "active" : ""}">${name}</a>`;
   return `<!doctype html>\n${html`<html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title} · Aiki</title><style>${new Html(css)}</style></head>
 <body><header><span class="brand">Aiki</span><nav>${nav("/", "runs")}${nav("/workers", "workers")}${nav("/queues", "queues")}</nav>
 <span class="live" id="live-state" title="live updates">● live</span></header>
-<main><div id="flash" role="status">${notice ? html`<p class="error">${notice}</p>` : ""}</div>${body}</main>
+<main><div id="flash" role="status"></div>${body}</main>
 <script src="/app.js" defer></script></body></html>`}`;
 }
 
