@@ -3,11 +3,12 @@
 //   aiki migrate [--url URL]    apply pending migrations and re-apply every function (migrate.ts)
 //   aiki bundle [--out FILE]    print or write aiki.sql (bundle.ts); --check fails when it is stale
 //   aiki relay --redis URL      relay wake-ups into Redis Streams until SIGINT/SIGTERM (relay/)
+//   aiki runs|workers|queues|purge …   see and steer runs (cli/runs.ts)
 //   aiki help [command]         usage; also `aiki <command> --help`
 //   aiki --version              the package's and the engine's versions
 //
 // Exit codes: 0 success, 1 the work failed (database error, stale bundle), 2 the command line
-// or environment is wrong (unknown command or option, no database URL). Errors the user can fix
+// or environment is wrong (unknown command or option, no database URL), 3 no such run. Errors the user can fix
 // are printed as one clear line, never as a stack trace; only a bug in the CLI itself shows one.
 import postgres from "postgres";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
@@ -18,6 +19,8 @@ import { bundle } from "./db/bundle.js";
 import { migrate } from "./db/migrate.js";
 import { packageSchemaVersion } from "./db/version.js";
 import { SchemaVersionError } from "./errors.js";
+import { dashboardHelp, runDashboard } from "./dashboard/command.js";
+import { operatorCommand, operatorHelp } from "./cli/runs.js";
 
 const packageRoot = fileURLToPath(new URL("../", import.meta.url));
 const packagedBundle = resolve(packageRoot, "aiki.sql");
@@ -57,14 +60,25 @@ Commands:
   migrate            Install or upgrade the engine in a database
   bundle             Write the engine as one psql script (aiki.sql)
   relay              Relay the engine's wake-ups into Redis Streams, for worker({ relay })
+  runs <verb>        See and steer runs: list, show, cancel, pause, resume, retry, send
+  workers            Registered workers, alive or not, and the runs they hold
+  queues             Queues: runs per status, oldest pending, limits, paused
+  purge              Delete runs finished before a time, in batches
+  dashboard          Serve the web dashboard (runs, a run's timeline, workers, queues)
   help [command]     Show this help, or a command's (also: aiki <command> --help)
 
 Options: --version prints the package and engine versions.
-Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, no or bad database URL).
+Exit codes: 0 success, 1 failure (database error, unreachable server, act refused), 2 usage error
+(unknown command or option, no or bad database URL, not a run id), 3 no such run.
 
 ${help.migrate}
 ${help.bundle}
-${help.relay}`;
+${help.relay}
+${operatorHelp.runs}
+${operatorHelp.workers}
+${operatorHelp.queues}
+${operatorHelp.purge}
+${dashboardHelp}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
 class CliError extends Error {
@@ -239,6 +253,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     switch (command) {
+      case "dashboard":
+        return await runDashboard(args);
       case "migrate":
         await runMigrate(args);
         return 0;
@@ -248,13 +264,21 @@ export async function main(argv: string[]): Promise<number> {
       case "relay":
         await runRelay(args);
         return 0;
+      case "runs":
+      case "workers":
+      case "queues":
+      case "purge":
+        await operatorCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, command, args);
+        return 0;
       case "help":
       case "--help":
       case "-h": {
         const topic = args[0];
         if (topic === undefined) process.stdout.write(usage);
         else if (topic === "migrate" || topic === "bundle" || topic === "relay") process.stdout.write(`Usage: ${help[topic]}`);
-        else throw new CliError(`no help on ${JSON.stringify(topic)}: the commands are migrate, bundle and relay`, 2);
+        else if (topic === "dashboard") process.stdout.write(`Usage: ${dashboardHelp}`);
+        else if (operatorHelp[args.join(" ")]) process.stdout.write(`Usage: ${operatorHelp[args.join(" ")]}`);
+        else throw new CliError(`no help on ${JSON.stringify(args.join(" "))}: \`aiki help\` lists the commands`, 2);
         return 0;
       }
       case "--version":

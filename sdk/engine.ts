@@ -396,3 +396,103 @@ export async function failRun(
     select aiki.fail_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, error)}::jsonb, ${nonRetryable}) as result`);
   return rows[0]!.result;
 }
+
+// --- operators (sql/75_operators.sql) ----------------------------------------------------------
+
+export async function retryRun(sql: Sql, runId: string): Promise<RunStatus> {
+  const rows = await call(sql<{ status: RunStatus }[]>`select aiki.retry_run(${runId}::uuid) as status`);
+  return rows[0]!.status;
+}
+
+/** Filter keys of search_runs and count_runs (count_runs takes no status); all optional. */
+export interface RunFilter {
+  status?: RunStatus | RunStatus[];
+  workflow?: string;
+  version?: string;
+  queue?: string;
+  created_after?: string;
+  created_before?: string;
+  idempotency_key?: string;
+  parent_id?: string;
+  /** true: only pending runs no live worker serves. */
+  unserved?: boolean;
+  /** A run id or an idempotency key. */
+  search?: string;
+}
+
+export interface RunListItem {
+  id: string; workflow: string; version: string; status: RunStatus; queue: string; attempt: number;
+  parent_id: string | null; idempotency_key: string | null; created_at: string; started_at: string | null;
+  finished_at: string | null; available_at: string | null; unserved: boolean; error_name: string | null;
+}
+
+export interface RunPage {
+  runs: RunListItem[];
+  /** Pass back for the next page; null on the last one. */
+  next_cursor: string | null;
+}
+
+export async function searchRuns(sql: Sql, filter: RunFilter = {}, limit = 50, cursor: string | null = null): Promise<RunPage> {
+  const rows = await call(sql<{ page: RunPage }[]>`
+    select aiki.search_runs(${jsonb(sql, filter, "run filter")}::jsonb, ${limit}, ${cursor}) as page`);
+  return rows[0]!.page;
+}
+
+/** Runs per status, every status present; a count of 100,000 means at least that many. */
+export async function countRuns(sql: Sql, filter: Omit<RunFilter, "status"> = {}): Promise<Record<RunStatus, number>> {
+  const rows = await call(sql<{ counts: Record<RunStatus, number> }[]>`
+    select aiki.count_runs(${jsonb(sql, filter, "run filter")}::jsonb) as counts`);
+  return rows[0]!.counts;
+}
+
+export interface TimelineStep {
+  key: string; kind: StepKind; name: string; status: StepRecord["status"]; attempts: number;
+  output: unknown; error: unknown;
+  /** Every failed attempt of a task, oldest first. */
+  errors: { attempt: number; error: unknown; failed_at: string }[];
+  created_at: string; completed_at: string | null; duration_ms: number | null; wake_at: string | null;
+  child_id: string | null;
+}
+
+export interface RunTimeline extends Omit<RunRecord, "journal"> {
+  timeline: TimelineStep[];
+  attempts_before: { attempt: number; status: RunStatus; error: unknown; ended_at: string; failed_steps: unknown[] }[];
+  events: { id: number; name: string; data: unknown; idempotency_key: string | null; created_at: string;
+    consumed_by: string | null; consumed_at: string | null }[];
+  children: { id: string; workflow: string; version: string; status: RunStatus; created_at: string; finished_at: string | null }[];
+  parent: { id: string; workflow: string; version: string; status: RunStatus } | null;
+  lease_owner: string | null;
+}
+
+export async function runTimeline(sql: Sql, runId: string): Promise<RunTimeline> {
+  const rows = await call(sql<{ run: RunTimeline }[]>`select aiki.run_timeline(${runId}::uuid) as run`);
+  return rows[0]!.run;
+}
+
+export interface WorkerInfo {
+  id: string; workflows: string[] | null; queues: string[] | null; started_at: string; last_seen: string;
+  alive: boolean; runs_held: number;
+}
+
+export async function listWorkers(sql: Sql): Promise<WorkerInfo[]> {
+  const rows = await call(sql<{ workers: WorkerInfo[] }[]>`select aiki.list_workers() as workers`);
+  return rows[0]!.workers;
+}
+
+export interface QueueInfo {
+  name: string;
+  counts: Record<"pending" | "running" | "scheduled" | "sleeping" | "waiting" | "retrying" | "paused", number>;
+  oldest_pending_at: string | null; oldest_pending_age_ms: number | null;
+  concurrency_limit: number | null; key_concurrency_limit: number; paused: boolean;
+}
+
+export async function listQueues(sql: Sql): Promise<QueueInfo[]> {
+  const rows = await call(sql<{ queues: QueueInfo[] }[]>`select aiki.list_queues() as queues`);
+  return rows[0]!.queues;
+}
+
+/** One batch of purge_runs: the rows it deleted (0: nothing left before the cutoff). */
+export async function purgeRuns(sql: Sql, finishedBefore: Date, batchSize: number): Promise<number> {
+  const rows = await call(sql<{ n: number }[]>`select aiki.purge_runs(${finishedBefore}, ${batchSize}) as n`);
+  return rows[0]!.n;
+}

@@ -9,6 +9,7 @@ export { event, type EventDefinition, type EventWaitResult } from "./definitions
 export { client, type Client, type ClientOptions } from "./client.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
+export { dashboard, type Dashboard, type DashboardOptions } from "./dashboard/server.js";
 export { migrate, type MigrateOptions, type MigrateResult } from "./db/migrate.js";
 export { relay, type RelayOptions, type RelayHandle, type RelayStats } from "./relay/relay.js";
 export type { Duration } from "./duration.js";

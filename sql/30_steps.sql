@@ -252,13 +252,17 @@ begin
   v_delay := case when not coalesce(p_non_retryable, false)
                   then aiki._retry_delay(aiki._check_retry(p_retry), v_attempts) end;
 
-  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, error, wake_at, created_at, completed_at)
+  -- `error` is the latest failure (what the code sees); `errors` keeps every one, for operators.
+  insert into aiki.steps (run_id, step_key, kind, status, name, attempts, error, errors, wake_at, created_at, completed_at)
   values (p_run_id, p_step_key, 'task',
           case when v_delay is null then 'failed' else 'retrying' end::aiki.step_status,
-          p_name, v_attempts, p_error, v_now + v_delay, v_now,
+          p_name, v_attempts, p_error,
+          jsonb_build_array(jsonb_build_object('attempt', v_attempts, 'error', p_error, 'failed_at', v_now)),
+          v_now + v_delay, v_now,
           case when v_delay is null then v_now end)
   on conflict (run_id, step_key) do update
     set status = excluded.status, attempts = excluded.attempts, error = excluded.error,
+        errors = coalesce(aiki.steps.errors, '[]'::jsonb) || excluded.errors,
         wake_at = excluded.wake_at, completed_at = excluded.completed_at;
 
   if v_delay is null then
@@ -291,10 +295,42 @@ begin
 end
 $$;
 
+-- Leaves run p_run's current attempt behind in aiki.run_attempts, with p_status (retrying,
+-- failed or cancelled) and p_error, and takes its failed and started steps out of the journal
+-- into it, so the next attempt runs them again while operators can still read what failed.
+-- Returns how many steps it took out (the caller adjusts journal_steps). Only failure paths and
+-- retry_run call it. Caller holds the run's lock.
+create or replace function aiki._archive_attempt(p_run aiki.runs, p_status aiki.run_status, p_error jsonb)
+returns integer
+language plpgsql
+as $$
+declare
+  v_steps jsonb;
+  v_count integer;
+begin
+  with gone as (
+    delete from aiki.steps where run_id = p_run.id and status in ('failed', 'started')
+    returning *)
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'key', g.step_key, 'kind', g.kind, 'name', g.name, 'status', g.status, 'attempts', g.attempts,
+           'error', g.error, 'errors', g.errors, 'created_at', g.created_at, 'completed_at', g.completed_at)
+         order by g.created_at, g.step_key), '[]'::jsonb), count(*)
+    into v_steps, v_count
+    from gone g;
+  insert into aiki.run_attempts (run_id, attempt, ended_at, status, error, failed_steps)
+  values (p_run.id, p_run.attempt, aiki.now(), p_status, p_error, v_steps)
+  on conflict (run_id, attempt) do update
+    set ended_at = excluded.ended_at, status = excluded.status, error = excluded.error,
+        failed_steps = aiki.run_attempts.failed_steps || excluded.failed_steps;
+  return v_count;
+end
+$$;
+
 -- The handler threw p_error. Unless p_non_retryable, the run's retry policy (given at start)
 -- may schedule another attempt: the run then waits as `retrying`, keeps its completed steps,
--- and forgets its failed (and started) ones so they run again. Returns {"status": "retrying", "attempt",
--- "retry_at"} or {"status": "failed"}. AK001 on a lost lease.
+-- and takes its failed (and started) ones out of the journal so they run again; they and the
+-- error are kept in aiki.run_attempts (aiki._archive_attempt), the history run_timeline shows.
+-- Returns {"status": "retrying", "attempt", "retry_at"} or {"status": "failed"}. AK001 on a lost lease.
 create or replace function aiki.fail_run(
   p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean default false)
 returns jsonb
@@ -316,8 +352,7 @@ begin
     return jsonb_build_object('status', 'failed', 'attempt', v_run.attempt);
   end if;
 
-  delete from aiki.steps where run_id = p_run_id and status in ('failed', 'started');
-  get diagnostics v_forgotten = row_count;
+  v_forgotten := aiki._archive_attempt(v_run, 'retrying', p_error);
   update aiki.runs set attempt = attempt + 1, journal_steps = journal_steps - v_forgotten where id = p_run_id;
   perform aiki._leave_running(v_run,
     case when v_delay > interval '0' then 'retrying' else 'pending' end::aiki.run_status,

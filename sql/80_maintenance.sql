@@ -1,9 +1,9 @@
 -- aiki engine: maintenance — keeping the tables small.
 --
---   purge_runs  delete finished runs (with their steps and events) older than a cutoff
+--   purge_runs  delete finished runs (with their steps, events and past attempts) older than a cutoff
 --
 -- Purging is batched so that each call holds few locks and writes a bounded amount of WAL:
--- one call deletes at most p_batch_size rows of each table (runs, steps, events), so a run with
+-- one call deletes at most p_batch_size rows of each table (runs, steps, events, run_attempts), so a run with
 -- 200,000 buffered events is purged over many calls instead of in one. Call it in a loop until
 -- it returns 0. A run's journal and inbox go first and its row last, so a run half purged is
 -- still found, finished, by the next call.
@@ -15,7 +15,7 @@
 -- tolerates its absence.
 
 -- Deletes up to p_batch_size runs finished before p_finished_before, and up to p_batch_size of
--- their steps and of their events; returns how many rows it deleted (runs, steps and events).
+-- their steps, events and past attempts; returns how many rows it deleted (all four tables).
 -- Locks the runs it picks (SKIP LOCKED: a run another transaction holds is left for later).
 -- AK003 on a null cutoff or a batch size outside 1-100000. Admin only.
 create or replace function aiki.purge_runs(p_finished_before timestamptz, p_batch_size integer default 1000)
@@ -27,6 +27,7 @@ declare
   v_ids uuid[];
   v_events integer;
   v_steps integer;
+  v_attempts integer;
   v_runs integer;
 begin
   if p_finished_before is null then
@@ -53,11 +54,16 @@ begin
    using (select run_id, step_key from aiki.steps where run_id = any(v_ids) limit p_batch_size) d
    where s.run_id = d.run_id and s.step_key = d.step_key;
   get diagnostics v_steps = row_count;
+  delete from aiki.run_attempts a
+   using (select run_id, attempt from aiki.run_attempts where run_id = any(v_ids) limit p_batch_size) d
+   where a.run_id = d.run_id and a.attempt = d.attempt;
+  get diagnostics v_attempts = row_count;
   delete from aiki.runs r
    where r.id = any(v_ids)
      and not exists (select 1 from aiki.steps s where s.run_id = r.id)
-     and not exists (select 1 from aiki.events e where e.run_id = r.id);
+     and not exists (select 1 from aiki.events e where e.run_id = r.id)
+     and not exists (select 1 from aiki.run_attempts a where a.run_id = r.id);
   get diagnostics v_runs = row_count;
-  return v_events + v_steps + v_runs;
+  return v_events + v_steps + v_attempts + v_runs;
 end
 $$;

@@ -4,7 +4,8 @@
 -- pinned search_path, so callers act only through them. Helpers prefixed `_` are callable by
 -- no role. Grant a login role one of these to use the engine:
 --
---   aiki_client  start_workflow, send_event, cancel, pause, resume, get_run, find_run, list_runs,
+--   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
+--                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
 --                schema_version
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
@@ -27,7 +28,13 @@ grant execute on function
   aiki.resume(uuid),
   aiki.get_run(uuid),
   aiki.find_run(text, text),
-  aiki.list_runs(text, aiki.run_status, timestamptz, timestamptz, integer, uuid)
+  aiki.list_runs(text, aiki.run_status, timestamptz, timestamptz, integer, uuid),
+  aiki.retry_run(uuid),
+  aiki.search_runs(jsonb, integer, text),
+  aiki.count_runs(jsonb),
+  aiki.run_timeline(uuid),
+  aiki.list_workers(),
+  aiki.list_queues()
 to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function

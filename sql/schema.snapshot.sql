@@ -47,6 +47,17 @@ create table aiki.queues (
 );
 grant select on table aiki.queues to aiki_admin;
 
+create table aiki.run_attempts (
+  run_id uuid not null,
+  attempt integer not null,
+  ended_at timestamp with time zone not null,
+  status aiki.run_status not null,
+  error jsonb,
+  failed_steps jsonb not null default '[]'::jsonb,
+  constraint run_attempts_pkey PRIMARY KEY (run_id, attempt)
+);
+grant select on table aiki.run_attempts to aiki_admin;
+
 create table aiki.runs (
   id uuid not null,
   parent_id uuid,
@@ -97,6 +108,7 @@ create table aiki.steps (
   output jsonb,
   error jsonb,
   wait_seq bigint,
+  errors jsonb,
   constraint steps_child_names_child CHECK (((kind = ANY (ARRAY['child'::aiki.step_kind, 'wait_child'::aiki.step_kind])) = (child_id IS NOT NULL))),
   constraint steps_completed_has_time CHECK (((status = ANY (ARRAY['completed'::aiki.step_status, 'failed'::aiki.step_status])) = (completed_at IS NOT NULL))),
   constraint steps_pkey PRIMARY KEY (run_id, step_key)
@@ -132,15 +144,24 @@ CREATE INDEX runs_finished ON aiki.runs USING btree (finished_at) WHERE (finishe
 
 CREATE UNIQUE INDEX runs_idempotency ON aiki.runs USING btree (workflow, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
+CREATE INDEX runs_idempotency_key ON aiki.runs USING btree (idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
 CREATE INDEX runs_pending ON aiki.runs USING btree (queue, priority DESC, available_at) WHERE (status = 'pending'::aiki.run_status);
 
 CREATE INDEX runs_pending_keyed ON aiki.runs USING btree (queue) WHERE ((status = 'pending'::aiki.run_status) AND (concurrency_key IS NOT NULL));
 
+CREATE INDEX runs_queue_created ON aiki.runs USING btree (queue, created_at, id);
+
 CREATE INDEX runs_running ON aiki.runs USING btree (queue, concurrency_key) WHERE (status = 'running'::aiki.run_status);
+
+CREATE INDEX runs_status_created ON aiki.runs USING btree (status, created_at, id);
 
 CREATE INDEX runs_timers ON aiki.runs USING btree (available_at) WHERE (status = ANY (ARRAY['scheduled'::aiki.run_status, 'sleeping'::aiki.run_status, 'waiting'::aiki.run_status, 'retrying'::aiki.run_status, 'running'::aiki.run_status]));
 
 CREATE INDEX steps_waiting ON aiki.steps USING btree (run_id, kind, child_id) WHERE (status = 'waiting'::aiki.step_status);
+
+create function aiki._archive_attempt(p_run aiki.runs, p_status aiki.run_status, p_error jsonb) returns integer
+  language plpgsql volatile;
 
 create function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text) returns void
   language plpgsql immutable;
@@ -177,6 +198,9 @@ create function aiki._claim_answer_by_run(p_ids uuid[], p_now timestamp with tim
 
 create function aiki._claim_limited(p_queue text, p_workflows text[], p_want integer, p_now timestamp with time zone, p_keyed_only boolean, OUT ids uuid[], OUT skipped boolean, OUT held boolean) returns record
   language plpgsql volatile;
+
+create function aiki._count_cap() returns integer
+  language sql immutable parallel safe;
 
 create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
   language plpgsql volatile;
@@ -238,6 +262,12 @@ create function aiki._record_write(p_write jsonb) returns jsonb
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
   language plpgsql volatile;
 
+create function aiki._run_cursor(p_created_at timestamp with time zone, p_id uuid) returns text
+  language sql immutable;
+
+create function aiki._run_filter(p_filter jsonb, p_allow_status boolean) returns text
+  language plpgsql stable;
+
 create function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
   language plpgsql stable;
 
@@ -275,6 +305,10 @@ create function aiki.complete_step(p_run_id uuid, p_lease_token uuid, p_step_key
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.complete_step(uuid, uuid, text, text, text, jsonb) to aiki_admin, aiki_worker;
 
+create function aiki.count_runs(p_filter jsonb DEFAULT '{}'::jsonb) returns jsonb
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.count_runs(jsonb) to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.fail_run(p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean DEFAULT false) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.fail_run(uuid, uuid, jsonb, boolean) to aiki_admin, aiki_worker;
@@ -295,9 +329,17 @@ create function aiki.heartbeat(p_worker text, p_lease_ms integer DEFAULT 30000, 
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.heartbeat(text, integer, uuid[]) to aiki_admin, aiki_worker;
 
+create function aiki.list_queues() returns jsonb
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.list_queues() to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone, unserved boolean)
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.list_runs(text, aiki.run_status, timestamp with time zone, timestamp with time zone, integer, uuid) to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.list_workers() returns jsonb
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.list_workers() to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.next_due(p_queues text[] DEFAULT NULL::text[], p_after timestamp with time zone DEFAULT NULL::timestamp with time zone) returns jsonb
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
@@ -339,9 +381,21 @@ create function aiki.resume_queue(p_name text) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.resume_queue(text) to aiki_admin;
 
+create function aiki.retry_run(p_run_id uuid) returns aiki.run_status
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.retry_run(uuid) to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.run_timeline(p_run_id uuid) returns jsonb
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.run_timeline(uuid) to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.schema_version() returns integer
   language sql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.schema_version() to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.search_runs(p_filter jsonb DEFAULT '{}'::jsonb, p_limit integer DEFAULT 50, p_cursor text DEFAULT NULL::text) returns jsonb
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.search_runs(jsonb, integer, text) to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.send_event(p_run_id uuid, p_event text, p_data jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text) returns bigint
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;

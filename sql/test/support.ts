@@ -58,7 +58,7 @@ export async function setNow(sql: Sql, iso: string): Promise<void> {
 
 /** Empties every engine table and puts the clock back at T0: each test starts from nothing. */
 export async function reset(sql: Sql): Promise<void> {
-  await sql`truncate aiki.runs, aiki.steps, aiki.events, aiki.queues, aiki.workers`;
+  await sql`truncate aiki.runs, aiki.steps, aiki.events, aiki.queues, aiki.workers, aiki.run_attempts`;
   await setNow(sql, T0);
 }
 
@@ -247,7 +247,8 @@ export async function tableCounts(sql: Sql): Promise<TableCounts> {
              (select string_agg(s::text, ',' order by s.run_id, s.step_key) from aiki.steps s),
              (select string_agg(e::text, ',' order by e.id) from aiki.events e),
              (select string_agg(q::text, ',' order by q.name) from aiki.queues q),
-             (select string_agg(w::text, ',' order by w.id) from aiki.workers w))) as digest`;
+             (select string_agg(w::text, ',' order by w.id) from aiki.workers w),
+             (select string_agg(a::text, ',' order by a.run_id, a.attempt) from aiki.run_attempts a))) as digest`;
   assert.ok(row);
   return row;
 }
