@@ -2043,10 +2043,12 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_now timestamptz := aiki.now();
+  v_writes jsonb[];
   v_out jsonb[];
   v_ids uuid[];
   v_tokens uuid[];
-  v_existing jsonb;
+  v_answers jsonb[];
+  v_full boolean;
   v_done record;
   v_i bigint;
   v_state text;
@@ -2056,21 +2058,20 @@ begin
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
   end if;
 
-  -- Shape, and a run completed by more than one write (which output would win?).
-  select array_agg(coalesce(aiki._record_shape_error(w),
-           case when completes > 1 and (w->'complete') = 'true'
-                then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
-                       format('run %s is completed by more than one write of one record call', w->>'run_id')) end)
-         order by i)
-    into v_out
-    from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
-            from jsonb_array_elements(p_writes) with ordinality e(w, i)) x;
-
-  -- The ids of the well-formed writes (null for the others: CASE casts only those).
-  select array_agg(case when v_out[i] is null then (w->>'run_id')::uuid end order by i),
-         array_agg(case when v_out[i] is null then (w->>'lease_token')::uuid end order by i)
-    into v_ids, v_tokens
-    from jsonb_array_elements(p_writes) with ordinality e(w, i);
+  -- Shape, and a run completed by more than one write (which output would win?); the ids of the
+  -- well-formed writes (null for the others: CASE casts only those). The statements below walk
+  -- these arrays with unnest, never by subscript: a subscript of an array of varlena elements,
+  -- or of one with nulls, walks it from the start (a 500-write batch spent most of its time so).
+  select array_agg(w order by i), array_agg(bad order by i),
+         array_agg(case when bad is null then (w->>'run_id')::uuid end order by i),
+         array_agg(case when bad is null then (w->>'lease_token')::uuid end order by i)
+    into v_writes, v_out, v_ids, v_tokens
+    from (select w, i, coalesce(aiki._record_shape_error(w),
+                   case when completes > 1 and (w->'complete') = 'true'
+                        then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
+                               format('run %s is completed by more than one write of one record call', w->>'run_id')) end) as bad
+            from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
+                    from jsonb_array_elements(p_writes) with ordinality e(w, i)) x) y;
 
   -- Locks: parents, then runs, in id order.
   perform 1 from aiki.runs
@@ -2079,13 +2080,13 @@ begin
    for update;
 
   -- Leases, then the journal: a key recorded with another kind or name (AK006), or failed (AK005).
-  select array_agg(coalesce(v_out[i],
+  select array_agg(coalesce(x.out,
            case
              when r.id is null then jsonb_build_object('status', 'error', 'sqlstate', 'AK002',
-                                      'message', format('run %s not found', w->>'run_id'))
+                                      'message', format('run %s not found', x.w->>'run_id'))
              when r.status <> 'running' then jsonb_build_object('status', 'lease_lost',
                                       'message', format('lease lost: run %s is %s', r.id, r.status))
-             when r.lease_token is distinct from v_tokens[i] then jsonb_build_object('status', 'lease_lost',
+             when r.lease_token is distinct from x.token then jsonb_build_object('status', 'lease_lost',
                                       'message', format('lease lost: run %s was claimed again by %s', r.id, r.lease_owner))
              when r.lease_expires_at <= v_now then jsonb_build_object('status', 'lease_lost',
                                       'message', format('lease lost: the lease on run %s expired at %s', r.id, r.lease_expires_at))
@@ -2097,65 +2098,71 @@ begin
                      else jsonb_build_object('status', 'error', 'sqlstate', 'AK005',
                        'message', format('step %s of run %s already failed for good and cannot be completed', quote_literal(st.step_key), r.id))
                    end
-              from jsonb_array_elements(coalesce(w->'steps', '[]')) s
+              from jsonb_array_elements(coalesce(x.w->'steps', '[]')) s
               join aiki.steps st on st.run_id = r.id and st.step_key = s->>'key'
              where st.kind::text <> s->>'kind' or st.name <> s->>'name' or st.status = 'failed'
              limit 1))
-         order by i)
+         order by x.i)
     into v_out
-    from jsonb_array_elements(p_writes) with ordinality e(w, i)
-    left join aiki.runs r on r.id = v_ids[i];
+    from unnest(v_writes, v_out, v_ids, v_tokens) with ordinality x(w, out, run_id, token, i)
+    left join aiki.runs r on r.id = x.run_id;
 
   begin
-    -- Room in each journal for its new steps and the bytes of every step written (an AK008 here
-    -- sends the batch down the one-by-one path, where it fails only the writes of that run).
-    perform aiki._check_journal_room(x.run_id, x.new_steps, x.new_bytes) from (
-      select v_ids[i] as run_id,
-             count(*) filter (where not exists (
-               select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key'))::integer as new_steps,
-             sum(pg_column_size(coalesce(s->'output', 'null')))::bigint as new_bytes
-        from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-       where v_out[i] is null
-         and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed')
-       group by v_ids[i]) x;
-    -- Steps recorded before answer with their first record; retrying and started ones complete;
-    -- new ones insert.
-    select coalesce(jsonb_object_agg(st.run_id || ' ' || st.step_key, aiki._step_json(st)), '{}') into v_existing
-      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s,
-           aiki.steps st
-     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed';
-    update aiki.steps st
-       set status = 'completed', output = coalesce(s->'output', 'null'), error = null, wake_at = null,
-           attempts = st.attempts + 1, completed_at = v_now
-      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status in ('retrying', 'started');
-    -- No ON CONFLICT: under the run's lock only this batch writes the run's journal, so a
-    -- conflict is a key given twice in the batch, and the slow path sorts that out.
-    insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
-    select v_ids[i], s->>'key', (s->>'kind')::aiki.step_kind, 'completed', s->>'name', 1,
-           coalesce(s->'output', 'null'), v_now, v_now
-      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-     where v_out[i] is null
-       and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key');
+    -- One statement writes the journal of every valid write and answers it. Each step as given,
+    -- with the journal's row for its key if any: one recorded before (completed) answers with its
+    -- first record; a retrying or started one completes; a new one inserts. No ON CONFLICT: under
+    -- the run's lock only this batch writes the run's journal, so a conflict is a key given twice
+    -- in the batch, and the slow path sorts that out. Each journal counts its new steps and the
+    -- bytes of every step written, in one update of the run rows; a run over a limit raises AK008
+    -- below, which sends the batch down the one-by-one path, where only that run's writes fail.
+    with s as (
+      select x.i, b.si, x.run_id, b.s->>'key' as key, b.s->>'kind' as kind, b.s->>'name' as name,
+             coalesce(b.s->'output', 'null') as output, st.status,
+             case when st.status = 'completed' then aiki._step_json(st) end as first_record
+        from unnest(v_writes, v_out, v_ids) with ordinality x(w, out, run_id, i)
+        cross join lateral jsonb_array_elements(coalesce(x.w->'steps', '[]')) with ordinality b(s, si)
+        left join aiki.steps st on st.run_id = x.run_id and st.step_key = b.s->>'key'
+       where x.out is null
+    ), completed as (
+      update aiki.steps st
+         set status = 'completed', output = s.output, error = null, wake_at = null,
+             attempts = st.attempts + 1, completed_at = v_now
+        from s
+       where st.run_id = s.run_id and st.step_key = s.key and s.status in ('retrying', 'started')
+    ), inserted as (
+      insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
+      select run_id, key, kind::aiki.step_kind, 'completed', name, 1, output, v_now, v_now
+        from s where status is null
+    ), counted as (
+      update aiki.runs r
+         set journal_steps = r.journal_steps + g.new_steps, journal_bytes = r.journal_bytes + g.new_bytes
+        from (select run_id, count(*) filter (where status is null)::integer as new_steps,
+                     sum(pg_column_size(output))::bigint as new_bytes
+                from s where status is distinct from 'completed' group by run_id) g
+       where r.id = g.run_id
+      returning r.journal_steps > aiki._max_journal_steps() or r.journal_bytes > aiki._max_journal_bytes() as over_limit
+    )
+    select array_agg(coalesce(x.out, jsonb_build_object('status', 'recorded', 'steps', coalesce(a.steps, '[]'))) order by x.i),
+           coalesce((select bool_or(over_limit) from counted), false)
+      into v_answers, v_full
+      from unnest(v_out) with ordinality x(out, i)
+      left join (select i, jsonb_agg(first_record order by si) as steps from s group by i) a on a.i = x.i;
+    if v_full then
+      raise exception using errcode = 'AK008', message = 'a journal of the batch is full';
+    end if;
 
     for v_done in
-      select r as run, coalesce(w->'output', 'null') as output
-        from jsonb_array_elements(p_writes) with ordinality e(w, i) join aiki.runs r on r.id = v_ids[i]
-       where v_out[i] is null and (w->'complete') = 'true'
+      select r as run, coalesce(x.w->'output', 'null') as output
+        from unnest(v_writes, v_out, v_ids) with ordinality x(w, out, run_id, i) join aiki.runs r on r.id = x.run_id
+       where x.out is null and (x.w->'complete') = 'true'
        order by r.id
     loop
       perform aiki._finish(v_done.run, 'completed', v_done.output, null);
     end loop;
-
-    select array_agg(coalesce(v_out[i], jsonb_build_object('status', 'recorded', 'steps',
-             (select coalesce(jsonb_agg(v_existing->(v_ids[i] || ' ' || (s->>'key')) order by si), '[]')
-                from jsonb_array_elements(coalesce(w->'steps', '[]')) with ordinality b(s, si))))
-           order by i)
-      into v_out
-      from jsonb_array_elements(p_writes) with ordinality e(w, i);
+    v_out := v_answers;
   exception when others then
     -- Caught once per batch: redo the valid writes one by one to find each one's outcome.
-    for v_i in select i from generate_subscripts(v_out, 1) i where v_out[i] is null order by i loop
+    for v_i in select i from unnest(v_out) with ordinality x(out, i) where out is null order by i loop
       begin
         v_out[v_i] := jsonb_build_object('status', 'recorded', 'steps', aiki._record_write(p_writes->(v_i::int - 1)));
       exception when others then
