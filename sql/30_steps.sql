@@ -425,9 +425,18 @@ $$;
 -- and the runs, in id order (a parent's UUIDv7 precedes its children's, so this is the
 -- parent-before-child order), then the steps. Measured (bench/RESULTS.md): one call per flush
 -- instead of two per run took one-task workflows from 3.4 commits per run to well under one.
+-- Plans: every statement walks the batch with unnest (a subscript of an array of varlena
+-- elements, or of one with nulls, walks it from its start: O(N²) per batch) and looks each row of
+-- aiki.runs and aiki.steps up by key, which the settings below make the only plan. The session
+-- keeps a generic plan, made for a batch of unknown size while the tables may still be small: a
+-- hash join over a scan of aiki.steps, planned at 31 steps, scanned all 3,000 a few seconds later.
+-- No statement joins two in-memory sets (that would be a nested loop too): each groups one set.
 create or replace function aiki.record(p_writes jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
   v_now timestamptz := aiki.now();
@@ -437,6 +446,10 @@ declare
   v_tokens uuid[];
   v_answers jsonb[];
   v_full boolean;
+  v_ends uuid[];
+  v_end_outputs jsonb[];
+  v_end_steps integer[];
+  v_end_bytes bigint[];
   v_done record;
   v_i bigint;
   v_state text;
@@ -447,19 +460,20 @@ begin
   end if;
 
   -- Shape, and a run completed by more than one write (which output would win?); the ids of the
-  -- well-formed writes (null for the others: CASE casts only those). The statements below walk
-  -- these arrays with unnest, never by subscript: a subscript of an array of varlena elements,
-  -- or of one with nulls, walks it from the start (a 500-write batch spent most of its time so).
+  -- well-formed writes (null for the others: CASE casts only those). Materialized: the shape
+  -- check runs once per write, not once per reference.
+  with y as materialized (
+    select w, i, coalesce(aiki._record_shape_error(w),
+             case when completes > 1 and (w->'complete') = 'true'
+                  then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
+                         format('run %s is completed by more than one write of one record call', w->>'run_id')) end) as bad
+      from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
+              from jsonb_array_elements(p_writes) with ordinality e(w, i)) x)
   select array_agg(w order by i), array_agg(bad order by i),
          array_agg(case when bad is null then (w->>'run_id')::uuid end order by i),
          array_agg(case when bad is null then (w->>'lease_token')::uuid end order by i)
     into v_writes, v_out, v_ids, v_tokens
-    from (select w, i, coalesce(aiki._record_shape_error(w),
-                   case when completes > 1 and (w->'complete') = 'true'
-                        then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
-                               format('run %s is completed by more than one write of one record call', w->>'run_id')) end) as bad
-            from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
-                    from jsonb_array_elements(p_writes) with ordinality e(w, i)) x) y;
+    from y;
 
   -- Locks: parents, then runs, in id order.
   perform 1 from aiki.runs
@@ -496,21 +510,28 @@ begin
     left join aiki.runs r on r.id = x.run_id;
 
   begin
-    -- One statement writes the journal of every valid write and answers it. Each step as given,
-    -- with the journal's row for its key if any: one recorded before (completed) answers with its
-    -- first record; a retrying or started one completes; a new one inserts. No ON CONFLICT: under
-    -- the run's lock only this batch writes the run's journal, so a conflict is a key given twice
-    -- in the batch, and the slow path sorts that out. Each journal counts its new steps and the
-    -- bytes of every step written, in one update of the run rows; a run over a limit raises AK008
-    -- below, which sends the batch down the one-by-one path, where only that run's writes fail.
-    with s as (
-      select x.i, b.si, x.run_id, b.s->>'key' as key, b.s->>'kind' as kind, b.s->>'name' as name,
-             coalesce(b.s->'output', 'null') as output, st.status,
-             case when st.status = 'completed' then aiki._step_json(st) end as first_record
+    -- One statement writes the journal of every valid write and answers every write. s: each
+    -- write, with each of its steps (if any) and the journal's row for the step's key. A step
+    -- recorded before (completed) answers with its first record; a retrying or started one
+    -- completes; a new one inserts. No ON CONFLICT: under the run's lock only this batch writes
+    -- the run's journal, so a conflict is a key given twice in the batch, and the slow path sorts
+    -- that out. Each journal counts its new steps and the bytes of every step written: in one
+    -- update of the run rows, or, for a run the batch completes, in _finish's update of its row
+    -- (a second update of a row in one transaction costs a row version, WAL and index entries).
+    -- A run over a limit raises AK008 below, which sends the batch down the one-by-one path,
+    -- where only that run's writes fail.
+    -- (The journal's row comes from a subquery: as a join, the generic plan probed steps_pkey
+    -- by step key alone and filtered the run id, reading the whole index per step.)
+    with j as materialized (
+      select x.i, x.out, x.run_id, coalesce((x.w->'complete') = 'true', false) as completes, coalesce(x.w->'output', 'null') as run_output,
+             b.si, b.s->>'key' as key, b.s->>'kind' as kind, b.s->>'name' as name, coalesce(b.s->'output', 'null') as output,
+             (select st from aiki.steps st where st.run_id = x.run_id and st.step_key = b.s->>'key') as old
         from unnest(v_writes, v_out, v_ids) with ordinality x(w, out, run_id, i)
-        cross join lateral jsonb_array_elements(coalesce(x.w->'steps', '[]')) with ordinality b(s, si)
-        left join aiki.steps st on st.run_id = x.run_id and st.step_key = b.s->>'key'
-       where x.out is null
+        left join lateral jsonb_array_elements(case when x.out is null then x.w->'steps' end) with ordinality b(s, si) on true
+    ), s as (
+      select i, out, run_id, completes, run_output, si, key, kind, name, output, (old).status,
+             case when (old).status = 'completed' then aiki._step_json(old) end as first_record
+        from j
     ), completed as (
       update aiki.steps st
          set status = 'completed', output = s.output, error = null, wake_at = null,
@@ -520,32 +541,48 @@ begin
     ), inserted as (
       insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
       select run_id, key, kind::aiki.step_kind, 'completed', name, 1, output, v_now, v_now
-        from s where status is null
+        from s where key is not null and status is null
+    ), grown as (
+      select run_id, bool_or(completes) as ends,
+             (array_agg(run_output) filter (where completes))[1] as run_output,
+             count(*) filter (where key is not null and status is null)::integer as new_steps,
+             coalesce(sum(pg_column_size(output)) filter (where key is not null and status is distinct from 'completed'), 0)::bigint as new_bytes
+        from s where out is null group by run_id
     ), counted as (
       update aiki.runs r
          set journal_steps = r.journal_steps + g.new_steps, journal_bytes = r.journal_bytes + g.new_bytes
-        from (select run_id, count(*) filter (where status is null)::integer as new_steps,
-                     sum(pg_column_size(output))::bigint as new_bytes
-                from s where status is distinct from 'completed' group by run_id) g
-       where r.id = g.run_id
+        from grown g
+       where r.id = g.run_id and not g.ends and g.new_bytes > 0
       returning r.journal_steps > aiki._max_journal_steps() or r.journal_bytes > aiki._max_journal_bytes() as over_limit
+    ), ending as (
+      select g.run_id, g.run_output, g.new_steps, g.new_bytes,
+             r.journal_steps + g.new_steps > aiki._max_journal_steps()
+               or r.journal_bytes + g.new_bytes > aiki._max_journal_bytes() as over_limit
+        from grown g join aiki.runs r on r.id = g.run_id
+       where g.ends
+    ), answered as (
+      select i, coalesce((array_agg(out))[1],
+               jsonb_build_object('status', 'recorded', 'steps',
+                 coalesce(jsonb_agg(first_record order by si) filter (where key is not null), '[]'))) as answer
+        from s group by i
     )
-    select array_agg(coalesce(x.out, jsonb_build_object('status', 'recorded', 'steps', coalesce(a.steps, '[]'))) order by x.i),
-           coalesce((select bool_or(over_limit) from counted), false)
-      into v_answers, v_full
-      from unnest(v_out) with ordinality x(out, i)
-      left join (select i, jsonb_agg(first_record order by si) as steps from s group by i) a on a.i = x.i;
+    select (select array_agg(answer order by i) from answered),
+           coalesce((select bool_or(over_limit) from counted), false) or coalesce((select bool_or(over_limit) from ending), false),
+           array_agg(run_id order by run_id), array_agg(run_output order by run_id),
+           array_agg(new_steps order by run_id), array_agg(new_bytes order by run_id)
+      into v_answers, v_full, v_ends, v_end_outputs, v_end_steps, v_end_bytes
+      from ending;
     if v_full then
       raise exception using errcode = 'AK008', message = 'a journal of the batch is full';
     end if;
 
     for v_done in
-      select r as run, coalesce(x.w->'output', 'null') as output
-        from unnest(v_writes, v_out, v_ids) with ordinality x(w, out, run_id, i) join aiki.runs r on r.id = x.run_id
-       where x.out is null and (x.w->'complete') = 'true'
+      select r as run, e.output, e.new_steps, e.new_bytes
+        from unnest(v_ends, v_end_outputs, v_end_steps, v_end_bytes) e(run_id, output, new_steps, new_bytes)
+        join aiki.runs r on r.id = e.run_id
        order by r.id
     loop
-      perform aiki._finish(v_done.run, 'completed', v_done.output, null);
+      perform aiki._finish(v_done.run, 'completed', v_done.output, null, v_done.new_steps, v_done.new_bytes);
     end loop;
     v_out := v_answers;
   exception when others then
