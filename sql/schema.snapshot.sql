@@ -181,7 +181,7 @@ create function aiki._claim_limited(p_queue text, p_workflows text[], p_want int
 create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
   language plpgsql volatile;
 
-create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
+create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
 create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, OUT run_id uuid, OUT created boolean) returns record
@@ -190,7 +190,7 @@ create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb,
 create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
   language plpgsql immutable;
 
-create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb) returns void
+create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
 create function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_parent boolean) returns aiki.runs
@@ -313,7 +313,7 @@ create function aiki.purge_runs(p_finished_before timestamp with time zone, p_ba
 grant execute on function aiki.purge_runs(timestamp with time zone, integer) to aiki_admin;
 
 create function aiki.record(p_writes jsonb) returns jsonb
-  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+  language plpgsql volatile security definer set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.record(jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.register_worker(p_worker text, p_workflows text[], p_queues text[], p_stale_after_ms integer DEFAULT 60000, p_info jsonb DEFAULT NULL::jsonb) returns void
