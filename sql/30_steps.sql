@@ -329,54 +329,52 @@ $$;
 -- The first thing wrong with one write of a `record` batch, found without raising (a raise
 -- would abort the whole batch, or cost a subtransaction per write to catch): null when its shape
 -- is good, else {"status": "error", "sqlstate": "AK003" | "AK007", "message"}. The messages are
--- the ones complete_step and complete_run would raise.
-create or replace function aiki._record_shape_error(p_write jsonb) returns jsonb
-language plpgsql immutable
+-- the ones complete_step and complete_run would raise. In three parts, checked in this order by
+-- record: the write (_record_write_error), each of its steps (_record_step_error), its output.
+-- Each is one SQL expression, which the planner inlines into record's statement: as PL/pgSQL
+-- they cost a query per write and, once per transaction, the set-up of each expression. Stable,
+-- not immutable: format() is stable, and an immutable SQL function is inlined only if its
+-- expression is immutable too.
+drop function if exists aiki._record_shape_error(jsonb);
+create or replace function aiki._record_write_error(p_write jsonb) returns jsonb
+language sql stable
 as $$
-declare
-  v_uuid constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
-  v_max integer := aiki._max_payload_bytes();
-  v_step jsonb;
-  v_k integer;
-  v_bad text;
-begin
-  if jsonb_typeof(p_write) is distinct from 'object' then
-    v_bad := format('invalid write %s: expected a JSON object', left(p_write::text, 200));
-  elsif jsonb_typeof(p_write->'run_id') is distinct from 'string' or p_write->>'run_id' !~ v_uuid then
-    v_bad := format('invalid run id %s: expected a UUID', left((p_write->'run_id')::text, 200));
-  elsif jsonb_typeof(p_write->'lease_token') is distinct from 'string' or p_write->>'lease_token' !~ v_uuid then
-    v_bad := format('invalid lease token %s of run %s: expected a UUID', left((p_write->'lease_token')::text, 200), p_write->>'run_id');
-  elsif coalesce(jsonb_typeof(p_write->'steps'), 'null') not in ('array', 'null') then
-    v_bad := format('invalid steps of run %s: expected a JSON array', p_write->>'run_id');
-  elsif coalesce(jsonb_typeof(p_write->'complete'), 'null') not in ('boolean', 'null') then
-    v_bad := format('invalid complete %s of run %s: expected true or false', left((p_write->'complete')::text, 100), p_write->>'run_id');
-  end if;
-  if v_bad is null and jsonb_typeof(p_write->'steps') = 'array' then
-    -- By index, not `for ... in select`: a query per write cost more than all these checks.
-    for v_k in 0 .. jsonb_array_length(p_write->'steps') - 1 loop
-      v_step := p_write->'steps'->v_k;
-      if jsonb_typeof(v_step) is distinct from 'object' then
-        v_bad := format('invalid step %s of run %s: expected a JSON object', left(v_step::text, 200), p_write->>'run_id');
-      elsif coalesce(v_step->>'kind', '') not in ('task', 'value') then
-        v_bad := format('invalid step kind %s for record', coalesce(quote_literal(left(v_step->>'kind', 100)), 'null'));
-      elsif jsonb_typeof(v_step->'key') is distinct from 'string' or length(v_step->>'key') not between 1 and 256
-            or v_step->>'key' ~ '[[:cntrl:]]' then
-        v_bad := format('invalid step key %s', coalesce(quote_literal(left(v_step->>'key', 200)), 'null'));
-      elsif jsonb_typeof(v_step->'name') is distinct from 'string' or v_step->>'name' !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' then
-        v_bad := format('invalid step name %s', coalesce(quote_literal(left(v_step->>'name', 200)), 'null'));
-      elsif pg_column_size(v_step->'output') > v_max then
-        return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
-          format('step output is %s bytes, over the limit of %s bytes', pg_column_size(v_step->'output'), v_max));
-      end if;
-      exit when v_bad is not null;
-    end loop;
-  end if;
-  if v_bad is null and pg_column_size(p_write->'output') > v_max then
-    return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
-      format('workflow output is %s bytes, over the limit of %s bytes', pg_column_size(p_write->'output'), v_max));
-  end if;
-  return case when v_bad is not null then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message', v_bad) end;
-end
+  select case
+    when jsonb_typeof(p_write) is distinct from 'object' then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid write %s: expected a JSON object', left(p_write::text, 200)))
+    when jsonb_typeof(p_write->'run_id') is distinct from 'string'
+         or p_write->>'run_id' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+      then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid run id %s: expected a UUID', left((p_write->'run_id')::text, 200)))
+    when jsonb_typeof(p_write->'lease_token') is distinct from 'string'
+         or p_write->>'lease_token' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+      then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid lease token %s of run %s: expected a UUID', left((p_write->'lease_token')::text, 200), p_write->>'run_id'))
+    when coalesce(jsonb_typeof(p_write->'steps'), 'null') not in ('array', 'null') then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid steps of run %s: expected a JSON array', p_write->>'run_id'))
+    when coalesce(jsonb_typeof(p_write->'complete'), 'null') not in ('boolean', 'null') then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid complete %s of run %s: expected true or false', left((p_write->'complete')::text, 100), p_write->>'run_id'))
+  end
+$$;
+
+-- See _record_write_error: one step p_step of a write to run p_run_id.
+create or replace function aiki._record_step_error(p_step jsonb, p_run_id text) returns jsonb
+language sql stable
+as $$
+  select case
+    when jsonb_typeof(p_step) is distinct from 'object' then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step %s of run %s: expected a JSON object', left(p_step::text, 200), p_run_id))
+    when coalesce(p_step->>'kind', '') not in ('task', 'value') then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step kind %s for record', coalesce(quote_literal(left(p_step->>'kind', 100)), 'null')))
+    when jsonb_typeof(p_step->'key') is distinct from 'string' or length(p_step->>'key') not between 1 and 256
+         or p_step->>'key' ~ '[[:cntrl:]]' then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step key %s', coalesce(quote_literal(left(p_step->>'key', 200)), 'null')))
+    when jsonb_typeof(p_step->'name') is distinct from 'string' or p_step->>'name' !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$'
+      then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step name %s', coalesce(quote_literal(left(p_step->>'name', 200)), 'null')))
+    when pg_column_size(p_step->'output') > aiki._max_payload_bytes() then jsonb_build_object('status', 'error', 'sqlstate', 'AK007',
+      'message', format('step output is %s bytes, over the limit of %s bytes', pg_column_size(p_step->'output'), aiki._max_payload_bytes()))
+  end
 $$;
 
 -- One write of a `record` batch on its own, raising as complete_step and complete_run do: the
@@ -462,11 +460,19 @@ begin
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
   end if;
 
-  -- Shape, and a run completed by more than one write (which output would win?); the ids of the
-  -- well-formed writes (null for the others: CASE casts only those). Materialized: the shape
-  -- check runs once per write, not once per reference.
+  -- Shape (the write, then its steps in order, then its output), and a run completed by more
+  -- than one write (which output would win?); the ids of the well-formed writes (null for the
+  -- others: CASE casts only those). Materialized: the checks run once per write, not once per
+  -- reference.
   with y as materialized (
-    select w, i, coalesce(aiki._record_shape_error(w),
+    select w, i, coalesce(aiki._record_write_error(w),
+             (select e from (select aiki._record_step_error(s, w->>'run_id') as e, si
+                               from jsonb_array_elements(case when jsonb_typeof(w->'steps') = 'array' then w->'steps' end)
+                                    with ordinality b(s, si)) t
+               where e is not null order by si limit 1),
+             case when pg_column_size(w->'output') > aiki._max_payload_bytes()
+                  then jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
+                         format('workflow output is %s bytes, over the limit of %s bytes', pg_column_size(w->'output'), aiki._max_payload_bytes())) end,
              case when completes > 1 and (w->'complete') = 'true'
                   then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
                          format('run %s is completed by more than one write of one record call', w->>'run_id')) end) as bad

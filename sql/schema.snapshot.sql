@@ -226,11 +226,14 @@ create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) ret
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns integer
   language plpgsql volatile;
 
-create function aiki._record_shape_error(p_write jsonb) returns jsonb
-  language plpgsql immutable;
+create function aiki._record_step_error(p_step jsonb, p_run_id text) returns jsonb
+  language sql stable;
 
 create function aiki._record_write(p_write jsonb) returns jsonb
   language plpgsql volatile;
+
+create function aiki._record_write_error(p_write jsonb) returns jsonb
+  language sql stable;
 
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
   language plpgsql volatile;
