@@ -25,7 +25,8 @@ $$;
 -- step outputs and errors, or raises AK008 when that would pass _max_journal_steps or
 -- _max_journal_bytes. Counts them on the run's row (journal_steps, journal_bytes: one row
 -- update instead of a scan of the journal). Called by every journal write of a worker:
--- complete_step, fail_step, suspend, start_children and record. Bytes are JSONB sizes before
+-- complete_step, fail_step, suspend and start_children; record counts the same in one
+-- statement for its whole batch (and a completing run's in _finish). Bytes are JSONB sizes before
 -- compression, as written (a retried task's errors count once per attempt); data that waits
 -- receive (events, child outcomes) is not counted, as each is bounded by its payload limit and
 -- its wait by the step limit. Caller holds the run's lock and writes the steps in the same
