@@ -296,13 +296,18 @@ $$;
 -- ends (_finish: completion, failure, cancellation, descendants included). A run that held a
 -- slot of a keyed or limited queue frees it (_slot_freed), and a run made claimable now wakes
 -- its queue. A terminal p_status sets output, error (p_output, p_error) and finished_at;
--- otherwise p_error, when given, records the failed attempt's error. The operator acts use it
--- for runs in any status; then it only moves the status. Caller holds the run's lock (for a
--- terminal status, its parent's first). One exception, on the claim's hot path: _promote_due
--- turns expired leases back to pending in one set-based statement and wakes their queues itself.
+-- otherwise p_error, when given, records the failed attempt's error. p_journal_steps and
+-- p_journal_bytes add the journal growth of a write that ends the run to its counters in the same
+-- row update (record, which checked the room: a second update of the row in one transaction
+-- costs a row version, WAL and index entries). The operator acts use it for runs in any status;
+-- then it only moves the status. Caller holds the run's lock (for a terminal status, its
+-- parent's first). One exception, on the claim's hot path: _promote_due turns expired leases
+-- back to pending in one set-based statement and wakes their queues itself.
+drop function if exists aiki._leave_running(aiki.runs, aiki.run_status, timestamptz, jsonb, jsonb);
 create or replace function aiki._leave_running(
   p_run aiki.runs, p_status aiki.run_status, p_available_at timestamptz,
-  p_output jsonb default null, p_error jsonb default null)
+  p_output jsonb default null, p_error jsonb default null,
+  p_journal_steps integer default 0, p_journal_bytes bigint default 0)
 returns void
 language plpgsql
 as $$
@@ -315,7 +320,8 @@ begin
          output = case when v_terminal then p_output end,
          error = case when v_terminal then p_error else coalesce(p_error, error) end,
          finished_at = case when v_terminal then v_now end,
-         lease_owner = null, lease_token = null, lease_expires_at = null
+         lease_owner = null, lease_token = null, lease_expires_at = null,
+         journal_steps = journal_steps + p_journal_steps, journal_bytes = journal_bytes + p_journal_bytes
    where id = p_run.id;
   perform aiki._slot_freed(p_run);
   if p_status = 'pending' and p_available_at <= v_now then
@@ -325,13 +331,16 @@ end
 $$;
 
 -- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
+-- p_journal_steps, p_journal_bytes: as _leave_running.
+drop function if exists aiki._finish(aiki.runs, aiki.run_status, jsonb, jsonb);
 create or replace function aiki._finish(
-  p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb)
+  p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb,
+  p_journal_steps integer default 0, p_journal_bytes bigint default 0)
 returns void
 language plpgsql
 as $$
 begin
-  perform aiki._leave_running(p_run, p_status, null, p_output, p_error);
+  perform aiki._leave_running(p_run, p_status, null, p_output, p_error, p_journal_steps, p_journal_bytes);
   perform aiki._notify_status(p_run.id, p_status);
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);

@@ -25,7 +25,8 @@ $$;
 -- step outputs and errors, or raises AK008 when that would pass _max_journal_steps or
 -- _max_journal_bytes. Counts them on the run's row (journal_steps, journal_bytes: one row
 -- update instead of a scan of the journal). Called by every journal write of a worker:
--- complete_step, fail_step, suspend, start_children and record. Bytes are JSONB sizes before
+-- complete_step, fail_step, suspend and start_children; record counts the same in one
+-- statement for its whole batch (and a completing run's in _finish). Bytes are JSONB sizes before
 -- compression, as written (a retried task's errors count once per attempt); data that waits
 -- receive (events, child outcomes) is not counted, as each is bounded by its payload limit and
 -- its wait by the step limit. Caller holds the run's lock and writes the steps in the same
@@ -364,51 +365,52 @@ $$;
 -- The first thing wrong with one write of a `record` batch, found without raising (a raise
 -- would abort the whole batch, or cost a subtransaction per write to catch): null when its shape
 -- is good, else {"status": "error", "sqlstate": "AK003" | "AK007", "message"}. The messages are
--- the ones complete_step and complete_run would raise.
-create or replace function aiki._record_shape_error(p_write jsonb) returns jsonb
-language plpgsql immutable
+-- the ones complete_step and complete_run would raise. In three parts, checked in this order by
+-- record: the write (_record_write_error), each of its steps (_record_step_error), its output.
+-- Each is one SQL expression, which the planner inlines into record's statement: as PL/pgSQL
+-- they cost a query per write and, once per transaction, the set-up of each expression. Stable,
+-- not immutable: format() is stable, and an immutable SQL function is inlined only if its
+-- expression is immutable too.
+drop function if exists aiki._record_shape_error(jsonb);
+create or replace function aiki._record_write_error(p_write jsonb) returns jsonb
+language sql stable
 as $$
-declare
-  v_uuid constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
-  v_max integer := aiki._max_payload_bytes();
-  v_step jsonb;
-  v_bad text;
-begin
-  if jsonb_typeof(p_write) is distinct from 'object' then
-    v_bad := format('invalid write %s: expected a JSON object', left(p_write::text, 200));
-  elsif jsonb_typeof(p_write->'run_id') is distinct from 'string' or p_write->>'run_id' !~ v_uuid then
-    v_bad := format('invalid run id %s: expected a UUID', left((p_write->'run_id')::text, 200));
-  elsif jsonb_typeof(p_write->'lease_token') is distinct from 'string' or p_write->>'lease_token' !~ v_uuid then
-    v_bad := format('invalid lease token %s of run %s: expected a UUID', left((p_write->'lease_token')::text, 200), p_write->>'run_id');
-  elsif coalesce(jsonb_typeof(p_write->'steps'), 'null') not in ('array', 'null') then
-    v_bad := format('invalid steps of run %s: expected a JSON array', p_write->>'run_id');
-  elsif coalesce(jsonb_typeof(p_write->'complete'), 'null') not in ('boolean', 'null') then
-    v_bad := format('invalid complete %s of run %s: expected true or false', left((p_write->'complete')::text, 100), p_write->>'run_id');
-  end if;
-  if v_bad is null and jsonb_typeof(p_write->'steps') = 'array' then
-    for v_step in select * from jsonb_array_elements(p_write->'steps') loop
-      if jsonb_typeof(v_step) is distinct from 'object' then
-        v_bad := format('invalid step %s of run %s: expected a JSON object', left(v_step::text, 200), p_write->>'run_id');
-      elsif coalesce(v_step->>'kind', '') not in ('task', 'value') then
-        v_bad := format('invalid step kind %s for record', coalesce(quote_literal(left(v_step->>'kind', 100)), 'null'));
-      elsif jsonb_typeof(v_step->'key') is distinct from 'string' or length(v_step->>'key') not between 1 and 256
-            or v_step->>'key' ~ '[[:cntrl:]]' then
-        v_bad := format('invalid step key %s', coalesce(quote_literal(left(v_step->>'key', 200)), 'null'));
-      elsif jsonb_typeof(v_step->'name') is distinct from 'string' or v_step->>'name' !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' then
-        v_bad := format('invalid step name %s', coalesce(quote_literal(left(v_step->>'name', 200)), 'null'));
-      elsif pg_column_size(v_step->'output') > v_max then
-        return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
-          format('step output is %s bytes, over the limit of %s bytes', pg_column_size(v_step->'output'), v_max));
-      end if;
-      exit when v_bad is not null;
-    end loop;
-  end if;
-  if v_bad is null and pg_column_size(p_write->'output') > v_max then
-    return jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
-      format('workflow output is %s bytes, over the limit of %s bytes', pg_column_size(p_write->'output'), v_max));
-  end if;
-  return case when v_bad is not null then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message', v_bad) end;
-end
+  select case
+    when jsonb_typeof(p_write) is distinct from 'object' then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid write %s: expected a JSON object', left(p_write::text, 200)))
+    when jsonb_typeof(p_write->'run_id') is distinct from 'string'
+         or p_write->>'run_id' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+      then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid run id %s: expected a UUID', left((p_write->'run_id')::text, 200)))
+    when jsonb_typeof(p_write->'lease_token') is distinct from 'string'
+         or p_write->>'lease_token' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+      then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid lease token %s of run %s: expected a UUID', left((p_write->'lease_token')::text, 200), p_write->>'run_id'))
+    when coalesce(jsonb_typeof(p_write->'steps'), 'null') not in ('array', 'null') then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid steps of run %s: expected a JSON array', p_write->>'run_id'))
+    when coalesce(jsonb_typeof(p_write->'complete'), 'null') not in ('boolean', 'null') then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid complete %s of run %s: expected true or false', left((p_write->'complete')::text, 100), p_write->>'run_id'))
+  end
+$$;
+
+-- See _record_write_error: one step p_step of a write to run p_run_id.
+create or replace function aiki._record_step_error(p_step jsonb, p_run_id text) returns jsonb
+language sql stable
+as $$
+  select case
+    when jsonb_typeof(p_step) is distinct from 'object' then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step %s of run %s: expected a JSON object', left(p_step::text, 200), p_run_id))
+    when coalesce(p_step->>'kind', '') not in ('task', 'value') then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step kind %s for record', coalesce(quote_literal(left(p_step->>'kind', 100)), 'null')))
+    when jsonb_typeof(p_step->'key') is distinct from 'string' or length(p_step->>'key') not between 1 and 256
+         or p_step->>'key' ~ '[[:cntrl:]]' then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step key %s', coalesce(quote_literal(left(p_step->>'key', 200)), 'null')))
+    when jsonb_typeof(p_step->'name') is distinct from 'string' or p_step->>'name' !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$'
+      then jsonb_build_object('status', 'error', 'sqlstate', 'AK003',
+      'message', format('invalid step name %s', coalesce(quote_literal(left(p_step->>'name', 200)), 'null')))
+    when pg_column_size(p_step->'output') > aiki._max_payload_bytes() then jsonb_build_object('status', 'error', 'sqlstate', 'AK007',
+      'message', format('step output is %s bytes, over the limit of %s bytes', pg_column_size(p_step->'output'), aiki._max_payload_bytes()))
+  end
 $$;
 
 -- One write of a `record` batch on its own, raising as complete_step and complete_run do: the
@@ -460,16 +462,31 @@ $$;
 -- and the runs, in id order (a parent's UUIDv7 precedes its children's, so this is the
 -- parent-before-child order), then the steps. Measured (bench/RESULTS.md): one call per flush
 -- instead of two per run took one-task workflows from 3.4 commits per run to well under one.
+-- Plans: every statement walks the batch with unnest (a subscript of an array of varlena
+-- elements, or of one with nulls, walks it from its start: O(N²) per batch) and looks each row of
+-- aiki.runs and aiki.steps up by key, which the settings below make the only plan. The session
+-- keeps a generic plan, made for a batch of unknown size while the tables may still be small: a
+-- hash join over a scan of aiki.steps, planned at 31 steps, scanned all 3,000 a few seconds later.
+-- No statement joins two in-memory sets (that would be a nested loop too): each groups one set.
 create or replace function aiki.record(p_writes jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
   v_now timestamptz := aiki.now();
+  v_writes jsonb[];
   v_out jsonb[];
   v_ids uuid[];
   v_tokens uuid[];
-  v_existing jsonb;
+  v_answers jsonb[];
+  v_full boolean;
+  v_ends uuid[];
+  v_end_outputs jsonb[];
+  v_end_steps integer[];
+  v_end_bytes bigint[];
   v_done record;
   v_i bigint;
   v_state text;
@@ -479,21 +496,29 @@ begin
     raise exception using errcode = 'AK003', message = 'record needs a JSON array of 1-10000 writes';
   end if;
 
-  -- Shape, and a run completed by more than one write (which output would win?).
-  select array_agg(coalesce(aiki._record_shape_error(w),
-           case when completes > 1 and (w->'complete') = 'true'
-                then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
-                       format('run %s is completed by more than one write of one record call', w->>'run_id')) end)
-         order by i)
-    into v_out
-    from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
-            from jsonb_array_elements(p_writes) with ordinality e(w, i)) x;
-
-  -- The ids of the well-formed writes (null for the others: CASE casts only those).
-  select array_agg(case when v_out[i] is null then (w->>'run_id')::uuid end order by i),
-         array_agg(case when v_out[i] is null then (w->>'lease_token')::uuid end order by i)
-    into v_ids, v_tokens
-    from jsonb_array_elements(p_writes) with ordinality e(w, i);
+  -- Shape (the write, then its steps in order, then its output), and a run completed by more
+  -- than one write (which output would win?); the ids of the well-formed writes (null for the
+  -- others: CASE casts only those). Materialized: the checks run once per write, not once per
+  -- reference.
+  with y as materialized (
+    select w, i, coalesce(aiki._record_write_error(w),
+             (select e from (select aiki._record_step_error(s, w->>'run_id') as e, si
+                               from jsonb_array_elements(case when jsonb_typeof(w->'steps') = 'array' then w->'steps' end)
+                                    with ordinality b(s, si)) t
+               where e is not null order by si limit 1),
+             case when pg_column_size(w->'output') > aiki._max_payload_bytes()
+                  then jsonb_build_object('status', 'error', 'sqlstate', 'AK007', 'message',
+                         format('workflow output is %s bytes, over the limit of %s bytes', pg_column_size(w->'output'), aiki._max_payload_bytes())) end,
+             case when completes > 1 and (w->'complete') = 'true'
+                  then jsonb_build_object('status', 'error', 'sqlstate', 'AK003', 'message',
+                         format('run %s is completed by more than one write of one record call', w->>'run_id')) end) as bad
+      from (select w, i, count(*) filter (where (w->'complete') = 'true') over (partition by w->>'run_id') as completes
+              from jsonb_array_elements(p_writes) with ordinality e(w, i)) x)
+  select array_agg(w order by i), array_agg(bad order by i),
+         array_agg(case when bad is null then (w->>'run_id')::uuid end order by i),
+         array_agg(case when bad is null then (w->>'lease_token')::uuid end order by i)
+    into v_writes, v_out, v_ids, v_tokens
+    from y;
 
   -- Locks: parents, then runs, in id order.
   perform 1 from aiki.runs
@@ -502,13 +527,13 @@ begin
    for update;
 
   -- Leases, then the journal: a key recorded with another kind or name (AK006), or failed (AK005).
-  select array_agg(coalesce(v_out[i],
+  select array_agg(coalesce(x.out,
            case
              when r.id is null then jsonb_build_object('status', 'error', 'sqlstate', 'AK002',
-                                      'message', format('run %s not found', w->>'run_id'))
+                                      'message', format('run %s not found', x.w->>'run_id'))
              when r.status <> 'running' then jsonb_build_object('status', 'lease_lost',
                                       'message', format('lease lost: run %s is %s', r.id, r.status))
-             when r.lease_token is distinct from v_tokens[i] then jsonb_build_object('status', 'lease_lost',
+             when r.lease_token is distinct from x.token then jsonb_build_object('status', 'lease_lost',
                                       'message', format('lease lost: run %s was claimed again by %s', r.id, r.lease_owner))
              when r.lease_expires_at <= v_now then jsonb_build_object('status', 'lease_lost',
                                       'message', format('lease lost: the lease on run %s expired at %s', r.id, r.lease_expires_at))
@@ -520,65 +545,94 @@ begin
                      else jsonb_build_object('status', 'error', 'sqlstate', 'AK005',
                        'message', format('step %s of run %s already failed for good and cannot be completed', quote_literal(st.step_key), r.id))
                    end
-              from jsonb_array_elements(coalesce(w->'steps', '[]')) s
+              from jsonb_array_elements(coalesce(x.w->'steps', '[]')) s
               join aiki.steps st on st.run_id = r.id and st.step_key = s->>'key'
              where st.kind::text <> s->>'kind' or st.name <> s->>'name' or st.status = 'failed'
              limit 1))
-         order by i)
+         order by x.i)
     into v_out
-    from jsonb_array_elements(p_writes) with ordinality e(w, i)
-    left join aiki.runs r on r.id = v_ids[i];
+    from unnest(v_writes, v_out, v_ids, v_tokens) with ordinality x(w, out, run_id, token, i)
+    left join aiki.runs r on r.id = x.run_id;
 
   begin
-    -- Room in each journal for its new steps and the bytes of every step written (an AK008 here
-    -- sends the batch down the one-by-one path, where it fails only the writes of that run).
-    perform aiki._check_journal_room(x.run_id, x.new_steps, x.new_bytes) from (
-      select v_ids[i] as run_id,
-             count(*) filter (where not exists (
-               select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key'))::integer as new_steps,
-             sum(pg_column_size(coalesce(s->'output', 'null')))::bigint as new_bytes
-        from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-       where v_out[i] is null
-         and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed')
-       group by v_ids[i]) x;
-    -- Steps recorded before answer with their first record; retrying and started ones complete;
-    -- new ones insert.
-    select coalesce(jsonb_object_agg(st.run_id || ' ' || st.step_key, aiki._step_json(st)), '{}') into v_existing
-      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s,
-           aiki.steps st
-     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status = 'completed';
-    update aiki.steps st
-       set status = 'completed', output = coalesce(s->'output', 'null'), error = null, wake_at = null,
-           attempts = st.attempts + 1, completed_at = v_now
-      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-     where v_out[i] is null and st.run_id = v_ids[i] and st.step_key = s->>'key' and st.status in ('retrying', 'started');
-    -- No ON CONFLICT: under the run's lock only this batch writes the run's journal, so a
-    -- conflict is a key given twice in the batch, and the slow path sorts that out.
-    insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
-    select v_ids[i], s->>'key', (s->>'kind')::aiki.step_kind, 'completed', s->>'name', 1,
-           coalesce(s->'output', 'null'), v_now, v_now
-      from jsonb_array_elements(p_writes) with ordinality e(w, i), jsonb_array_elements(coalesce(w->'steps', '[]')) s
-     where v_out[i] is null
-       and not exists (select 1 from aiki.steps st where st.run_id = v_ids[i] and st.step_key = s->>'key');
+    -- One statement writes the journal of every valid write and answers every write. s: each
+    -- write, with each of its steps (if any) and the journal's row for the step's key. A step
+    -- recorded before (completed) answers with its first record; a retrying or started one
+    -- completes; a new one inserts. No ON CONFLICT: under the run's lock only this batch writes
+    -- the run's journal, so a conflict is a key given twice in the batch, and the slow path sorts
+    -- that out. Each journal counts its new steps and the bytes of every step written: in one
+    -- update of the run rows, or, for a run the batch completes, in _finish's update of its row
+    -- (a second update of a row in one transaction costs a row version, WAL and index entries).
+    -- A run over a limit raises AK008 below, which sends the batch down the one-by-one path,
+    -- where only that run's writes fail.
+    -- (The journal's row comes from a subquery: as a join, the generic plan probed steps_pkey
+    -- by step key alone and filtered the run id, reading the whole index per step.)
+    with j as materialized (
+      select x.i, x.out, x.run_id, coalesce((x.w->'complete') = 'true', false) as completes, coalesce(x.w->'output', 'null') as run_output,
+             b.si, b.s->>'key' as key, b.s->>'kind' as kind, b.s->>'name' as name, coalesce(b.s->'output', 'null') as output,
+             (select st from aiki.steps st where st.run_id = x.run_id and st.step_key = b.s->>'key') as old
+        from unnest(v_writes, v_out, v_ids) with ordinality x(w, out, run_id, i)
+        left join lateral jsonb_array_elements(case when x.out is null then x.w->'steps' end) with ordinality b(s, si) on true
+    ), s as (
+      select i, out, run_id, completes, run_output, si, key, kind, name, output, (old).status,
+             case when (old).status = 'completed' then aiki._step_json(old) end as first_record
+        from j
+    ), completed as (
+      update aiki.steps st
+         set status = 'completed', output = s.output, error = null, wake_at = null,
+             attempts = st.attempts + 1, completed_at = v_now
+        from s
+       where st.run_id = s.run_id and st.step_key = s.key and s.status in ('retrying', 'started')
+    ), inserted as (
+      insert into aiki.steps (run_id, step_key, kind, status, name, attempts, output, created_at, completed_at)
+      select run_id, key, kind::aiki.step_kind, 'completed', name, 1, output, v_now, v_now
+        from s where key is not null and status is null
+    ), grown as (
+      select run_id, bool_or(completes) as ends,
+             (array_agg(run_output) filter (where completes))[1] as run_output,
+             count(*) filter (where key is not null and status is null)::integer as new_steps,
+             coalesce(sum(pg_column_size(output)) filter (where key is not null and status is distinct from 'completed'), 0)::bigint as new_bytes
+        from s where out is null group by run_id
+    ), counted as (
+      update aiki.runs r
+         set journal_steps = r.journal_steps + g.new_steps, journal_bytes = r.journal_bytes + g.new_bytes
+        from grown g
+       where r.id = g.run_id and not g.ends and g.new_bytes > 0
+      returning r.journal_steps > aiki._max_journal_steps() or r.journal_bytes > aiki._max_journal_bytes() as over_limit
+    ), ending as (
+      select g.run_id, g.run_output, g.new_steps, g.new_bytes,
+             r.journal_steps + g.new_steps > aiki._max_journal_steps()
+               or r.journal_bytes + g.new_bytes > aiki._max_journal_bytes() as over_limit
+        from grown g join aiki.runs r on r.id = g.run_id
+       where g.ends
+    ), answered as (
+      select i, coalesce((array_agg(out))[1],
+               jsonb_build_object('status', 'recorded', 'steps',
+                 coalesce(jsonb_agg(first_record order by si) filter (where key is not null), '[]'))) as answer
+        from s group by i
+    )
+    select (select array_agg(answer order by i) from answered),
+           coalesce((select bool_or(over_limit) from counted), false) or coalesce((select bool_or(over_limit) from ending), false),
+           array_agg(run_id order by run_id), array_agg(run_output order by run_id),
+           array_agg(new_steps order by run_id), array_agg(new_bytes order by run_id)
+      into v_answers, v_full, v_ends, v_end_outputs, v_end_steps, v_end_bytes
+      from ending;
+    if v_full then
+      raise exception using errcode = 'AK008', message = 'a journal of the batch is full';
+    end if;
 
     for v_done in
-      select r as run, coalesce(w->'output', 'null') as output
-        from jsonb_array_elements(p_writes) with ordinality e(w, i) join aiki.runs r on r.id = v_ids[i]
-       where v_out[i] is null and (w->'complete') = 'true'
+      select r as run, e.output, e.new_steps, e.new_bytes
+        from unnest(v_ends, v_end_outputs, v_end_steps, v_end_bytes) e(run_id, output, new_steps, new_bytes)
+        join aiki.runs r on r.id = e.run_id
        order by r.id
     loop
-      perform aiki._finish(v_done.run, 'completed', v_done.output, null);
+      perform aiki._finish(v_done.run, 'completed', v_done.output, null, v_done.new_steps, v_done.new_bytes);
     end loop;
-
-    select array_agg(coalesce(v_out[i], jsonb_build_object('status', 'recorded', 'steps',
-             (select coalesce(jsonb_agg(v_existing->(v_ids[i] || ' ' || (s->>'key')) order by si), '[]')
-                from jsonb_array_elements(coalesce(w->'steps', '[]')) with ordinality b(s, si))))
-           order by i)
-      into v_out
-      from jsonb_array_elements(p_writes) with ordinality e(w, i);
+    v_out := v_answers;
   exception when others then
     -- Caught once per batch: redo the valid writes one by one to find each one's outcome.
-    for v_i in select i from generate_subscripts(v_out, 1) i where v_out[i] is null order by i loop
+    for v_i in select i from unnest(v_out) with ordinality x(out, i) where out is null order by i loop
       begin
         v_out[v_i] := jsonb_build_object('status', 'recorded', 'steps', aiki._record_write(p_writes->(v_i::int - 1)));
       exception when others then

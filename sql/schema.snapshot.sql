@@ -205,7 +205,7 @@ create function aiki._count_cap() returns integer
 create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
   language plpgsql volatile;
 
-create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
+create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
 create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, OUT run_id uuid, OUT created boolean) returns record
@@ -214,7 +214,7 @@ create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb,
 create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
   language plpgsql immutable;
 
-create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb) returns void
+create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
 create function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_parent boolean) returns aiki.runs
@@ -253,11 +253,14 @@ create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) ret
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns uuid[]
   language plpgsql volatile;
 
-create function aiki._record_shape_error(p_write jsonb) returns jsonb
-  language plpgsql immutable;
+create function aiki._record_step_error(p_step jsonb, p_run_id text) returns jsonb
+  language sql stable;
 
 create function aiki._record_write(p_write jsonb) returns jsonb
   language plpgsql volatile;
+
+create function aiki._record_write_error(p_write jsonb) returns jsonb
+  language sql stable;
 
 create function aiki._retry_delay(p_policy jsonb, p_failed_attempts integer) returns interval
   language plpgsql volatile;
@@ -362,7 +365,7 @@ create function aiki.purge_runs(p_finished_before timestamp with time zone, p_ba
 grant execute on function aiki.purge_runs(timestamp with time zone, integer) to aiki_admin;
 
 create function aiki.record(p_writes jsonb) returns jsonb
-  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+  language plpgsql volatile security definer set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.record(jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.register_worker(p_worker text, p_workflows text[], p_queues text[], p_stale_after_ms integer DEFAULT 60000, p_info jsonb DEFAULT NULL::jsonb) returns void

@@ -346,6 +346,28 @@ describe("journal limits", () => {
     assert.deepEqual(await journal(run.id), [6, bytes], "fail_run forgets the failed step");
   });
 
+  it("record counts the journal of a run it completes in the run's one row update", async () => {
+    const run = await startAndClaim(h.sql);
+    await completeStep(h.sql, run, "a#1", "a", { n: 1 });
+    const updates = await h.sql.begin(async (tx) => {
+      // Pending statistics outlive transactions until flushed: count the ones record adds.
+      const runUpdates = async () => (await tx`
+        select n_tup_upd::int as n from pg_stat_xact_user_tables where relid = 'aiki.runs'::regclass`)[0]!.n as number;
+      const before = await runUpdates();
+      // Two writes of one run, the second completing it: both count, in _finish's update.
+      await tx`select aiki.record(${jsonb(tx, [
+        { run_id: run.id, lease_token: run.lease_token, steps: [{ key: "a#1", kind: "task", name: "a", output: { n: 1 } },
+          { key: "v#1", kind: "value", name: "v", output: x }] },
+        { run_id: run.id, lease_token: run.lease_token, steps: [{ key: "v#2", kind: "value", name: "v", output: y }],
+          complete: true, output: "done" }])})`;
+      return (await runUpdates()) - before;
+    });
+    assert.equal(await status(h.sql, run.id), "completed");
+    assert.deepEqual(await journal(run.id), [3, (await size({ n: 1 })) + (await size(x)) + (await size(y))],
+      "the step recorded before counts once");
+    assert.equal(updates, 1, "one update of the run's row: the counters go with the completion");
+  });
+
   it("a write past 50,000 steps is AK008 and writes nothing", async () => {
     const run = await startAndClaim(h.sql);
     // 50,000 value steps through one record call of 5,000 writes of 10 steps: the journal at its
@@ -367,6 +389,12 @@ describe("journal limits", () => {
       steps: [{ key: "r#1", kind: "value", name: "r", output: 1 }] }])}) -> 0 as a`;
     assert.equal(answer!.a.sqlstate, "AK008");
     assert.match(answer!.a.message, full);
+    assert.deepEqual(await tableCounts(h.sql), before);
+    // Also when the write completes the run (its counters wait for the completion's update).
+    const [ending] = await h.sql`select aiki.record(${jsonb(h.sql, [{ run_id: run.id, lease_token: run.lease_token,
+      steps: [{ key: "r#1", kind: "value", name: "r", output: 1 }], complete: true }])}) -> 0 as a`;
+    assert.equal(ending!.a.sqlstate, "AK008");
+    assert.match(ending!.a.message, full);
     assert.deepEqual(await tableCounts(h.sql), before);
     await expectRejected(h.sql, () => failStep(h.sql, run, "f#1", "f", { message: "x" }), "AK008", full);
     await completeRun(h.sql, run);
