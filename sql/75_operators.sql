@@ -11,7 +11,7 @@
 -- The reads take no locks and may be called by every role. search_runs and count_runs build
 -- their SQL from a validated filter (aiki._run_filter) with the values quoted in, so each call is
 -- planned for its own values and the planner picks the index that fits: runs_status_created,
--- runs_queue_created, runs_by_workflow, runs_children, runs_idempotency(_key) or runs_created
+-- runs_by_workflow, runs_children, runs_idempotency(_key) or runs_created
 -- (migration 0007; EXPLAIN checks in sql/test/explain.test.ts).
 
 -- Counts per status stop at this many: an exact count of a million completed runs is an

@@ -150,11 +150,9 @@ CREATE INDEX runs_pending ON aiki.runs USING btree (queue, priority DESC, availa
 
 CREATE INDEX runs_pending_keyed ON aiki.runs USING btree (queue) WHERE ((status = 'pending'::aiki.run_status) AND (concurrency_key IS NOT NULL));
 
-CREATE INDEX runs_queue_created ON aiki.runs USING btree (queue, created_at, id);
-
 CREATE INDEX runs_running ON aiki.runs USING btree (queue, concurrency_key) WHERE (status = 'running'::aiki.run_status);
 
-CREATE INDEX runs_status_created ON aiki.runs USING btree (status, created_at, id);
+CREATE INDEX runs_status_created ON aiki.runs USING btree (status, created_at, id) WHERE (status <> 'completed'::aiki.run_status);
 
 CREATE INDEX runs_timers ON aiki.runs USING btree (available_at) WHERE (status = ANY (ARRAY['scheduled'::aiki.run_status, 'sleeping'::aiki.run_status, 'waiting'::aiki.run_status, 'retrying'::aiki.run_status, 'running'::aiki.run_status]));
 

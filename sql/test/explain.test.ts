@@ -134,7 +134,7 @@ describe("operator reads (search_runs, count_runs, list_queues)", () => {
   const cases: [string, string, string][] = [
     ["newest first", `select aiki.search_runs('{}', 50)`, "runs_created"],
     ["by status", `select aiki.search_runs('{"status": "failed"}', 50)`, "runs_status_created"],
-    ["by queue", `select aiki.search_runs('{"queue": "q3"}', 50)`, "runs_queue_created"],
+    ["by queue", `select aiki.search_runs('{"queue": "q3"}', 50)`, "runs_created"],
     ["by workflow", `select aiki.search_runs('{"workflow": "live"}', 50)`, "runs_by_workflow"],
     ["by idempotency key", `select aiki.search_runs('{"search": "key-17"}', 50)`, "runs_idempotency_key"],
     ["one day", `select aiki.search_runs('{"created_after": "2029-12-31T23:00:00Z", "created_before": "2029-12-31T23:30:00Z"}', 50)`, "runs_created"],
