@@ -344,6 +344,9 @@ begin
   perform aiki._notify_status(p_run.id, p_status);
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
+  elsif p_run.idempotency_key like 'schedule:%' then
+    -- A schedule's run: a buffer_one fire may wait for it (sql/72_schedules.sql).
+    perform aiki._schedule_run_finished(p_run);
   end if;
 end
 $$;

@@ -262,6 +262,8 @@ declare
   v_held boolean := false;
   v_next timestamptz;
   v_promoted uuid[] := '{}';
+  v_fire_due timestamptz;
+  v_fire_left boolean := false;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_limit is null or p_limit not between 1 and 1000 then
@@ -292,6 +294,12 @@ begin
       where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at is not null
       order by available_at limit 1) <= v_now then
     v_promoted := aiki._promote_due(v_now, greatest(p_limit, 100));
+  end if;
+  -- Schedules (sql/72_schedules.sql): the earliest due one, one probe of schedules_due. Due ones
+  -- start their runs here, before the leasing, so this claim may take them.
+  v_fire_due := (select due_at from aiki.schedules where not paused order by due_at limit 1);
+  if v_fire_due <= v_now then
+    select f.next_at, f.left_due into v_fire_due, v_fire_left from aiki._fire_schedules(v_now) f;
   end if;
 
   foreach v_queue in array p_queues loop
@@ -398,7 +406,9 @@ begin
      where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at > v_now
        and not (id = any(v_ids));
   end if;
-  return v_result || jsonb_build_object('next_due_at', v_next, 'skipped', v_skipped, 'held', v_held);
+  -- The next fire of a schedule counts as a timer; one left due is a skip (_fire_schedules).
+  return v_result || jsonb_build_object('next_due_at', least(v_next, v_fire_due),
+                                        'skipped', v_skipped or v_fire_left, 'held', v_held);
 end
 $$;
 

@@ -6,11 +6,15 @@
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                schema_version
+--                schema_version, get_schedule, list_schedules, cron_fires, and the schedule
+--                acts a client may take on runs too: pause_schedule, resume_schedule,
+--                trigger_schedule (a fire starts a run, as start_workflow does)
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run, record, next_due
+--                complete_run, fail_run, record, next_due, and create_schedule,
+--                update_schedule, delete_schedule: worker({ schedules }) makes the database
+--                match its code at start-up, and a worker may start any run anyway
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
 
@@ -34,7 +38,13 @@ grant execute on function
   aiki.count_runs(jsonb),
   aiki.run_timeline(uuid),
   aiki.list_workers(),
-  aiki.list_queues()
+  aiki.list_queues(),
+  aiki.get_schedule(text),
+  aiki.list_schedules(),
+  aiki.cron_fires(text, text, timestamptz, integer),
+  aiki.pause_schedule(text),
+  aiki.resume_schedule(text),
+  aiki.trigger_schedule(text)
 to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function
@@ -55,7 +65,10 @@ grant execute on function
   aiki.complete_run(uuid, uuid, jsonb),
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
-  aiki.next_due(text[], timestamptz)
+  aiki.next_due(text[], timestamptz),
+  aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer),
+  aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer),
+  aiki.delete_schedule(text)
 to aiki_worker, aiki_admin;
 
 grant execute on function

@@ -194,7 +194,8 @@ describe("functions", () => {
     // Exact for the client (the widest audience) and for the admin-only verbs; any other public
     // function is a worker call, so one added later is closed to clients unless listed here.
     const client = ["now", "schema_version", "start_workflow", "send_event", "cancel", "pause", "resume", "get_run", "find_run", "list_runs",
-      "retry_run", "search_runs", "count_runs", "run_timeline", "list_workers", "list_queues"];
+      "retry_run", "search_runs", "count_runs", "run_timeline", "list_workers", "list_queues",
+      "get_schedule", "list_schedules", "cron_fires", "pause_schedule", "resume_schedule", "trigger_schedule"];
     const adminOnly = ["set_queue", "pause_queue", "resume_queue", "purge_runs"];
     const rows = await h.sql`
       select p.proname,

@@ -58,7 +58,7 @@ export async function setNow(sql: Sql, iso: string): Promise<void> {
 
 /** Empties every engine table and puts the clock back at T0: each test starts from nothing. */
 export async function reset(sql: Sql): Promise<void> {
-  await sql`truncate aiki.runs, aiki.steps, aiki.events, aiki.queues, aiki.workers, aiki.run_attempts`;
+  await sql`truncate aiki.runs, aiki.steps, aiki.events, aiki.queues, aiki.workers, aiki.run_attempts, aiki.schedules`;
   await setNow(sql, T0);
 }
 
@@ -248,7 +248,8 @@ export async function tableCounts(sql: Sql): Promise<TableCounts> {
              (select string_agg(e::text, ',' order by e.id) from aiki.events e),
              (select string_agg(q::text, ',' order by q.name) from aiki.queues q),
              (select string_agg(w::text, ',' order by w.id) from aiki.workers w),
-             (select string_agg(a::text, ',' order by a.run_id, a.attempt) from aiki.run_attempts a))) as digest`;
+             (select string_agg(a::text, ',' order by a.run_id, a.attempt) from aiki.run_attempts a),
+             (select string_agg(c::text, ',' order by c.name) from aiki.schedules c))) as digest`;
   assert.ok(row);
   return row;
 }
