@@ -44,8 +44,25 @@ export interface Client {
   /** Reads one run (with its journal). */
   getRun(runId: string): Promise<engine.RunRecord>;
   listRuns(filter?: Parameters<typeof engine.listRuns>[1]): Promise<engine.RunSummary[]>;
+  /** The schedules in the database (declare them with schedule(…), sdk/definitions/schedule.ts). */
+  readonly schedules: ScheduleCalls;
   /** Ends the pool and the LISTEN connection. Stop this client's workers first. */
   close(): Promise<void>;
+}
+
+export interface ScheduleCalls {
+  /** Every schedule, by name. */
+  list(): Promise<engine.ScheduleInfo[]>;
+  /** One schedule; RunNotFoundError (AK002) when there is none of that name. */
+  get(name: string): Promise<engine.ScheduleInfo>;
+  /** Stops firing it (trigger still fires it). */
+  pause(name: string): Promise<engine.ScheduleInfo>;
+  /** Fires again from its next fire time after now; fires missed while paused never start. */
+  resume(name: string): Promise<engine.ScheduleInfo>;
+  /** Fires it now, under its overlap policy. */
+  trigger(name: string): Promise<engine.TriggerResult>;
+  /** Removes it (its runs stay); whether there was one. */
+  delete(name: string): Promise<boolean>;
 }
 
 export function client(options: ClientOptions = {}): Client {
@@ -77,6 +94,14 @@ export function client(options: ClientOptions = {}): Client {
     },
     getRun: (runId) => engine.getRun(sql, runId),
     listRuns: (filter) => engine.listRuns(sql, filter),
+    schedules: {
+      list: () => engine.listSchedules(sql),
+      get: (name) => engine.getSchedule(sql, name),
+      pause: (name) => engine.pauseSchedule(sql, name),
+      resume: (name) => engine.resumeSchedule(sql, name),
+      trigger: (name) => engine.triggerSchedule(sql, name),
+      delete: (name) => engine.deleteSchedule(sql, name),
+    },
     async close() {
       await notifications?.close();
       await sql.end({ timeout: 5 });

@@ -496,3 +496,79 @@ export async function purgeRuns(sql: Sql, finishedBefore: Date, batchSize: numbe
   const rows = await call(sql<{ n: number }[]>`select aiki.purge_runs(${finishedBefore}, ${batchSize}) as n`);
   return rows[0]!.n;
 }
+
+export type OverlapPolicy = "skip" | "buffer_one" | "allow" | "cancel_previous";
+
+/** A schedule as the engine returns it (aiki.get_schedule). */
+export interface ScheduleInfo {
+  name: string; workflow: string; version: string; cron: string; timezone: string; input: unknown;
+  overlap: OverlapPolicy; catchup_ms: number; queue: string; priority: number; paused: boolean;
+  /** Null while paused. */
+  next_fire_at: string | null;
+  last_fire_at: string | null; last_run_id: string | null; last_run_status: RunStatus | null;
+  /** buffer_one: the fire waiting for the previous run to end. */
+  buffered_at: string | null;
+  /** Why the latest fire could not start its run, or null. */
+  last_error: string | null;
+  created_at: string; updated_at: string;
+}
+
+export interface ScheduleDefinition {
+  name: string; workflow: string; version: string; cron: string; timezone: string; input: unknown;
+  overlap: OverlapPolicy; catchupMs: number; queue: string; priority: number;
+}
+
+export interface TriggerResult {
+  fired_at: string;
+  action: "started" | "skipped" | "buffered";
+  /** The run the fire started; null when skipped or buffered. */
+  run_id: string | null;
+  schedule: ScheduleInfo;
+}
+
+/** create_schedule: idempotent on the same definition; another one under the name is AK004. */
+export async function createSchedule(sql: Sql, d: ScheduleDefinition): Promise<ScheduleInfo> {
+  const rows = await call(sql<{ s: ScheduleInfo }[]>`
+    select aiki.create_schedule(${d.name}, ${d.workflow}, ${d.version}, ${d.cron}, ${jsonb(sql, d.input, "schedule input")}::jsonb,
+                                ${d.timezone}, ${d.overlap}, ${d.catchupMs}, ${d.queue}, ${d.priority}) as s`);
+  return rows[0]!.s;
+}
+
+/** update_schedule with every field: the schedule becomes `d` (its paused flag stays). */
+export async function updateSchedule(sql: Sql, d: ScheduleDefinition): Promise<ScheduleInfo> {
+  const rows = await call(sql<{ s: ScheduleInfo }[]>`
+    select aiki.update_schedule(${d.name}, ${d.workflow}, ${d.version}, ${d.cron}, ${jsonb(sql, d.input, "schedule input")}::jsonb,
+                                ${d.timezone}, ${d.overlap}, ${d.catchupMs}, ${d.queue}, ${d.priority}) as s`);
+  return rows[0]!.s;
+}
+
+export async function getSchedule(sql: Sql, name: string): Promise<ScheduleInfo> {
+  const rows = await call(sql<{ s: ScheduleInfo }[]>`select aiki.get_schedule(${name}) as s`);
+  return rows[0]!.s;
+}
+
+export async function listSchedules(sql: Sql): Promise<ScheduleInfo[]> {
+  const rows = await call(sql<{ s: ScheduleInfo[] }[]>`select aiki.list_schedules() as s`);
+  return rows[0]!.s;
+}
+
+export async function pauseSchedule(sql: Sql, name: string): Promise<ScheduleInfo> {
+  const rows = await call(sql<{ s: ScheduleInfo }[]>`select aiki.pause_schedule(${name}) as s`);
+  return rows[0]!.s;
+}
+
+export async function resumeSchedule(sql: Sql, name: string): Promise<ScheduleInfo> {
+  const rows = await call(sql<{ s: ScheduleInfo }[]>`select aiki.resume_schedule(${name}) as s`);
+  return rows[0]!.s;
+}
+
+export async function triggerSchedule(sql: Sql, name: string): Promise<TriggerResult> {
+  const rows = await call(sql<{ t: TriggerResult }[]>`select aiki.trigger_schedule(${name}) as t`);
+  return rows[0]!.t;
+}
+
+/** Whether there was such a schedule. */
+export async function deleteSchedule(sql: Sql, name: string): Promise<boolean> {
+  const rows = await call(sql<{ deleted: boolean }[]>`select aiki.delete_schedule(${name}) as deleted`);
+  return rows[0]!.deleted;
+}

@@ -6,7 +6,10 @@ export {
 } from "./definitions/workflow.js";
 export type { Logger } from "./logger.js";
 export { event, type EventDefinition, type EventWaitResult } from "./definitions/event.js";
-export { client, type Client, type ClientOptions } from "./client.js";
+export { client, type Client, type ClientOptions, type ScheduleCalls } from "./client.js";
+export {
+  schedule, removedSchedule, Schedule, RemovedSchedule, type ScheduleOptions,
+} from "./definitions/schedule.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
 export { dashboard, type Dashboard, type DashboardOptions } from "./dashboard/server.js";
@@ -15,5 +18,7 @@ export { relay, type RelayOptions, type RelayHandle, type RelayStats } from "./r
 export type { Duration } from "./duration.js";
 export type { RetryPolicy } from "./retry.js";
 export type { Schema } from "./schema.js";
-export type { RunStatus, RunRecord, RunSummary, StepRecord } from "./engine.js";
+export type {
+  RunStatus, RunRecord, RunSummary, StepRecord, ScheduleInfo, TriggerResult, OverlapPolicy,
+} from "./engine.js";
 export * from "./errors.js";

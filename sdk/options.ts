@@ -98,9 +98,24 @@ export const workerRules: Rules = {
   inlineRetryMaxMs: number,
   shutdownTimeoutMs: number,
   id: string,
+  schedules: rule("an array of schedule(…) and removedSchedule(…)", (v) =>
+    Array.isArray(v) && v.every((s) => isObject(s) && typeof s.name === "string" && typeof s.apply === "function")),
   relay: rule("a relay options object { url, blockMs?, claimIdleMs? }", isObject, {
     inner: (v, where) => check(where, v, { url: required(string), blockMs: number, claimIdleMs: number }),
   }),
+};
+export const scheduleRules: Rules = {
+  name: required(string),
+  workflow: required(rule("a workflow version (workflow(…).v(…))", (v) =>
+    isObject(v) && typeof v.key === "string" && typeof v.name === "string" && isObject(v.options))),
+  cron: required(string),
+  timezone: string,
+  input: rule("any value", () => true),
+  overlap: rule('"skip", "buffer_one", "allow" or "cancel_previous"', (v) =>
+    typeof v === "string" && ["skip", "buffer_one", "allow", "cancel_previous"].includes(v)),
+  catchup: duration,
+  queue: string,
+  priority: number,
 };
 export const relayRules: Rules = {
   client: required(rule("a client (client({ url }))", (v) => isObject(v) && typeof v.sql === "function")),

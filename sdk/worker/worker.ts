@@ -30,6 +30,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Client } from "../client.js";
 import type { WorkflowVersion } from "../definitions/workflow.js";
+import type { RemovedSchedule, Schedule } from "../definitions/schedule.js";
 import * as engine from "../engine.js";
 import { isConnectionError } from "../db/pool.js";
 import { AikiError, DefinitionError, InvalidInputError, serializeError } from "../errors.js";
@@ -75,6 +76,12 @@ export interface WorkerOptions {
   shutdownTimeoutMs?: number;
   /** Worker id recorded as lease owner. Default: host-pid-random. */
   id?: string;
+  /**
+   * Schedules to make the database match at start-up, in order: each schedule(…) is created or
+   * updated; a removedSchedule(name) is deleted. Schedules not listed are left alone. A bad one
+   * fails the spawn (AK003). Default: none.
+   */
+  schedules?: (Schedule | RemovedSchedule)[];
 }
 
 export interface WorkerStats {
@@ -160,6 +167,8 @@ class Worker implements WorkerHandle {
   private trouble: string | undefined;
   /** Whether the last registration failed other than by a lost connection (logged once). */
   private unregistered = false;
+  /** The `schedules` not applied yet (the database was out of reach at spawn). */
+  private readonly unapplied: (Schedule | RemovedSchedule)[];
 
   private constructor(
     private readonly client: Client,
@@ -174,6 +183,7 @@ class Worker implements WorkerHandle {
     this.pollMs = options.pollMs ?? ((options.listen ?? true) ? 30_000 : 5_000);
     this.alarm = new Alarm(this.pollMs);
     this.recorder = new Recorder(client.sql);
+    this.unapplied = [...(options.schedules ?? [])];
   }
 
   static async spawn(client: Client, options: WorkerOptions, registered: Map<string, WorkflowVersion>, concurrency: number) {
@@ -183,6 +193,7 @@ class Worker implements WorkerHandle {
     try {
       await client.ready();
       await w.register();
+      await w.applySchedules();
     } catch (error) {
       if (!isConnectionError(error)) throw error;
       w.troubled("cannot reach the database", error);
@@ -213,6 +224,17 @@ class Worker implements WorkerHandle {
     const staleAfterMs = Math.min(86_400_000, Math.max(1_000, 3 * this.heartbeatMs));
     return engine.registerWorker(this.client.sql, this.id, this.keys, this.queues, staleAfterMs,
       { host: hostname(), pid: process.pid, concurrency: this.concurrency });
+  }
+
+  /**
+   * Makes the database's schedules match the worker's `schedules`, once: a spawn that could not
+   * reach the database does it on a later heartbeat tick.
+   */
+  private async applySchedules(): Promise<void> {
+    while (this.unapplied.length > 0) {
+      await this.unapplied[0]!.apply(this.client);
+      this.unapplied.shift();
+    }
   }
 
   /** Logs the first failure of an outage; the rest of it stays quiet until `recovered`. */
@@ -364,6 +386,7 @@ class Worker implements WorkerHandle {
 
   private async heartbeat(): Promise<void> {
     // Beside the lease renewal, not before it: a slow registration must not delay the leases.
+    if (this.unapplied.length > 0) void this.applySchedules().catch((error: unknown) => this.troubled("applying schedules failed", error));
     void this.register().then(() => (this.unregistered = false), (error: unknown) => {
       if (this.unregistered || isConnectionError(error)) return;
       this.unregistered = true;

@@ -1,0 +1,94 @@
+// Schedules in code: `schedule({ name, workflow, cron, … })` declares one, `.apply(client)` makes
+// the database match it (created, or updated when it differs), and `worker({ schedules })`
+// applies a list at start-up. A schedule is only removed when the code says so, with
+// `removedSchedule(name)` in the list: dropping a schedule from the code leaves it running, so
+// a deploy of a worker that does not know a schedule never deletes it. The engine fires
+// schedules (sql/72_schedules.sql); the SDK only declares them.
+import type { Client } from "../client.js";
+import { toMilliseconds, type Duration } from "../duration.js";
+import * as engine from "../engine.js";
+import { IdempotencyConflictError } from "../errors.js";
+import { check, scheduleRules } from "../options.js";
+import { validate } from "../schema.js";
+import type { WorkflowVersion } from "./workflow.js";
+
+export interface ScheduleOptions<I> {
+  /** 1-128 letters, digits or `_ . : / -`; the runs' idempotency keys are `schedule:<name>:<fire time>`. */
+  name: string;
+  /** The workflow version each fire starts. */
+  workflow: WorkflowVersion<I, any, any>;
+  /**
+   * Five fields (minute hour day-of-month month day-of-week), or six with seconds first;
+   * @hourly, @daily, @weekly, @monthly, @yearly; or `@every 30s` (fixed intervals).
+   */
+  cron: string;
+  /** IANA time zone the cron's local times are read in. Default: "UTC". */
+  timezone?: string;
+  /** Input of every run it starts (validated against the workflow's input schema). */
+  input?: I;
+  /** While the previous run is unfinished, a fire skips (default), buffers one, starts anyway, or cancels it. */
+  overlap?: engine.OverlapPolicy;
+  /** After downtime, fires missed by at most this long start too. Default: only the most recent. */
+  catchup?: Duration;
+  /** Default: the workflow version's queue, else "default". */
+  queue?: string;
+  priority?: number;
+}
+
+export class Schedule<I = any> {
+  readonly name: string;
+  private readonly input: I;
+
+  constructor(readonly options: ScheduleOptions<I>) {
+    check("schedule option", options, scheduleRules);
+    this.name = options.name;
+    this.input = validate(options.workflow.options.schema?.input, options.input, `input of schedule ${options.name}`);
+  }
+
+  /** The engine's fields for this schedule. */
+  definition(): engine.ScheduleDefinition {
+    const o = this.options;
+    return {
+      name: o.name, workflow: o.workflow.name, version: o.workflow.version, cron: o.cron,
+      timezone: o.timezone ?? "UTC", input: this.input ?? null, overlap: o.overlap ?? "skip",
+      catchupMs: o.catchup === undefined ? 0 : toMilliseconds(o.catchup),
+      queue: o.queue ?? o.workflow.options.queue ?? "default", priority: o.priority ?? 0,
+    };
+  }
+
+  /**
+   * Makes the database's schedule of this name match this one: creates it, or updates the one
+   * there (a paused schedule stays paused). AK003 on a bad cron, zone or name, nothing written.
+   */
+  async apply(client: Client): Promise<engine.ScheduleInfo> {
+    await client.ready();
+    const definition = this.definition();
+    try {
+      return await engine.createSchedule(client.sql, definition);
+    } catch (error) {
+      if (!(error instanceof IdempotencyConflictError)) throw error;
+      return engine.updateSchedule(client.sql, definition);
+    }
+  }
+}
+
+/** Declares a schedule; nothing is written until `.apply(client)` or a worker's start-up. */
+export function schedule<I>(options: ScheduleOptions<I>): Schedule<I> {
+  return new Schedule(options);
+}
+
+/** A schedule the code removes: `.apply(client)` deletes it, if it is there. */
+export class RemovedSchedule {
+  constructor(readonly name: string) {}
+
+  /** Whether there was such a schedule. */
+  async apply(client: Client): Promise<boolean> {
+    await client.ready();
+    return engine.deleteSchedule(client.sql, this.name);
+  }
+}
+
+/** Says, in a worker's `schedules`, that the schedule of this name must not exist. */
+export function removedSchedule(name: string): RemovedSchedule {
+  return new RemovedSchedule(name);
+}
