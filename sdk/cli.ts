@@ -4,6 +4,7 @@
 //   aiki bundle [--out FILE]    print or write aiki.sql (bundle.ts); --check fails when it is stale
 //   aiki relay --redis URL      relay wake-ups into Redis Streams until SIGINT/SIGTERM (relay/)
 //   aiki runs|workers|queues|purge …   see and steer runs (cli/runs.ts)
+//   aiki schedules list|pause|resume|trigger   see and steer schedules (cli/schedules.ts)
 //   aiki help [command]         usage; also `aiki <command> --help`
 //   aiki --version              the package's and the engine's versions
 //
@@ -21,6 +22,7 @@ import { packageSchemaVersion } from "./db/version.js";
 import { SchemaVersionError } from "./errors.js";
 import { dashboardHelp, runDashboard } from "./dashboard/command.js";
 import { operatorCommand, operatorHelp } from "./cli/runs.js";
+import { schedulesCommand, schedulesHelp } from "./cli/schedules.js";
 
 const packageRoot = fileURLToPath(new URL("../", import.meta.url));
 const packagedBundle = resolve(packageRoot, "aiki.sql");
@@ -63,6 +65,7 @@ Commands:
   runs <verb>        See and steer runs: list, show, cancel, pause, resume, retry, send
   workers            Registered workers, alive or not, and the runs they hold
   queues             Queues: runs per status, oldest pending, limits, paused
+  schedules <verb>   Schedules: list, pause, resume, trigger
   purge              Delete runs finished before a time, in batches
   dashboard          Serve the web dashboard (runs, a run's timeline, workers, queues)
   help [command]     Show this help, or a command's (also: aiki <command> --help)
@@ -78,6 +81,7 @@ ${operatorHelp.runs}
 ${operatorHelp.workers}
 ${operatorHelp.queues}
 ${operatorHelp.purge}
+${schedulesHelp.schedules}
 ${dashboardHelp}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
@@ -270,6 +274,9 @@ export async function main(argv: string[]): Promise<number> {
       case "purge":
         await operatorCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, command, args);
         return 0;
+      case "schedules":
+        await schedulesCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, args);
+        return 0;
       case "help":
       case "--help":
       case "-h": {
@@ -278,6 +285,7 @@ export async function main(argv: string[]): Promise<number> {
         else if (topic === "migrate" || topic === "bundle" || topic === "relay") process.stdout.write(`Usage: ${help[topic]}`);
         else if (topic === "dashboard") process.stdout.write(`Usage: ${dashboardHelp}`);
         else if (operatorHelp[args.join(" ")]) process.stdout.write(`Usage: ${operatorHelp[args.join(" ")]}`);
+        else if (schedulesHelp[args.join(" ")]) process.stdout.write(`Usage: ${schedulesHelp[args.join(" ")]}`);
         else throw new CliError(`no help on ${JSON.stringify(args.join(" "))}: \`aiki help\` lists the commands`, 2);
         return 0;
       }
