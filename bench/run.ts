@@ -7,7 +7,8 @@
 // bench/RESULTS.md (only when every workload ran). Quick mode takes about three minutes on two
 // cores; --full about a quarter of an hour. The first two workloads' sizes follow the issue:
 // 20,000 / 200,000 one-task runs; the rest are scaled to keep the quick run short. The idle and
-// fleet workloads (issue 9) measure NOTIFY and, when a redis-server is at hand, the relay.
+// fleet workloads (issue 9) measure NOTIFY and, when a redis-server is at hand, the relay; the
+// schedules workload (issue 12) the claim's cost with 10,000 schedules.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -27,6 +28,7 @@ import { idle } from "./workloads/idle.js";
 import { latency } from "./workloads/latency.js";
 import { physical } from "./workloads/physical.js";
 import { scale } from "./workloads/scale.js";
+import { schedules } from "./workloads/schedules.js";
 import { throughput } from "./workloads/throughput.js";
 
 const quick: Settings = {
@@ -47,7 +49,7 @@ const full: Settings = {
   idleSleeps: 500, idleLanes: 2, fleetSamples: 300,
 };
 
-const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale", "idle", "fleet"] as const;
+const workloadIds = ["physical", "burn-down", "three-task", "latency", "events", "scale", "idle", "fleet", "schedules"] as const;
 type WorkloadId = (typeof workloadIds)[number];
 
 function parseArgs(argv: string[]) {
@@ -184,6 +186,10 @@ try {
     const r = await fleet(ctx);
     sections.push(...r.sections);
     measured.fleet = r.results;
+  });
+  await run("schedules", async () => {
+    const r = await schedules(ctx);
+    sections.push(...r.sections);
   });
 
   const info = await postgresInfo(server.adminUrl);
