@@ -396,6 +396,7 @@ begin
 --   last_fire_at     the latest fire handled (started, skipped or buffered); last_run_id the
 --                    latest run a fire started
 --   last_error       why the latest fire could not start its run (the claim goes on)
+--   retry            the run retry policy of the runs it starts (aiki._check_retry's form)
 
 create table aiki.schedules (
   name          text not null,
@@ -417,6 +418,7 @@ create table aiki.schedules (
   queue         text not null,
   last_error    text,
   input         jsonb,
+  retry         jsonb not null,
   constraint schedules_pkey primary key (name),
   constraint schedules_overlap check (overlap in ('skip', 'buffer_one', 'allow', 'cancel_previous'))
 );
@@ -3376,7 +3378,8 @@ as $$
     'name', p_schedule.name, 'workflow', p_schedule.workflow, 'version', p_schedule.version,
     'cron', p_schedule.cron, 'timezone', p_schedule.timezone, 'input', p_schedule.input,
     'overlap', p_schedule.overlap, 'catchup_ms', p_schedule.catchup_ms,
-    'queue', p_schedule.queue, 'priority', p_schedule.priority, 'paused', p_schedule.paused,
+    'queue', p_schedule.queue, 'priority', p_schedule.priority, 'retry', p_schedule.retry,
+    'paused', p_schedule.paused,
     'next_fire_at', case when not p_schedule.paused then p_schedule.next_fire_at end,
     'last_fire_at', p_schedule.last_fire_at, 'last_run_id', p_schedule.last_run_id,
     'last_run_status', (select r.status from aiki.runs r where r.id = p_schedule.last_run_id),
@@ -3512,7 +3515,7 @@ begin
   if v_s.buffered_at is not null and not v_open then
     select r.run_id into v_s.last_run_id
       from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_s.buffered_at),
-                            v_s.queue, v_s.priority, null, null, null, null, null, 5, null, null) r;
+                            v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
     v_run_id := v_s.last_run_id;
     v_s.buffered_at := null;
     v_open := true;
@@ -3530,7 +3533,7 @@ begin
       end if;
       select r.run_id into v_s.last_run_id
         from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_fire),
-                              v_s.queue, v_s.priority, null, null, null, null, null, 5, null, null) r;
+                              v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
       v_run_id := v_s.last_run_id;
       v_action := 'started';
       v_open := true;
@@ -3594,9 +3597,13 @@ create or replace function aiki._schedule_run_finished(p_run aiki.runs) returns 
 language plpgsql
 as $$
 declare
-  v_name text := substr(p_run.idempotency_key, 10, length(p_run.idempotency_key) - 9 - 25);
+  -- Any start may use such a key; only one a fire wrote names a schedule.
+  v_name text := substring(p_run.idempotency_key from '^schedule:(.+):\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$');
   v_queue text;
 begin
+  if v_name is null then
+    return;
+  end if;
   select queue into v_queue from aiki.schedules
    where name = v_name and last_run_id = p_run.id and buffered_at is not null
      for update skip locked;
@@ -3608,7 +3615,8 @@ end
 $$;
 
 -- Creates a schedule that starts p_workflow@p_version with p_input at each fire of p_cron in
--- p_timezone (an IANA name), on p_queue with p_priority. First fire: the next after now.
+-- p_timezone (an IANA name), on p_queue with p_priority and the run retry policy p_retry (as
+-- start_workflow's; null: never). First fire: the next after now.
 -- Idempotent: the same definition again returns the schedule unchanged; another definition under
 -- the name raises AK004 (use update_schedule). AK003 on bad input, naming field and value.
 -- Returns the schedule as JSON (get_schedule). Tells its queue's workers when it first fires.
@@ -3622,7 +3630,8 @@ create or replace function aiki.create_schedule(
   p_overlap text default 'skip',
   p_catchup_ms bigint default 0,
   p_queue text default 'default',
-  p_priority integer default 0)
+  p_priority integer default 0,
+  p_retry jsonb default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -3632,12 +3641,13 @@ declare
   v_spec jsonb := aiki._check_schedule(p_name, p_workflow, p_version, p_cron, p_input, p_timezone,
                                        p_overlap, p_catchup_ms, p_queue, p_priority, v_now);
   v_next timestamptz := aiki._cron_next(v_spec, p_timezone, v_now);
+  v_retry jsonb := aiki._check_retry(p_retry);
   v_s aiki.schedules;
 begin
   insert into aiki.schedules (name, next_fire_at, due_at, created_at, updated_at, catchup_ms, priority,
-                              workflow, version, cron, timezone, overlap, queue, input)
+                              workflow, version, cron, timezone, overlap, queue, input, retry)
   values (p_name, v_next, v_next, v_now, v_now, p_catchup_ms, p_priority,
-          p_workflow, p_version, p_cron, p_timezone, p_overlap, p_queue, p_input)
+          p_workflow, p_version, p_cron, p_timezone, p_overlap, p_queue, p_input, v_retry)
   on conflict (name) do nothing
   returning * into v_s;
   if found then
@@ -3647,7 +3657,7 @@ begin
   select * into v_s from aiki.schedules where name = p_name;
   if (v_s.workflow, v_s.version, v_s.cron, v_s.timezone, v_s.overlap, v_s.catchup_ms, v_s.queue, v_s.priority)
      is distinct from (p_workflow, p_version, p_cron, p_timezone, p_overlap, p_catchup_ms, p_queue, p_priority)
-     or v_s.input is distinct from p_input then
+     or v_s.input is distinct from p_input or v_s.retry is distinct from v_retry then
     raise exception using errcode = 'AK004',
       message = format('schedule %s already exists with another definition', p_name),
       hint = 'use update_schedule to change it, or delete_schedule first';
@@ -3656,7 +3666,8 @@ begin
 end
 $$;
 
--- Changes the given fields of a schedule (null keeps one; p_input 'null'::jsonb sets JSON null).
+-- Changes the given fields of a schedule (null keeps one; p_input 'null'::jsonb sets JSON null,
+-- p_retry '{"type": "never"}' removes a retry policy).
 -- A new cron or zone moves the next fire to the first after now. AK002 when there is no such
 -- schedule; AK003 on bad input, nothing written.
 create or replace function aiki.update_schedule(
@@ -3669,7 +3680,8 @@ create or replace function aiki.update_schedule(
   p_overlap text default null,
   p_catchup_ms bigint default null,
   p_queue text default null,
-  p_priority integer default null)
+  p_priority integer default null,
+  p_retry jsonb default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -3698,6 +3710,7 @@ begin
          timezone = coalesce(p_timezone, timezone), overlap = coalesce(p_overlap, overlap),
          catchup_ms = coalesce(p_catchup_ms, catchup_ms), queue = coalesce(p_queue, queue),
          priority = coalesce(p_priority, priority),
+         retry = case when p_retry is null then retry else aiki._check_retry(p_retry) end,
          next_fire_at = v_next,
          -- a buffered run's wake (due before the cursor) is kept
          due_at = least(v_next, case when due_at < next_fire_at then due_at end),
@@ -4375,8 +4388,8 @@ grant execute on function
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
   aiki.next_due(text[], timestamptz),
-  aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer),
-  aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer),
+  aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb),
+  aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb),
   aiki.delete_schedule(text)
 to aiki_worker, aiki_admin;
 

@@ -15,6 +15,7 @@
 --   last_fire_at     the latest fire handled (started, skipped or buffered); last_run_id the
 --                    latest run a fire started
 --   last_error       why the latest fire could not start its run (the claim goes on)
+--   retry            the run retry policy of the runs it starts (aiki._check_retry's form)
 
 create table aiki.schedules (
   name          text not null,
@@ -36,6 +37,7 @@ create table aiki.schedules (
   queue         text not null,
   last_error    text,
   input         jsonb,
+  retry         jsonb not null,
   constraint schedules_pkey primary key (name),
   constraint schedules_overlap check (overlap in ('skip', 'buffer_one', 'allow', 'cancel_previous'))
 );

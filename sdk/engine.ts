@@ -502,7 +502,7 @@ export type OverlapPolicy = "skip" | "buffer_one" | "allow" | "cancel_previous";
 /** A schedule as the engine returns it (aiki.get_schedule). */
 export interface ScheduleInfo {
   name: string; workflow: string; version: string; cron: string; timezone: string; input: unknown;
-  overlap: OverlapPolicy; catchup_ms: number; queue: string; priority: number; paused: boolean;
+  overlap: OverlapPolicy; catchup_ms: number; queue: string; priority: number; retry: unknown; paused: boolean;
   /** Null while paused. */
   next_fire_at: string | null;
   last_fire_at: string | null; last_run_id: string | null; last_run_status: RunStatus | null;
@@ -516,6 +516,8 @@ export interface ScheduleInfo {
 export interface ScheduleDefinition {
   name: string; workflow: string; version: string; cron: string; timezone: string; input: unknown;
   overlap: OverlapPolicy; catchupMs: number; queue: string; priority: number;
+  /** The run retry policy of the runs it starts. */
+  retry: unknown;
 }
 
 export interface TriggerResult {
@@ -530,7 +532,8 @@ export interface TriggerResult {
 export async function createSchedule(sql: Sql, d: ScheduleDefinition): Promise<ScheduleInfo> {
   const rows = await call(sql<{ s: ScheduleInfo }[]>`
     select aiki.create_schedule(${d.name}, ${d.workflow}, ${d.version}, ${d.cron}, ${jsonb(sql, d.input, "schedule input")}::jsonb,
-                                ${d.timezone}, ${d.overlap}, ${d.catchupMs}, ${d.queue}, ${d.priority}) as s`);
+                                ${d.timezone}, ${d.overlap}, ${d.catchupMs}, ${d.queue}, ${d.priority},
+                                ${jsonb(sql, d.retry)}::jsonb) as s`);
   return rows[0]!.s;
 }
 
@@ -538,7 +541,8 @@ export async function createSchedule(sql: Sql, d: ScheduleDefinition): Promise<S
 export async function updateSchedule(sql: Sql, d: ScheduleDefinition): Promise<ScheduleInfo> {
   const rows = await call(sql<{ s: ScheduleInfo }[]>`
     select aiki.update_schedule(${d.name}, ${d.workflow}, ${d.version}, ${d.cron}, ${jsonb(sql, d.input, "schedule input")}::jsonb,
-                                ${d.timezone}, ${d.overlap}, ${d.catchupMs}, ${d.queue}, ${d.priority}) as s`);
+                                ${d.timezone}, ${d.overlap}, ${d.catchupMs}, ${d.queue}, ${d.priority},
+                                ${jsonb(sql, d.retry)}::jsonb) as s`);
   return rows[0]!.s;
 }
 

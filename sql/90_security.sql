@@ -66,8 +66,8 @@ grant execute on function
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
   aiki.next_due(text[], timestamptz),
-  aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer),
-  aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer),
+  aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb),
+  aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb),
   aiki.delete_schedule(text)
 to aiki_worker, aiki_admin;
 

@@ -114,6 +114,7 @@ create table aiki.schedules (
   queue text not null,
   last_error text,
   input jsonb,
+  retry jsonb not null,
   constraint schedules_overlap CHECK ((overlap = ANY (ARRAY['skip'::text, 'buffer_one'::text, 'allow'::text, 'cancel_previous'::text]))),
   constraint schedules_pkey PRIMARY KEY (name)
 );
@@ -385,9 +386,9 @@ create function aiki.count_runs(p_filter jsonb DEFAULT '{}'::jsonb) returns json
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.count_runs(jsonb) to aiki_admin, aiki_client, aiki_worker;
 
-create function aiki.create_schedule(p_name text, p_workflow text, p_version text, p_cron text, p_input jsonb DEFAULT 'null'::jsonb, p_timezone text DEFAULT 'UTC'::text, p_overlap text DEFAULT 'skip'::text, p_catchup_ms bigint DEFAULT 0, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0) returns jsonb
+create function aiki.create_schedule(p_name text, p_workflow text, p_version text, p_cron text, p_input jsonb DEFAULT 'null'::jsonb, p_timezone text DEFAULT 'UTC'::text, p_overlap text DEFAULT 'skip'::text, p_catchup_ms bigint DEFAULT 0, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_retry jsonb DEFAULT NULL::jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer) to aiki_admin, aiki_worker;
+grant execute on function aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.cron_fires(p_cron text, p_timezone text DEFAULT 'UTC'::text, p_after timestamp with time zone DEFAULT NULL::timestamp with time zone, p_count integer DEFAULT 10) returns SETOF timestamp with time zone
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
@@ -541,9 +542,9 @@ create function aiki.unregister_worker(p_worker text) returns void
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.unregister_worker(text) to aiki_admin, aiki_worker;
 
-create function aiki.update_schedule(p_name text, p_workflow text DEFAULT NULL::text, p_version text DEFAULT NULL::text, p_cron text DEFAULT NULL::text, p_input jsonb DEFAULT NULL::jsonb, p_timezone text DEFAULT NULL::text, p_overlap text DEFAULT NULL::text, p_catchup_ms bigint DEFAULT NULL::bigint, p_queue text DEFAULT NULL::text, p_priority integer DEFAULT NULL::integer) returns jsonb
+create function aiki.update_schedule(p_name text, p_workflow text DEFAULT NULL::text, p_version text DEFAULT NULL::text, p_cron text DEFAULT NULL::text, p_input jsonb DEFAULT NULL::jsonb, p_timezone text DEFAULT NULL::text, p_overlap text DEFAULT NULL::text, p_catchup_ms bigint DEFAULT NULL::bigint, p_queue text DEFAULT NULL::text, p_priority integer DEFAULT NULL::integer, p_retry jsonb DEFAULT NULL::jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer) to aiki_admin, aiki_worker;
+grant execute on function aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.wait_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_child_id uuid) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

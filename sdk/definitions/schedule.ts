@@ -53,6 +53,8 @@ export class Schedule<I = any> {
       timezone: o.timezone ?? "UTC", input: this.input ?? null, overlap: o.overlap ?? "skip",
       catchupMs: o.catchup === undefined ? 0 : toMilliseconds(o.catchup),
       queue: o.queue ?? o.workflow.options.queue ?? "default", priority: o.priority ?? 0,
+      // The workflow version's run retry policy, as its start() passes it; none: never retry.
+      retry: o.workflow.options.retry ?? { type: "never" },
     };
   }
 

@@ -99,6 +99,22 @@ describe("schedules in the SDK", () => {
     assert.equal((await env.aiki.getRun(fired.run_id!)).id, run.id, "its runs stay");
   });
 
+  it("a fire starts its run as the workflow version's start() would: its queue and run retry policy", async () => {
+    const retried = workflow({ name: unique("retried") }).v("1", {
+      queue: unique("lane"),
+      retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 10 },
+      async handler() {
+        return null;
+      },
+    });
+    const name = unique("retried-daily");
+    await schedule({ name, workflow: retried, cron: "@daily" }).apply(env.aiki);
+    const fired = await env.aiki.schedules.trigger(name);
+    const [run] = await env.sql`select queue, retry from aiki.runs where id = ${fired.run_id}`;
+    assert.equal(run!.queue, retried.options.queue);
+    assert.deepEqual(run!.retry, { type: "fixed", maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 3600000, factor: 2 });
+  });
+
   it("bad schedules are refused: options by shape at once, values by the engine (AK003) with nothing written", async () => {
     assert.throws(() => schedule({ name: "x", workflow: report, cron: "@daily", timezone: "UTC", catchUp: 5 } as any),
       (e: unknown) => e instanceof DefinitionError && /unknown schedule option `catchUp`: did you mean `catchup`\?/.test(e.message));

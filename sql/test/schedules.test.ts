@@ -269,6 +269,20 @@ describe("schedule verbs", () => {
     await expectSqlState(h.sql`select aiki.get_schedule('b')`, "AK002", /schedule 'b' not found/);
   });
 
+  it("a fire starts its run with the schedule's input, queue, priority and run retry policy", async () => {
+    await setNow(h.sql, "2027-01-04T00:00:00Z");
+    await h.sql`select aiki.create_schedule('tick', 'report', '1.0.0', '@hourly', '{"n": 1}', p_queue => 'reports',
+                                            p_priority => 7, p_retry => '{"type": "fixed", "maxAttempts": 3, "baseDelayMs": 500}')`;
+    await h.sql`select aiki.trigger_schedule('tick')`;
+    const [run] = await h.sql`select input, queue, priority, retry from aiki.runs`;
+    assert.deepEqual({ ...run }, {
+      input: { n: 1 }, queue: "reports", priority: 7,
+      retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 500, maxDelayMs: 3600000, factor: 2 },
+    });
+    await expectRejected(h.sql, () => h.sql`select aiki.update_schedule('tick', p_retry => '{"type": "sometimes"}')`,
+      "AK003", /invalid retry policy type 'sometimes'/);
+  });
+
   it("trigger_schedule starts a run now, keyed by the instant; twice at one instant starts one run", async () => {
     await setNow(h.sql, "2027-01-04T10:11:12.345Z");
     await create({ cron: "@daily", overlap: "allow", input: { n: 1 } });
