@@ -98,11 +98,11 @@ export const workerRules: Rules = {
   inlineRetryMaxMs: number,
   shutdownTimeoutMs: number,
   id: string,
-  schedules: rule("an array of schedule(…) and removedSchedule(…)", (v) =>
-    Array.isArray(v) && v.every((s) => isObject(s) && typeof s.name === "string" && typeof s.apply === "function")),
   relay: rule("a relay options object { url, blockMs?, claimIdleMs? }", isObject, {
     inner: (v, where) => check(where, v, { url: required(string), blockMs: number, claimIdleMs: number }),
   }),
+  schedules: rule("an array of schedule(…) and removedSchedule(…)", (v) =>
+    Array.isArray(v) && v.every((s) => isObject(s) && typeof s.name === "string" && typeof s.apply === "function")),
 };
 export const scheduleRules: Rules = {
   name: required(string),
