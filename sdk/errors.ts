@@ -13,7 +13,7 @@ export class AikiError extends Error {
 
 /** AK001: the worker's lease on the run is gone (expired and reclaimed, cancelled, paused). */
 export class LeaseLostError extends AikiError {}
-/** AK002: no run with that id or idempotency key. */
+/** AK002: no run with that id or idempotency key (or no schedule with that name). */
 export class RunNotFoundError extends AikiError {}
 /** AK003: a name, version, duration, option or payload is malformed. */
 export class InvalidInputError extends AikiError {}

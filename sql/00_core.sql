@@ -22,7 +22,7 @@
 --
 -- SQLSTATE catalogue (mapped one-for-one to error classes in sdk/errors.ts)
 --   AK001 lease_lost          the caller's lease token is stale, expired, or the run left `running`
---   AK002 not_found           no run with that id / idempotency key
+--   AK002 not_found           no run with that id / idempotency key, no schedule with that name
 --   AK003 invalid_input       a name, version, duration, option or payload is malformed
 --   AK004 idempotency_conflict same idempotency key, different workflow version or input
 --   AK005 invalid_transition  the run's status does not allow this act (e.g. send to a finished run)
