@@ -3052,13 +3052,16 @@ $$;
 --   cancel_previous  cancels the previous run, then starts a run
 -- Catch-up: a schedule whose fires were missed (no worker claimed) starts the most recent missed
 -- fire only, unless its catch-up window lets the fires missed by at most that long start too, at
--- most 100 per claim. A paused schedule misses nothing: resume fires from the next fire after now.
+-- most 100 per claim (the next claim goes on). Fires that fall while a schedule is paused are
+-- dropped: resume fires from the next fire after now.
 --
 -- Locks: a schedule's row, then its runs. Deciding buffer_one or cancel_previous needs the
 -- previous run's lock, so the run cannot end unseen meanwhile; a claim takes it SKIP LOCKED and
 -- leaves the schedule due for the next claim when the run is busy. _finish, holding a run, takes
 -- its schedule's row SKIP LOCKED: it never waits while holding a run, so the two cannot deadlock,
--- and a schedule it skips is one a claim holds, which re-reads the run under its lock.
+-- and a schedule it skips is one a claim (or trigger_schedule) holds, which re-reads the run
+-- under its lock. cancel_previous cancels through aiki.cancel, which waits for the locks of the
+-- previous run's unfinished descendants (held briefly by their workers' writes).
 
 -- The UTC offset of the zone at an instant.
 create or replace function aiki._tz_offset(p_tz text, p_at timestamptz) returns interval
@@ -3479,7 +3482,7 @@ begin
         v_fire := aiki._cron_next(v_spec, v_s.timezone, v_fire - interval '1 microsecond');
       end if;
       while v_fire < v_latest loop
-        if cardinality(v_fires) = 99 then
+        if cardinality(v_fires) = 100 then
           v_cursor := v_fire;
           exit;
         end if;
