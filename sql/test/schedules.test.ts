@@ -6,7 +6,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   backendPid, cancel, claim, completeRun, expectRejected, expectSqlState, harness, inFlight, jsonb, listen,
-  reset, setNow, startWorkflow, status, type Harness, type Sql,
+  reset, setNow, startWorkflow, status, waitUntilBlocked, type Harness, type Sql,
 } from "./support.js";
 
 let h: Harness;
@@ -520,6 +520,48 @@ describe("firing through claims", () => {
       });
       await claim(b, { queues: ["other"] });
       assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z")]);
+    });
+
+    it("buffer_one while the previous run is ending in another transaction: the claim leaves the fire due, never buffered and lost", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "buffer_one" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T02:00:00Z");
+      await a.begin(async (tx) => {
+        // A worker's completion holds the run (its _finish hook will look for a buffered fire).
+        await completeRun(tx as unknown as Sql, first);
+        const c = await claim(b, { queues: ["other"] });
+        assert.equal(c.skipped, true, "the fire is left due: the run it depends on is busy");
+        assert.equal((await schedule()).buffered_at, null);
+      });
+      const c = await claim(b, { queues: ["other"] });
+      assert.equal(c.skipped, false);
+      assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
+    });
+
+    it("buffer_one: a run ending while a claim buffers behind it wakes the schedule once the claim commits", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "buffer_one" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T02:00:00Z");
+      const pidB = await backendPid(b);
+      let ending!: ReturnType<typeof inFlight<unknown>>;
+      await a.begin(async (tx) => {
+        await tx`select aiki.claim('worker-a', null, array['other'], 1)`;
+        assert.equal((await tx<{ s: Schedule }[]>`select aiki.get_schedule('tick') as s`)[0]!.s.buffered_at !== null, true);
+        // The run's completion waits for the run's lock, which the buffering claim holds.
+        ending = inFlight(completeRun(b, first));
+        await waitUntilBlocked(h.db.sql, pidB);
+      });
+      await ending.promise;
+      assert.equal(ending.error, undefined);
+      const [row] = await h.sql<{ due: boolean }[]>`select due_at <= '2027-01-04T02:00:00Z' as due from aiki.schedules`;
+      assert.equal(row!.due, true, "the run's end made the schedule due at once");
+      const c = await claim(b, { queues: ["other"] });
+      assert.equal(c.skipped, false);
+      assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
     });
 
     it("claims racing over 50 fire times start each fire exactly once", async () => {
