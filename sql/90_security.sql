@@ -59,7 +59,7 @@ grant execute on function
 to aiki_worker, aiki_admin;
 
 grant execute on function
-  aiki.set_queue(text, integer, integer),
+  aiki.set_queue(text, integer, integer, integer, bigint, boolean),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
   aiki.purge_runs(timestamptz, integer)
