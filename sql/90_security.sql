@@ -10,7 +10,7 @@
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run, record, next_due
+--                complete_run, continue_as_new, fail_run, record, next_due
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
 --                purge_runs, and reading the tables directly
 
@@ -53,6 +53,7 @@ grant execute on function
   aiki.start_children(uuid, uuid, jsonb),
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
+  aiki.continue_as_new(uuid, uuid, jsonb, text),
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
   aiki.next_due(text[], timestamptz)
