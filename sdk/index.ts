@@ -2,11 +2,11 @@
 export { task, type Task, type TaskContext, type TaskOptions } from "./definitions/task.js";
 export {
   workflow, WorkflowVersion, type Workflow, type WorkflowRun, type WorkflowVersionOptions,
-  type StartOptions, type ChildStartOptions, type ChildRunHandle,
+  type StartOptions, type ChildStartOptions, type ChildRunHandle, type ContinueAsNew,
 } from "./definitions/workflow.js";
 export type { Logger } from "./logger.js";
 export { event, type EventDefinition, type EventWaitResult } from "./definitions/event.js";
-export { client, type Client, type ClientOptions } from "./client.js";
+export { client, type Client, type ClientOptions, type QueueOptions } from "./client.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
 export { dashboard, type Dashboard, type DashboardOptions } from "./dashboard/server.js";
