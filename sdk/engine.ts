@@ -511,21 +511,17 @@ export interface QueueSettings {
   ratePerKey?: boolean;
 }
 
-/** aiki.set_queue: replaces the queue's limits (a limit not given is removed); returns the row. */
-export async function setQueue(sql: Sql, name: string, settings: QueueSettings): Promise<{
-  name: string; concurrency_limit: number | null; key_concurrency_limit: number; paused: boolean;
-  rate_limit: number | null; rate_window_ms: number | null; rate_per_key: boolean;
-}> {
+/** aiki.set_queue: replaces the queue's limits (a limit not given is removed). */
+export async function setQueue(sql: Sql, name: string, settings: QueueSettings): Promise<void> {
   for (const [field, value] of Object.entries(settings)) {
     if (typeof value === "number" && !Number.isSafeInteger(value)) {
       throw new InvalidInputError("AK003", `invalid queue setting ${field} ${value}: use a whole number`);
     }
   }
-  const rows = await call(sql<{ queue: any }[]>`
-    select to_jsonb(aiki.set_queue(${name}, ${settings.concurrencyLimit ?? null}::integer,
+  await call(sql`
+    select from aiki.set_queue(${name}, ${settings.concurrencyLimit ?? null}::integer,
       ${settings.keyConcurrencyLimit ?? 1}::integer, ${settings.rateLimit ?? null}::integer,
-      ${settings.rateWindowMs ?? null}::bigint, ${settings.ratePerKey ?? false}) - 'updated_at') as queue`);
-  return rows[0]!.queue;
+      ${settings.rateWindowMs ?? null}::bigint, ${settings.ratePerKey ?? false})`);
 }
 
 export async function listQueues(sql: Sql): Promise<QueueInfo[]> {
