@@ -1489,34 +1489,42 @@ begin
     v_window_end := date_bin(v_queue.rate_window_ms * interval '1 millisecond', p_now, timestamptz 'epoch')
                     + v_queue.rate_window_ms * interval '1 millisecond';
   end if;
+  -- Under a rate limit every run the concurrency limits let through is a candidate (limit null
+  -- is no limit), and the rate filter below takes the first p_want the window allows.
   v_chosen := case when v_want <= 0 then '{}' else array(
+      select c.id from (
+        select p.id, p.priority, p.available_at, p.concurrency_key,
+               row_number() over (partition by p.concurrency_key
+                                  order by p.priority desc, p.available_at) as key_rank
+        from aiki.runs p
+        where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
+          and (not p_keyed_only or p.concurrency_key is not null)
+          and (p_workflows is null or p.workflow || '@' || p.version = any(p_workflows))
+      ) c
+      where c.concurrency_key is null
+         or c.key_rank + (select count(*) from aiki.runs x
+                          where x.status = 'running' and x.queue = p_queue
+                            and x.concurrency_key = c.concurrency_key)
+            <= coalesce(v_queue.key_concurrency_limit, 1)
+      order by c.priority desc, c.available_at
+      limit case when v_queue.rate_limit is null then v_want end) end;
+  if v_queue.rate_limit is not null and cardinality(v_chosen) > 0 then
+    v_chosen := array(
       select d.id from (
-        select c.id, c.priority, c.available_at, c.started_at, c.bucket,
-               row_number() over (partition by c.bucket, c.started_at is null
-                                  order by c.priority desc, c.available_at) as rate_rank
-        from (
-          select p.id, p.priority, p.available_at, p.concurrency_key, p.started_at,
-                 case when v_queue.rate_per_key then coalesce(p.concurrency_key, '') else '' end as bucket,
-                 row_number() over (partition by p.concurrency_key
-                                    order by p.priority desc, p.available_at) as key_rank
-          from aiki.runs p
-          where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
-            and (not p_keyed_only or p.concurrency_key is not null)
-            and (p_workflows is null or p.workflow || '@' || p.version = any(p_workflows))
-        ) c
-        where c.concurrency_key is null
-           or c.key_rank + (select count(*) from aiki.runs x
-                            where x.status = 'running' and x.queue = p_queue
-                              and x.concurrency_key = c.concurrency_key)
-              <= coalesce(v_queue.key_concurrency_limit, 1)
+        select u.id, u.ord, r.started_at, b.bucket,
+               row_number() over (partition by b.bucket, r.started_at is null order by u.ord) as rate_rank
+        from unnest(v_chosen) with ordinality u(id, ord)
+        join aiki.runs r on r.id = u.id
+        cross join lateral (select case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end) b(bucket)
       ) d
-      where v_queue.rate_limit is null or d.started_at is not null
+      where d.started_at is not null
          or d.rate_rank + coalesce((select q.started from aiki.queue_rates q
                                      where q.queue = p_queue and q.bucket = d.bucket
                                        and q.window_end = v_window_end), 0)
             <= v_queue.rate_limit
-      order by d.priority desc, d.available_at
-      limit v_want) end;
+      order by d.ord
+      limit v_want);
+  end if;
   ids := array(
     select r.id from aiki.runs r
     where r.id = any(v_chosen) and r.status = 'pending'
