@@ -129,6 +129,16 @@ describe("continue_as_new", () => {
     assert.deepEqual([await status(h.sql, first.id), await status(h.sql, next)], ["continued", "cancelled"]);
   });
 
+  it("pause and resume of a continued run act on the chain's newest run", async () => {
+    const first = await startAndClaim(h.sql);
+    const next = await continueAsNew(h.sql, first, null);
+    const [p] = await h.sql`select aiki.pause(${first.id}::uuid) as s`;
+    assert.equal(p!.s, "paused");
+    assert.deepEqual([await status(h.sql, first.id), await status(h.sql, next)], ["continued", "paused"]);
+    const [r] = await h.sql`select aiki.resume(${first.id}::uuid) as s`;
+    assert.deepEqual([r!.s, await status(h.sql, next)], ["pending", "pending"]);
+  });
+
   it("cancels the continued run's unfinished children: nothing can wait for them any more", async () => {
     const first = await startAndClaim(h.sql, { workflow: "parent" });
     const [childId] = await startChildren(h.sql, first, [{ key: "child#1", workflow: "wf", version: "1.0.0" }]);
