@@ -64,7 +64,8 @@ Commands:
   relay              Relay the engine's wake-ups into Redis Streams, for worker({ relay })
   runs <verb>        See and steer runs: list, show, cancel, pause, resume, retry, send
   workers            Registered workers, alive or not, and the runs they hold
-  queues             Queues: runs per status, oldest pending, limits, paused
+  queues             Queues: runs per status, oldest pending, limits, paused; queues set <queue>
+                     sets concurrency and rate limits
   schedules <verb>   Schedules: list, pause, resume, trigger
   purge              Delete runs finished before a time, in batches
   dashboard          Serve the web dashboard (runs, a run's timeline, workers, queues)
@@ -80,6 +81,7 @@ ${help.relay}
 ${operatorHelp.runs}
 ${operatorHelp.workers}
 ${operatorHelp.queues}
+${operatorHelp["queues set"]}
 ${operatorHelp.purge}
 ${schedulesHelp.schedules}
 ${dashboardHelp}`;

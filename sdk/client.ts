@@ -8,7 +8,8 @@ import { checkSchemaVersion } from "./db/version.js";
 import { InvalidInputError } from "./errors.js";
 import { Notifications } from "./listener.js";
 import { resolveLogger, type Logger } from "./logger.js";
-import { check, clientRules } from "./options.js";
+import { check, clientRules, queueRules } from "./options.js";
+import { toMilliseconds, type Duration } from "./duration.js";
 import * as engine from "./engine.js";
 
 export interface ClientOptions {
@@ -30,6 +31,15 @@ export interface ClientOptions {
   stallMs?: number;
 }
 
+export interface QueueOptions {
+  /** Runs of the queue running at once. Default: no limit. */
+  concurrencyLimit?: number;
+  /** Runs per concurrency key running at once. Default: 1. */
+  keyConcurrencyLimit?: number;
+  /** Runs started per window. Default: no limit. */
+  rateLimit?: { limit: number; per: Duration; perKey?: boolean };
+}
+
 export interface Client {
   readonly sql: Sql;
   readonly url: string;
@@ -41,6 +51,12 @@ export interface Client {
    * Workers and starts call it before their first query.
    */
   ready(): Promise<void>;
+  /**
+   * Sets a queue's limits (`aiki.set_queue`, admin role), replacing all it had: a limit left out
+   * is removed. `rateLimit`: at most `limit` runs start (their first lease) per window `per`,
+   * windows aligned to the Unix epoch; with `perKey`, per concurrency key. AK003 on bad limits.
+   */
+  setQueue(name: string, settings?: QueueOptions): Promise<engine.QueueInfo>;
   /** Reads one run (with its journal). */
   getRun(runId: string): Promise<engine.RunRecord>;
   listRuns(filter?: Parameters<typeof engine.listRuns>[1]): Promise<engine.RunSummary[]>;
@@ -91,6 +107,18 @@ export function client(options: ClientOptions = {}): Client {
         throw error;
       });
       return checked;
+    },
+    async setQueue(name, settings = {}) {
+      check("queue option", settings, queueRules);
+      await engine.setQueue(sql, name, {
+        concurrencyLimit: settings.concurrencyLimit,
+        keyConcurrencyLimit: settings.keyConcurrencyLimit,
+        rateLimit: settings.rateLimit?.limit,
+        rateWindowMs: settings.rateLimit === undefined ? undefined : toMilliseconds(settings.rateLimit.per),
+        ratePerKey: settings.rateLimit?.perKey,
+      });
+      const queues = await engine.listQueues(sql);
+      return queues.find((q) => q.name === name)!;
     },
     getRun: (runId) => engine.getRun(sql, runId),
     listRuns: (filter) => engine.listRuns(sql, filter),

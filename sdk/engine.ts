@@ -7,9 +7,10 @@ import { InvalidInputError, fromDatabaseError, type SerializedError } from "./er
 
 export type RunStatus =
   | "scheduled" | "pending" | "running" | "sleeping" | "waiting" | "retrying" | "paused"
-  | "completed" | "failed" | "cancelled";
+  | "completed" | "failed" | "cancelled" | "continued";
 
-export const terminalStatuses: ReadonlySet<RunStatus> = new Set(["completed", "failed", "cancelled"]);
+/** `continued`: the run ended by continuing as new; its chain goes on in a successor run. */
+export const terminalStatuses: ReadonlySet<RunStatus> = new Set(["completed", "failed", "cancelled", "continued"]);
 
 export type StepKind = "task" | "sleep" | "event" | "child" | "wait_child" | "value";
 
@@ -48,6 +49,11 @@ export interface RunRecord {
   finished_at: string | null;
   /** True while the run is pending and no live worker serves its workflow version and queue. */
   unserved?: boolean;
+  /** Continue-as-new links (get_run, find_run): the run before and after this one, null if none. */
+  continued_from?: string | null;
+  continued_to?: string | null;
+  /** The newest run of this run's continue-as-new chain: the run's own id outside a chain. */
+  latest_id?: string;
   journal?: StepRecord[];
 }
 
@@ -363,6 +369,16 @@ export async function completeRun(sql: Sql, runId: string, leaseToken: string, o
   await call(sql`select aiki.complete_run(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, output, "workflow output")}::jsonb)`);
 }
 
+/** Ends the run as `continued` and starts its successor with `input`; returns the successor's id. */
+export async function continueAsNew(
+  sql: Sql, runId: string, leaseToken: string, input: unknown, version?: string,
+): Promise<string> {
+  const rows = await call(sql<{ id: string }[]>`
+    select aiki.continue_as_new(${runId}::uuid, ${leaseToken}::uuid, ${jsonb(sql, input, "workflow input")}::jsonb,
+                                ${version ?? null}::text) as id`);
+  return rows[0]!.id;
+}
+
 /** One run's share of a `record` batch: task / value steps, then optionally the run's end. */
 export interface RecordWrite {
   run_id: string;
@@ -484,6 +500,28 @@ export interface QueueInfo {
   counts: Record<"pending" | "running" | "scheduled" | "sleeping" | "waiting" | "retrying" | "paused", number>;
   oldest_pending_at: string | null; oldest_pending_age_ms: number | null;
   concurrency_limit: number | null; key_concurrency_limit: number; paused: boolean;
+  rate_limit: number | null; rate_window_ms: number | null; rate_per_key: boolean;
+}
+
+export interface QueueSettings {
+  concurrencyLimit?: number | null;
+  keyConcurrencyLimit?: number;
+  rateLimit?: number | null;
+  rateWindowMs?: number | null;
+  ratePerKey?: boolean;
+}
+
+/** aiki.set_queue: replaces the queue's limits (a limit not given is removed). */
+export async function setQueue(sql: Sql, name: string, settings: QueueSettings): Promise<void> {
+  for (const [field, value] of Object.entries(settings)) {
+    if (typeof value === "number" && !Number.isSafeInteger(value)) {
+      throw new InvalidInputError("AK003", `invalid queue setting ${field} ${value}: use a whole number`);
+    }
+  }
+  await call(sql`
+    select from aiki.set_queue(${name}, ${settings.concurrencyLimit ?? null}::integer,
+      ${settings.keyConcurrencyLimit ?? 1}::integer, ${settings.rateLimit ?? null}::integer,
+      ${settings.rateWindowMs ?? null}::bigint, ${settings.ratePerKey ?? false})`);
 }
 
 export async function listQueues(sql: Sql): Promise<QueueInfo[]> {

@@ -47,6 +47,7 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
     this.events = events as HandleEvents<E>;
   }
 
+  /** This run's own status: `continued` once it continued as new (see waitForStatus). */
   async status(): Promise<engine.RunStatus> {
     return (await engine.getRun(this.client.sql, this.id)).status;
   }
@@ -59,22 +60,30 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
   /**
    * Resolves when the run reaches `status`, or when it ends in another terminal status, or after
    * `timeout`. Woken by the engine's `aiki_status` notifications; it re-reads on each.
+   * A run that continued as new (`run.continueAsNew`) is followed to the newest run of its chain,
+   * so the wait ends with the chain's final outcome; only a wait for `"continued"` itself stops at
+   * the first run that continued.
    */
   async waitForStatus(status: engine.RunStatus, options: { timeout?: Duration } = {}): Promise<WaitResult<O>> {
     check("wait option", options, waitRules);
     const timeoutMs = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
     const notifications = this.client.notifications();
     let wake: () => void = () => {};
+    let current = this.id;
     const unlisten = await notifications.listen("aiki_status", (payload) => {
-      if (payload.startsWith(this.id)) wake();
+      if (payload.startsWith(this.id) || payload.startsWith(current)) wake();
     });
     const unhook = notifications.onReconnect(() => wake());
     const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
     try {
       for (;;) {
         const signalled = new Promise<void>((resolve) => (wake = resolve));
-        const run = await engine.getRun(this.client.sql, this.id);
+        const run = await engine.getRun(this.client.sql, current);
         if (run.status === status) return { success: true, state: { status: run.status, output: run.output as O } };
+        if (run.status === "continued" && run.latest_id !== undefined && run.latest_id !== run.id) {
+          current = run.latest_id;
+          continue;
+        }
         if (engine.terminalStatuses.has(run.status)) {
           return { success: false, cause: "run_terminated", state: { status: run.status, error: run.error } };
         }
@@ -94,7 +103,10 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
     }
   }
 
-  /** Waits for completion and returns the output; throws RunFailedError if it failed or was cancelled. */
+  /**
+   * Waits for completion and returns the output; throws RunFailedError if it failed or was
+   * cancelled. Follows a continue-as-new chain to its last run, as waitForStatus does.
+   */
   async result(options: { timeout?: Duration } = {}): Promise<O> {
     const outcome = await this.waitForStatus("completed", options);
     if (outcome.success) return outcome.state.output;

@@ -2,11 +2,11 @@
 export { task, type Task, type TaskContext, type TaskOptions } from "./definitions/task.js";
 export {
   workflow, WorkflowVersion, type Workflow, type WorkflowRun, type WorkflowVersionOptions,
-  type StartOptions, type ChildStartOptions, type ChildRunHandle,
+  type StartOptions, type ChildStartOptions, type ChildRunHandle, type ContinueAsNew,
 } from "./definitions/workflow.js";
 export type { Logger } from "./logger.js";
 export { event, type EventDefinition, type EventWaitResult } from "./definitions/event.js";
-export { client, type Client, type ClientOptions, type ScheduleCalls } from "./client.js";
+export { client, type Client, type ClientOptions, type QueueOptions, type ScheduleCalls } from "./client.js";
 export {
   schedule, removedSchedule, Schedule, RemovedSchedule, type ScheduleOptions,
 } from "./definitions/schedule.js";

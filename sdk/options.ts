@@ -138,6 +138,10 @@ export const startRules: Rules = {
 };
 export const childStartRules: Rules = { queue: string, priority: number, concurrencyKey: string, timeout: duration };
 export const waitRules: Rules = { timeout: duration };
+const rateLimit = rule("a rate limit { limit, per, perKey? }", isObject, {
+  inner: (v, where) => check(where, v, { limit: required(number), per: required(duration), perKey: boolean }),
+});
+export const queueRules: Rules = { concurrencyLimit: number, keyConcurrencyLimit: number, rateLimit };
 
 /** Known keys a misspelt `key` probably meant: one contains the other, or a few edits apart. */
 function similar(key: string, known: string[]): string[] {

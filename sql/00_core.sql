@@ -6,14 +6,15 @@
 -- this folder, each taking the run's row lock before it moves the run between states:
 --
 --   scheduled ─┐
---              ├─> pending ─> running ─┬─> completed | failed | cancelled
+--              ├─> pending ─> running ─┬─> completed | failed | cancelled | continued
 --   retrying ──┘      ^                ├─> sleeping ─┐
 --                     │                ├─> waiting  ─┤  (timer, event, child, resume)
 --                     └────────────────┴─> paused   ─┘
 --
 -- Workers claim pending runs (claim.sql), replay the handler against the run's journal
 -- (steps), append to the journal under their lease token (steps.sql), and suspend the run when
--- the code waits (waits.sql). `available_at` is the single time column that drives claiming;
+-- the code waits (waits.sql). `continued` ends a run that handed its work to a successor run
+-- (continue_as_new, runs.sql). `available_at` is the single time column that drives claiming;
 -- timers are promoted to pending by whichever worker claims next, so no daemon is needed.
 --
 -- Lock order, everywhere: a parent run before its children, a run before its steps and events.

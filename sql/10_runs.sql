@@ -1,10 +1,20 @@
--- aiki engine: runs — start, read, list, and the operator verbs cancel, pause and resume.
+-- aiki engine: runs — start, read, list, continue as new, and the operator verbs cancel, pause
+-- and resume.
 --
--- start_workflow is the only way a top-level run comes to exist (children: children.sql).
+-- start_workflow is the only way a top-level run comes to exist (children: children.sql;
+-- successors: continue_as_new).
 -- Every terminal transition goes through _finish, which also delivers the outcome to a parent
 -- that waits for it. Every way out of `running` goes through _leave_running. Readers get a run as
 -- JSON from _run_json, the same shape claim returns, without the lease token (only the worker
 -- that claimed the run gets it: with it, any worker role could write the run's journal).
+--
+-- Continue-as-new chains. continue_as_new ends a run as `continued` (terminal) and starts its
+-- successor with a new input and an empty journal, so a loop that runs for months keeps each
+-- journal small. The runs of a chain link both ways (continued_to, continued_from) and share
+-- chain_id, the first run's id. The first run stands for the chain: its idempotency key finds
+-- the chain's newest run (find_run), a parent waiting on it is woken when the chain's last run
+-- ends, with that run's outcome, and its status notifications (aiki_status) name the chain's end
+-- too. Events, cancel, pause and resume sent to a continued run act on the chain's newest run.
 
 -- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
 -- one transaction share a time; the SDK looks steps up by key, so the order is for readers);
@@ -166,8 +176,45 @@ begin
 end
 $$;
 
+-- The newest run of p_run's continue-as-new chain: p_run itself unless it was continued. One
+-- probe of runs_chain_latest, which holds one run per chain.
+create or replace function aiki._chain_latest(p_run aiki.runs) returns aiki.runs
+language plpgsql stable
+as $$
+declare
+  v_latest aiki.runs;
+begin
+  if p_run.continued_to is null then
+    return p_run;
+  end if;
+  select * into v_latest from aiki.runs where chain_id = p_run.chain_id and continued_to is null;
+  if not found then
+    return p_run;
+  end if;
+  return v_latest;
+end
+$$;
+
+-- A run as get_run and find_run answer: _run_json with the journal, `unserved`, and its chain
+-- links: continued_from, continued_to (null outside a chain), latest_id (the chain's newest run;
+-- the run's own id outside a chain).
+create or replace function aiki._run_view(p_run aiki.runs) returns jsonb
+language plpgsql stable
+as $$
+begin
+  return aiki._run_json(p_run, true, false)
+         || jsonb_build_object(
+              'unserved', aiki._unserved(p_run.workflow, p_run.version, p_run.queue, p_run.status, aiki.now()),
+              'continued_from', p_run.continued_from,
+              'continued_to', p_run.continued_to,
+              'latest_id', (aiki._chain_latest(p_run)).id);
+end
+$$;
+
 -- One run with its journal, and `unserved`: true while it is pending and no live worker serves
--- its workflow version and queue (aiki._unserved). Raises AK002 when there is no such run.
+-- its workflow version and queue (aiki._unserved); continued_from, continued_to and latest_id
+-- link it to its continue-as-new chain (_run_view). A continued run is read as it ended, not
+-- followed. Raises AK002 when there is no such run.
 create or replace function aiki.get_run(p_run_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -179,12 +226,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true, false)
-         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
+  return aiki._run_view(v_run);
 end
 $$;
 
--- The run a workflow's idempotency key names, as get_run returns it. Raises AK002 when none.
+-- The run a workflow's idempotency key names, as get_run returns it: for a chain of runs
+-- continued as new, its newest run (the first one holds the key). Raises AK002 when none.
 create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -198,8 +245,7 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true, false)
-         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
+  return aiki._run_view(aiki._chain_latest(v_run));
 end
 $$;
 
@@ -313,7 +359,7 @@ language plpgsql
 as $$
 declare
   v_now timestamptz := aiki.now();
-  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled');
+  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled', 'continued');
 begin
   update aiki.runs
      set status = p_status, available_at = p_available_at, updated_at = v_now,
@@ -331,7 +377,9 @@ end
 $$;
 
 -- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
--- p_journal_steps, p_journal_bytes: as _leave_running.
+-- p_journal_steps, p_journal_bytes: as _leave_running. The last run of a continue-as-new chain
+-- ends the chain: its parent's wait names the chain's first run (chain_id), and so do the status
+-- waiters that hold the first run's handle.
 drop function if exists aiki._finish(aiki.runs, aiki.run_status, jsonb, jsonb);
 create or replace function aiki._finish(
   p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb,
@@ -342,8 +390,11 @@ as $$
 begin
   perform aiki._leave_running(p_run, p_status, null, p_output, p_error, p_journal_steps, p_journal_bytes);
   perform aiki._notify_status(p_run.id, p_status);
+  if p_run.chain_id is not null and p_run.chain_id <> p_run.id then
+    perform aiki._notify_status(p_run.chain_id, p_status);
+  end if;
   if p_run.parent_id is not null then
-    perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
+    perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_status, p_output, p_error);
   elsif p_run.idempotency_key like 'schedule:%' then
     -- A schedule's run: a buffer_one fire may wait for it (sql/72_schedules.sql).
     perform aiki._schedule_run_finished(p_run);
@@ -372,7 +423,55 @@ begin
 end
 $$;
 
--- Cancels a run and, top-down, all its unfinished descendants. A worker running one of them
+-- Locks run p_run_id for an operator act, or, when it continued as new, the chain's newest run
+-- (which may itself continue while we wait for its lock). Lock order: each run of a chain has
+-- the same parent, locked first by _lock_run; a chain's runs are locked oldest first, as
+-- continue_as_new holds the predecessor while it creates the successor. AK002 when missing.
+create or replace function aiki._lock_run_latest(p_run_id uuid) returns aiki.runs
+language plpgsql
+as $$
+declare
+  v_run aiki.runs;
+  v_latest aiki.runs;
+begin
+  v_run := aiki._lock_run(p_run_id);
+  while v_run.status = 'continued' loop
+    v_latest := aiki._chain_latest(v_run);
+    exit when v_latest.id = v_run.id;
+    v_run := aiki._lock_run(v_latest.id);
+  end loop;
+  return v_run;
+end
+$$;
+
+-- Cancels the unfinished descendants of run p_run_id with p_error, top-down. Each leaves through
+-- _leave_running, so a running one frees its queue's slot. Caller holds the run's lock.
+create or replace function aiki._cancel_descendants(p_run_id uuid, p_error jsonb) returns void
+language plpgsql
+as $$
+declare
+  v_descendant aiki.runs;
+begin
+  -- Locked parent-before-child (ordered by depth) to keep the global lock order.
+  for v_descendant in
+    with recursive tree (id, depth) as (
+      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
+      union all
+      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+    )
+    select r.* from aiki.runs r join tree t on t.id = r.id
+    where r.status not in ('completed', 'failed', 'cancelled', 'continued')
+    order by t.depth
+    for update of r
+  loop
+    perform aiki._leave_running(v_descendant, 'cancelled', null, null, p_error);
+    perform aiki._notify_status(v_descendant.id, 'cancelled');
+  end loop;
+end
+$$;
+
+-- Cancels a run and, top-down, all its unfinished descendants. A continued run (continue_as_new)
+-- stands for its chain: the chain's newest run is cancelled. A worker running one of them
 -- learns it on its next write (AK001). A parent waiting for the run is woken with status
 -- `cancelled`. Every cancelled run that was running frees its slot (_slot_freed), so runs its
 -- concurrency key or queue limit kept back are claimable at once. Idempotent on a cancelled run;
@@ -384,35 +483,17 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_run aiki.runs;
-  v_descendant aiki.runs;
   v_error jsonb := jsonb_build_object('name', 'Cancelled', 'message', coalesce(left(p_reason, 2000), 'cancelled'));
 begin
-  v_run := aiki._lock_run(p_run_id);
+  v_run := aiki._lock_run_latest(p_run_id);
   if v_run.status = 'cancelled' then
     return v_run.status;
   end if;
   if v_run.status in ('completed', 'failed') then
     raise exception using errcode = 'AK005',
-      message = format('run %s is already %s and cannot be cancelled', p_run_id, v_run.status);
+      message = format('run %s is already %s and cannot be cancelled', v_run.id, v_run.status);
   end if;
-
-  -- Descendants are locked parent-before-child (ordered by depth) to keep the global lock order.
-  -- Each leaves through _leave_running, so a running one frees its queue's slot.
-  for v_descendant in
-    with recursive tree (id, depth) as (
-      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
-      union all
-      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
-    )
-    select r.* from aiki.runs r join tree t on t.id = r.id
-    where r.status not in ('completed', 'failed', 'cancelled')
-    order by t.depth
-    for update of r
-  loop
-    perform aiki._leave_running(v_descendant, 'cancelled', null, null, v_error);
-    perform aiki._notify_status(v_descendant.id, 'cancelled');
-  end loop;
-
+  perform aiki._cancel_descendants(v_run.id, v_error);
   perform aiki._finish(v_run, 'cancelled', null, v_error);
   return 'cancelled';
 end
@@ -423,7 +504,8 @@ $$;
 -- A scheduled start or a run retry's delay is in no journal step, so a replay could not wait for
 -- it again: a paused `scheduled` or `retrying` run keeps its available_at for resume (paused runs
 -- are no timers, so nothing promotes it meanwhile). A paused running run frees its slot: runs its
--- concurrency key or queue limit kept back are woken (_slot_freed).
+-- concurrency key or queue limit kept back are woken (_slot_freed). A continued run stands for
+-- its chain: the chain's newest run is paused.
 create or replace function aiki.pause(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -431,15 +513,15 @@ as $$
 declare
   v_run aiki.runs;
 begin
-  v_run := aiki._lock_run(p_run_id);
+  v_run := aiki._lock_run_latest(p_run_id);
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
-      message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
+      message = format('run %s is already %s and cannot be paused', v_run.id, v_run.status);
   end if;
   if v_run.status <> 'paused' then
     perform aiki._leave_running(v_run, 'paused',
       case when v_run.status in ('scheduled', 'retrying') then v_run.available_at end);
-    perform aiki._notify_status(p_run_id, 'paused');
+    perform aiki._notify_status(v_run.id, 'paused');
   end if;
   return 'paused';
 end
@@ -448,7 +530,8 @@ $$;
 -- Releases a paused run to be claimed now. Its replay re-suspends on waits still open, so
 -- resume need not know what the run waited for. A run paused before its scheduled start or
 -- retry time (see pause) goes back to `scheduled`/`retrying` until then instead of starting
--- early, and tells the workers when (_notify_due). Returns the new status. AK005 unless the run is paused.
+-- early, and tells the workers when (_notify_due). Returns the new status. A continued run stands
+-- for its chain: the chain's newest run is resumed. AK005 unless the run is paused.
 create or replace function aiki.resume(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -457,7 +540,8 @@ declare
   v_run aiki.runs;
   v_status aiki.run_status;
 begin
-  v_run := aiki._lock_run(p_run_id);
+  v_run := aiki._lock_run_latest(p_run_id);
+  p_run_id := v_run.id;
   if v_run.status <> 'paused' then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s, not paused; only a paused run can be resumed', p_run_id, v_run.status);
@@ -478,5 +562,55 @@ begin
   end if;
   perform aiki._notify_status(p_run_id, v_status);
   return v_status;
+end
+$$;
+
+-- Ends run p_run_id, leased by the caller, as `continued` and starts its successor in the same
+-- transaction: the same workflow (at p_version, or the run's version when null), queue, priority,
+-- concurrency key, retry policy, lease-expiry bound, deadline (a run timeout bounds the whole
+-- chain) and parent link, with input p_input, attempt 1 and an empty journal, pending at once
+-- (its queue is notified, as for a start). Returns the successor's id. The two are linked both
+-- ways (continued_to, continued_from) and share chain_id (see the header): the first run's
+-- idempotency key finds the successor, a parent waiting on the chain is woken only when its last
+-- run ends. Events the run received but no wait took yet move to the successor, in order. The
+-- run's unfinished descendants are cancelled, as when it is cancelled: nothing could wait for
+-- them any more. Locks the parent (if any), then the run (_lock_lease).
+-- AK001 on a lost lease, AK003 on a bad version, AK007 on an oversized input.
+create or replace function aiki.continue_as_new(
+  p_run_id uuid, p_lease_token uuid, p_input jsonb default 'null', p_version text default null)
+returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_now timestamptz := aiki.now();
+  v_next uuid := aiki._uuidv7();
+  v_chain uuid;
+begin
+  perform aiki._check_payload('workflow input', p_input);
+  if p_version is not null then
+    perform aiki._check_version(p_version);
+  end if;
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
+  v_chain := coalesce(v_run.chain_id, v_run.id);
+  perform aiki._cancel_descendants(v_run.id, jsonb_build_object(
+    'name', 'Cancelled', 'message', format('parent run %s continued as new run %s', v_run.id, v_next)));
+
+  insert into aiki.runs (
+    id, parent_id, available_at, deadline_at, created_at, updated_at, priority, max_lease_expiries,
+    status, workflow, version, queue, concurrency_key, parent_step_key, retry, input,
+    continued_from, chain_id)
+  values (
+    v_next, v_run.parent_id, v_now, v_run.deadline_at, v_now, v_now, v_run.priority, v_run.max_lease_expiries,
+    'pending', v_run.workflow, coalesce(p_version, v_run.version), v_run.queue, v_run.concurrency_key,
+    v_run.parent_step_key, v_run.retry, coalesce(p_input, 'null'), v_run.id, v_chain);
+  update aiki.events set run_id = v_next where run_id = v_run.id and consumed_by is null;
+
+  perform aiki._leave_running(v_run, 'continued', null);
+  update aiki.runs set continued_to = v_next, chain_id = v_chain where id = v_run.id;
+  perform aiki._notify_status(v_run.id, 'continued');
+  perform aiki._notify_queue(v_run.queue);
+  return v_next;
 end
 $$;

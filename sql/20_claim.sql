@@ -18,10 +18,11 @@
 -- those wake when a slot frees (_slot_freed notifies), and the worker knows the notification
 -- that brought it was no false alarm.
 --
--- Concurrency limits. A queue without a concurrency limit claims its unkeyed runs on the fast
--- path: one SKIP LOCKED statement and no other coordination. Runs with a concurrency key, and
--- every run of a queue with a limit, are claimed on the slow path under a per-queue advisory
--- lock, because "how many are running" must not change between counting and leasing.
+-- Concurrency and rate limits. A queue without a concurrency or rate limit claims its unkeyed
+-- runs on the fast path: one SKIP LOCKED statement and no other coordination. Runs with a
+-- concurrency key, and every run of a queue with a limit, are claimed on the slow path under a
+-- per-queue advisory lock, because "how many are running" and "how many started in this window"
+-- must not change between counting and leasing.
 
 -- Promotes up to p_limit due timers to pending and returns their ids; the caller notifies the
 -- queues of those it does not lease itself. Runs past their deadline, and expired leases that
@@ -96,10 +97,26 @@ $$;
 
 -- The slow path of claim for one queue, under the queue's advisory lock: picks up to p_want
 -- pending runs in claim order such that the queue's concurrency limit and, per concurrency key,
--- the queue's key limit hold. With p_keyed_only, unkeyed runs are left to the fast path.
--- Scans every pending run of the queue (the window needs them all): O(backlog), which is why
--- unlimited queues keep unkeyed runs off this path. `skipped`: a chosen run was locked by another
--- transaction and passed over; `held`: pending runs remain that the limits keep back.
+-- the queue's key limit hold, and then its rate limit. With p_keyed_only, unkeyed runs are left
+-- to the fast path. Scans every pending run of the queue (the window needs them all):
+-- O(backlog), which is why unlimited queues keep unkeyed runs off this path. `skipped`: a chosen
+-- run was locked by another transaction and passed over; `held`: pending runs remain that the
+-- concurrency limits keep back.
+--
+-- Rate limits (see sql/70_queues.sql) count first leases only: runs never started are ranked
+-- per bucket (the concurrency key with rate_per_key, else the queue) after the concurrency
+-- limits have filtered them, and a bucket gives at most rate_limit less what its window already
+-- started. The counter lives in aiki.queue_rates, one row per bucket, updated here under the
+-- advisory lock that also serializes the counting, so two claims never exceed the limit. When a
+-- bucket's window is full, its never-started pending runs go back to `scheduled` with
+-- available_at at the window's end (SKIP LOCKED: a run another transaction holds stays pending
+-- and is pushed by a later claim): they are timers then, so the claim's next_due_at and the
+-- relay's next_due name the window's end and no worker claims in vain before it.
+-- Why fixed windows, not a sliding log of start times: the counter is one row per bucket, read
+-- and written once per claim whatever the limit, where a log holds up to rate_limit rows per
+-- bucket to count and prune; a window's end is a pure function of the clock, so held runs know
+-- when to come back. The price: starts may bunch at a window's edge (up to 2 x rate_limit within
+-- less than one window across it). Exact per window, which the tests assert.
 drop function if exists aiki._claim_limited(text, text[], integer, timestamptz, boolean);
 create or replace function aiki._claim_limited(
   p_queue text, p_workflows text[], p_want integer, p_now timestamptz, p_keyed_only boolean,
@@ -110,6 +127,8 @@ declare
   v_queue aiki.queues;
   v_want integer := p_want;
   v_chosen uuid[];
+  v_window_end timestamptz;
+  v_pushed integer;
 begin
   perform pg_advisory_xact_lock(hashtextextended('aiki.claim:' || p_queue, 0));
   select * into v_queue from aiki.queues where name = p_queue;
@@ -117,6 +136,12 @@ begin
     v_want := least(v_want, v_queue.concurrency_limit
                             - (select count(*) from aiki.runs where status = 'running' and queue = p_queue));
   end if;
+  if v_queue.rate_limit is not null then
+    v_window_end := date_bin(v_queue.rate_window_ms * interval '1 millisecond', p_now, timestamptz 'epoch')
+                    + v_queue.rate_window_ms * interval '1 millisecond';
+  end if;
+  -- Under a rate limit every run the concurrency limits let through is a candidate (limit null
+  -- is no limit), and the rate filter below takes the first p_want the window allows.
   v_chosen := case when v_want <= 0 then '{}' else array(
       select c.id from (
         select p.id, p.priority, p.available_at, p.concurrency_key,
@@ -133,12 +158,59 @@ begin
                             and x.concurrency_key = c.concurrency_key)
             <= coalesce(v_queue.key_concurrency_limit, 1)
       order by c.priority desc, c.available_at
-      limit v_want) end;
+      limit case when v_queue.rate_limit is null then v_want end) end;
+  if v_queue.rate_limit is not null and cardinality(v_chosen) > 0 then
+    v_chosen := array(
+      select d.id from (
+        select u.id, u.ord, r.started_at, b.bucket,
+               row_number() over (partition by b.bucket, r.started_at is null order by u.ord) as rate_rank
+        from unnest(v_chosen) with ordinality u(id, ord)
+        join aiki.runs r on r.id = u.id
+        cross join lateral (select case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end) b(bucket)
+      ) d
+      where d.started_at is not null
+         or d.rate_rank + coalesce((select q.started from aiki.queue_rates q
+                                     where q.queue = p_queue and q.bucket = d.bucket
+                                       and q.window_end = v_window_end), 0)
+            <= v_queue.rate_limit
+      order by d.ord
+      limit v_want);
+  end if;
   ids := array(
     select r.id from aiki.runs r
     where r.id = any(v_chosen) and r.status = 'pending'
     for update skip locked);
   skipped := cardinality(ids) < cardinality(v_chosen);
+
+  if v_queue.rate_limit is not null then
+    -- Count this claim's first leases; a row of a past window starts over.
+    insert into aiki.queue_rates as q (queue, bucket, window_end, started)
+    select p_queue, case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end,
+           v_window_end, count(*)
+      from aiki.runs r where r.id = any(ids) and r.started_at is null
+     group by 2
+    on conflict (queue, bucket) do update
+      set started = case when q.window_end = excluded.window_end then q.started + excluded.started
+                         else excluded.started end,
+          window_end = excluded.window_end;
+    -- Push back what a full window holds, so nobody claims it before the window ends.
+    with doomed as (
+      select p.id from aiki.runs p
+      where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
+        and p.started_at is null and not (p.id = any(ids))
+        and (case when v_queue.rate_per_key then coalesce(p.concurrency_key, '') else '' end) in (
+              select q.bucket from aiki.queue_rates q
+               where q.queue = p_queue and q.window_end = v_window_end and q.started >= v_queue.rate_limit)
+      for update skip locked)
+    update aiki.runs r
+       set status = 'scheduled', available_at = v_window_end, updated_at = p_now
+      from doomed where r.id = doomed.id;
+    get diagnostics v_pushed = row_count;
+    if v_pushed > 0 then
+      perform aiki._notify_due(p_queue, v_window_end);
+    end if;
+  end if;
+
   held := cardinality(v_chosen) < p_want and exists (
     select 1 from aiki.runs p
     where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
@@ -307,7 +379,7 @@ begin
     exit when v_want <= 0;
     select * into v_settings from aiki.queues where name = v_queue;
     continue when v_settings.paused;
-    if v_settings.concurrency_limit is null then
+    if v_settings.concurrency_limit is null and v_settings.rate_limit is null then
       v_got := array(
         select id from aiki.runs
         where status = 'pending' and queue = v_queue and available_at <= v_now
@@ -332,7 +404,8 @@ begin
         select 1 from aiki.runs where status = 'pending' and queue = v_queue and concurrency_key is not null);
     end if;
     select v_ids || l.ids, v_skipped or l.skipped, v_held or l.held into v_ids, v_skipped, v_held
-      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now, v_settings.concurrency_limit is null) l;
+      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now,
+                                v_settings.concurrency_limit is null and v_settings.rate_limit is null) l;
   end loop;
 
   -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.

@@ -80,7 +80,9 @@ begin
       v_output := 'null';
     end if;
   elsif p_step.kind = 'wait_child' then
+    -- A child that continued as new is waited for until its chain's newest run ends.
     select * into v_child from aiki.runs where id = p_step.child_id;
+    v_child := aiki._chain_latest(v_child);
     if v_child.status in ('completed', 'failed', 'cancelled') then
       v_output := jsonb_build_object('status', v_child.status, 'output', v_child.output, 'error', v_child.error);
     end if;

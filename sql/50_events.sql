@@ -9,8 +9,8 @@
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
--- repeated idempotency key). Wakes the run when a wait took it. AK002 for a missing run, AK005
--- for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
+-- repeated idempotency key). Wakes the run when a wait took it. Sent to a run that continued as
+-- new, the event goes to the chain's newest run. AK002 for a missing run, AK005 for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
 -- full inbox. Called by clients and workers.
 create or replace function aiki.send_event(
   p_run_id uuid, p_event text, p_data jsonb default 'null', p_idempotency_key text default null)
@@ -33,6 +33,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
+  -- A continued run passes the event on to its chain's newest run (see continue_as_new), which
+  -- may itself continue while we wait for its lock.
+  while v_run.status = 'continued' and (aiki._chain_latest(v_run)).id <> v_run.id loop
+    select * into v_run from aiki.runs where id = (aiki._chain_latest(v_run)).id for update;
+  end loop;
+  p_run_id := v_run.id;
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);

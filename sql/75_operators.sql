@@ -343,7 +343,8 @@ $$;
 -- Every queue that has unfinished runs or settings (aiki.queues), by name: {name, counts:
 -- {pending, running, scheduled, sleeping, waiting, retrying, paused}, oldest_pending_at (the
 -- available_at of its longest-claimable pending run), oldest_pending_age_ms, concurrency_limit
--- (null: none), key_concurrency_limit, paused}. A queue whose runs are all finished is not
+-- (null: none), key_concurrency_limit, rate_limit and rate_window_ms (null: none), rate_per_key,
+-- paused}. A queue whose runs are all finished is not
 -- listed unless it has settings. Reads unfinished runs only (runs_status_created).
 create or replace function aiki.list_queues() returns jsonb
 language sql stable security definer
@@ -373,6 +374,9 @@ as $$
            'oldest_pending_age_ms', greatest(0, floor(extract(epoch from aiki.now() - l.oldest_pending_at) * 1000))::bigint,
            'concurrency_limit', q.concurrency_limit,
            'key_concurrency_limit', coalesce(q.key_concurrency_limit, 1),
+           'rate_limit', q.rate_limit,
+           'rate_window_ms', q.rate_window_ms,
+           'rate_per_key', coalesce(q.rate_per_key, false),
            'paused', coalesce(q.paused, false))
          order by coalesce(l.queue, q.name)), '[]'::jsonb)
   from live l

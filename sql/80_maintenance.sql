@@ -13,6 +13,10 @@
 -- is finished (or purged), the child goes with the rest. A child whose parent was purged still
 -- runs, times out and can be cancelled: it reads its parent row only when it finishes, and
 -- tolerates its absence.
+--
+-- A continued run (continue_as_new) is kept while its chain's newest run is unfinished or newer
+-- than the cutoff: the chain's first run holds the idempotency key that finds the chain, and a
+-- parent or handle names the chain by it.
 
 -- Deletes up to p_batch_size runs finished before p_finished_before, and up to p_batch_size of
 -- their steps, events and past attempts; returns how many rows it deleted (all four tables).
@@ -41,6 +45,9 @@ begin
     select r.id from aiki.runs r
     where r.finished_at < p_finished_before
       and not exists (select 1 from aiki.runs p where p.id = r.parent_id and p.finished_at is null)
+      and not exists (select 1 from aiki.runs l
+                      where r.continued_to is not null and l.chain_id = r.chain_id and l.continued_to is null
+                        and (l.finished_at is null or l.finished_at >= p_finished_before))
     order by r.finished_at
     limit p_batch_size
     for update of r skip locked) doomed;

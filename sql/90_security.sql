@@ -12,7 +12,7 @@
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run, record, next_due, and create_schedule,
+--                complete_run, continue_as_new, fail_run, record, next_due, and create_schedule,
 --                update_schedule, delete_schedule: worker({ schedules }) makes the database
 --                match its code at start-up, and a worker may start any run anyway
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
@@ -63,6 +63,7 @@ grant execute on function
   aiki.start_children(uuid, uuid, jsonb),
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
+  aiki.continue_as_new(uuid, uuid, jsonb, text),
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
   aiki.next_due(text[], timestamptz),
@@ -72,7 +73,7 @@ grant execute on function
 to aiki_worker, aiki_admin;
 
 grant execute on function
-  aiki.set_queue(text, integer, integer),
+  aiki.set_queue(text, integer, integer, integer, bigint, boolean),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
   aiki.purge_runs(timestamptz, integer)

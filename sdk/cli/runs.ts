@@ -1,5 +1,5 @@
-// `aiki runs list | show | cancel | pause | resume | retry | send`, `aiki workers`, `aiki queues`
-// and `aiki purge`: thin callers of the engine's SQL functions (sdk/engine.ts), human tables by
+// `aiki runs list | show | cancel | pause | resume | retry | send`, `aiki workers`, `aiki queues`,
+// `aiki queues set` and `aiki purge`: thin callers of the engine's SQL functions (sdk/engine.ts), human tables by
 // default and the engine's JSON with --json. Nothing here decides a run's state.
 import * as engine from "../engine.js";
 import { EXIT, parse, printJson, runId, withDatabase, type CliContext } from "./context.js";
@@ -68,7 +68,17 @@ ${connection}
 `,
   queues: `aiki queues [options]
   Queues with unfinished runs or settings: runs per status, the oldest pending run's wait,
-  limits, paused.
+  limits (RATE: starts per window), paused. \`aiki queues set --help\` changes the limits.
+${connection}
+`,
+  "queues set": `aiki queues set <queue> [options]
+  Set the queue's limits (admin role). Replaces all of them: a limit not given is removed.
+    --concurrency <n>        Runs of the queue running at once (default: no limit)
+    --key-concurrency <n>    Runs per concurrency key running at once (default: 1)
+    --rate <n>               Runs started (first lease) per window (default: no limit)
+    --per <duration>         The rate window: 500ms, 30s, 1m, 2h, 1d (required with --rate);
+                             windows are aligned to the Unix epoch
+    --per-key                The rate limit holds per concurrency key
 ${connection}
 `,
   purge: `aiki purge --before <time> [options]
@@ -82,7 +92,7 @@ ${connection}
 };
 
 const STATUSES: readonly string[] = ["scheduled", "pending", "running", "sleeping", "waiting", "retrying", "paused",
-  "completed", "failed", "cancelled"];
+  "completed", "failed", "cancelled", "continued"];
 
 function positiveInt(ctx: CliContext, command: string, option: string, text: string | undefined, fallback: number, max: number): number {
   if (text === undefined) return fallback;
@@ -203,16 +213,58 @@ async function workers(ctx: CliContext, args: string[]): Promise<void> {
       w.workflows?.join(",") ?? "(any)", w.queues?.join(",") ?? "(any)"])));
 }
 
+/** --per: a window like 500ms, 30s, 1m, 2h or 1d, in milliseconds. */
+function windowMs(ctx: CliContext, command: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text);
+  if (!m) throw ctx.fail(`${command}: --per takes a duration like 500ms, 30s, 1m, 2h or 1d, not ${JSON.stringify(text)}`, EXIT.usage);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms" | "s" | "m" | "h" | "d"];
+}
+
+async function queueSet(ctx: CliContext, args: string[]): Promise<void> {
+  const command = "queues set";
+  const { values, positionals } = parse(ctx, command, args, {
+    concurrency: { type: "string" }, "key-concurrency": { type: "string" }, rate: { type: "string" },
+    per: { type: "string" }, "per-key": { type: "boolean" },
+  }, 1);
+  if (values.help) return void process.stdout.write(`Usage: ${operatorHelp[command]}`);
+  const name = positionals[0]!;
+  const whole = (option: string, text: string | undefined) => (text === undefined ? undefined : positiveInt(ctx, command, option, text, 0, 1_000_000));
+  if ((values.rate === undefined) !== (values.per === undefined)) {
+    throw ctx.fail(`${command}: give --rate and --per together (e.g. --rate 100 --per 1m)`, EXIT.usage);
+  }
+  const settings = {
+    concurrencyLimit: whole("--concurrency", values.concurrency),
+    keyConcurrencyLimit: whole("--key-concurrency", values["key-concurrency"]),
+    rateLimit: whole("--rate", values.rate),
+    rateWindowMs: windowMs(ctx, command, values.per),
+    ratePerKey: values["per-key"] ?? false,
+  };
+  const row = await withDatabase(ctx, command, values, async (sql) => {
+    await engine.setQueue(sql, name, settings);
+    return (await engine.listQueues(sql)).find((q) => q.name === name)!;
+  });
+  if (values.json) return printJson(row);
+  process.stdout.write(`queue ${name}: concurrency ${row.concurrency_limit ?? "unlimited"}, ` +
+    `per key ${row.key_concurrency_limit}, rate ${rate(row)}\n`);
+}
+
+function rate(q: engine.QueueInfo): string {
+  if (q.rate_limit === null || q.rate_window_ms === null) return "none";
+  return `${q.rate_limit}/${duration(q.rate_window_ms)}${q.rate_per_key ? " per key" : ""}`;
+}
+
 async function queues(ctx: CliContext, args: string[]): Promise<void> {
+  if (args[0] === "set") return queueSet(ctx, args.slice(1));
   const { values } = parse(ctx, "queues", args, {}, 0);
   if (values.help) return void process.stdout.write(`Usage: ${operatorHelp.queues}`);
   const rows = await withDatabase(ctx, "queues", values, (sql) => engine.listQueues(sql));
   if (values.json) return printJson(rows);
   process.stdout.write(table(["QUEUE", "PENDING", "RUNNING", "SCHEDULED", "SLEEPING", "WAITING", "RETRYING", "PAUSED",
-    "OLDEST PENDING", "LIMIT", "KEY LIMIT", "STATE"],
+    "OLDEST PENDING", "LIMIT", "KEY LIMIT", "RATE", "STATE"],
     rows.map((q) => [q.name, q.counts.pending, q.counts.running, q.counts.scheduled, q.counts.sleeping, q.counts.waiting,
       q.counts.retrying, q.counts.paused, q.oldest_pending_at ? `${duration(q.oldest_pending_age_ms)} ago` : null,
-      q.concurrency_limit ?? "none", q.key_concurrency_limit, q.paused ? "paused" : "active"])));
+      q.concurrency_limit ?? "none", q.key_concurrency_limit, rate(q), q.paused ? "paused" : "active"])));
 }
 
 /** --before: an ISO date or time, or an age (90m, 12h, 30d) before now. */

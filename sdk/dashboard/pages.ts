@@ -7,7 +7,7 @@ import { Html, html } from "./html.js";
 import { css } from "./assets.js";
 
 export const statuses: RunStatus[] = [
-  "scheduled", "pending", "running", "sleeping", "waiting", "retrying", "paused", "completed", "failed", "cancelled",
+  "scheduled", "pending", "running", "sleeping", "waiting", "retrying", "paused", "completed", "failed", "cancelled", "continued",
 ];
 
 type Json = unknown;
@@ -64,6 +64,7 @@ export interface WorkerRow {
 export interface QueueRow {
   name: string; counts: Record<string, number>; oldest_pending_at: Time; oldest_pending_age_ms: number | null;
   concurrency_limit: number | null; key_concurrency_limit: number | null; paused: boolean;
+  rate_limit?: number | null; rate_window_ms?: number | null; rate_per_key?: boolean;
 }
 
 /** `2026-11-29 20:55:01` (UTC), or a dash. */
@@ -139,7 +140,7 @@ ${page.next_cursor ? html`<a id="older" href="/${query(filter, { cursor: page.ne
 </div>`;
 }
 
-const terminal = new Set(["completed", "failed", "cancelled"]);
+const terminal = new Set(["completed", "failed", "cancelled", "continued"]);
 
 function actions(run: RunTimeline): Html {
   const button = (action: string, label: string, danger = false) =>
@@ -245,14 +246,15 @@ export function workersPage(workers: WorkerRow[]): Html {
 }
 
 export function queuesPage(queues: QueueRow[]): Html {
-  const shown = statuses.filter((s) => !["completed", "failed", "cancelled"].includes(s));
+  const shown = statuses.filter((s) => !["completed", "failed", "cancelled", "continued"].includes(s));
   return html`<div id="queues" data-live><h1>Queues</h1>
 <table><thead><tr><th>Queue</th><th>State</th>${shown.map((s) => html`<th class="num">${s}</th>`)}<th>Oldest pending</th><th>Limits</th></tr></thead>
 <tbody>${queues.length === 0 ? html`<tr><td colspan="${shown.length + 4}" class="empty">No queues.</td></tr>` : queues.map((q) => html`
 <tr><td><a href="/?queue=${encodeURIComponent(q.name)}">${q.name}</a></td><td>${q.paused ? html`<span class="badge s-paused">paused</span>` : "active"}</td>
 ${shown.map((s) => html`<td class="num">${q.counts[s] ?? 0}</td>`)}
 <td class="small">${q.oldest_pending_at ? html`${time(q.oldest_pending_at)} <span class="muted">(${duration(q.oldest_pending_age_ms)} ago)</span>` : "—"}</td>
-<td class="small">${q.concurrency_limit ?? "∞"} per queue, ${q.key_concurrency_limit ?? "∞"} per key</td></tr>`)}</tbody></table></div>`;
+<td class="small">${q.concurrency_limit ?? "∞"} per queue, ${q.key_concurrency_limit ?? "∞"} per key${
+  q.rate_limit ? `; ${q.rate_limit} starts per ${duration(q.rate_window_ms ?? null)}${q.rate_per_key ? " per key" : ""}` : ""}</td></tr>`)}</tbody></table></div>`;
 }
 
 export function errorPage(message: string): Html {

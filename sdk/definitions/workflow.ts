@@ -10,13 +10,15 @@ export type { Logger } from "../logger.js";
 import { check, childStartRules, startRules, versionRules, workflowRules } from "../options.js";
 import { validate, type Schema } from "../schema.js";
 import { executionOf } from "../worker/execution.js";
+import { ContinueAsNew } from "./continue.js";
+export { ContinueAsNew } from "./continue.js";
 
 export type RunEvents<E extends EventMap> = {
   [K in keyof E]: { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<EventData<E[K]>>> };
 };
 
 /** What a workflow handler gets: the run's identity and its durable operations. */
-export interface WorkflowRun<E extends EventMap = EventMap> {
+export interface WorkflowRun<E extends EventMap = EventMap, I = any> {
   readonly id: string;
   readonly workflow: string;
   readonly version: string;
@@ -31,6 +33,13 @@ export interface WorkflowRun<E extends EventMap = EventMap> {
   uuid(): Promise<string>;
   /** Silent while the run replays recorded steps, so each line is logged once. */
   readonly logger: Logger;
+  /**
+   * `return run.continueAsNew(input)` ends this run as `continued` and starts the workflow afresh
+   * with `input` and an empty journal, as the same run to its parent, its idempotency key and
+   * handles that wait on it. For loops that would otherwise grow the journal without bound.
+   * `options.version`: a newer version of this workflow for the successor. Default: this one.
+   */
+  continueAsNew(input: I, options?: { version?: WorkflowVersion<I, any, any> }): ContinueAsNew<I>;
 }
 
 export interface StartOptions {
@@ -61,7 +70,8 @@ export interface ChildRunHandle<O> {
 }
 
 export interface WorkflowVersionOptions<I, O, E extends EventMap> {
-  handler: (run: WorkflowRun<E>, input: I) => Promise<O>;
+  /** Returns the run's output, or `run.continueAsNew(input)` to go on in a fresh run. */
+  handler: (run: WorkflowRun<E, I>, input: I) => Promise<O | ContinueAsNew<I>>;
   events?: E;
   schema?: { input?: Schema<I>; output?: Schema<O> };
   /** Run-level retry when the handler throws. Default: never. */

@@ -220,9 +220,24 @@ describe("cli: operator commands", () => {
     assert.match(workers!.stdout, /^cli-worker-1\s+yes\s+.*\s0\s+billing@1\s+cli-queue$/m);
     assert.ok(JSON.parse(workersJson!.stdout).some((w: { id: string }) => w.id === "cli-worker-1"));
     assert.match(queues!.stdout, /^QUEUE\s+PENDING\s+RUNNING/);
-    assert.match(queues!.stdout, /^cli-queue\s+1\s+0\s+0\s+0\s+0\s+0\s+0\s+\S+ ago\s+7\s+2\s+active$/m);
+    assert.match(queues!.stdout, /^cli-queue\s+1\s+0\s+0\s+0\s+0\s+0\s+0\s+\S+ ago\s+7\s+2\s+none\s+active$/m);
     const q = JSON.parse(queuesJson!.stdout).find((x: { name: string }) => x.name === "cli-queue");
     assert.deepEqual([q.counts.pending, q.concurrency_limit, q.key_concurrency_limit, q.paused], [1, 7, 2, false]);
+  });
+
+  it("queues set: sets concurrency and rate limits, with --json; bad input is a usage error or AK003", async () => {
+    const set = await aiki(["queues", "set", "cli-rated", "--concurrency", "4", "--rate", "100", "--per", "1m", "--per-key"]);
+    assertOk(set);
+    assert.equal(set.stdout, "queue cli-rated: concurrency 4, per key 1, rate 100/1m00s per key\n");
+    const json = await aiki(["queues", "set", "cli-rated", "--rate", "5", "--per", "500ms", "--json"]);
+    assertOk(json);
+    const row = JSON.parse(json.stdout);
+    assert.deepEqual([row.concurrency_limit, row.rate_limit, row.rate_window_ms, row.rate_per_key], [null, 5, 500, false]);
+    const listed = await aiki(["queues"]);
+    assert.match(listed.stdout, /^cli-rated\s.*\s5\/500ms\s+active$/m);
+    assertUserError(await aiki(["queues", "set", "cli-rated", "--rate", "5"]), 2, /give --rate and --per together/);
+    assertUserError(await aiki(["queues", "set", "cli-rated", "--rate", "5", "--per", "soon"]), 2, /--per takes a duration/);
+    assertUserError(await aiki(["queues", "set", "cli-rated", "--per-key"]), 1, /\(AK003\)/);
   });
 
   it("purge: needs --before, loops purge_runs to the end, and reports what it deleted", async () => {

@@ -27,7 +27,11 @@
 // Timed tasks. A task with a timeout journals each attempt's deadline first (attempt.ts): an
 // attempt past it fails with TaskTimeoutError, in process or, when the worker died, at replay.
 //
-// End states: completed, failed, retrying (the engine scheduled another attempt), suspended,
+// Continue-as-new. A handler that returns run.continueAsNew(input) ends like one that returns a
+// value: its deferred steps are recorded, then aiki.continue_as_new ends the run as `continued`
+// and starts its successor with an empty journal (no replay of this run ever happens again).
+//
+// End states: completed, continued, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
 // unreachable; the lease will expire and another worker replays the run).
 import type { Sql } from "postgres";
@@ -45,8 +49,9 @@ import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
 import { Replay, type DurableCall } from "./replay.js";
 import { AttemptClock, type AttemptTiming } from "./attempt.js";
+import { ContinueAsNew } from "../definitions/continue.js";
 
-export type ExecutionEnd = "completed" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
+export type ExecutionEnd = "completed" | "continued" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
 export interface ExecutionSettings {
   sql: Sql;
@@ -572,6 +577,7 @@ export class Execution {
       await new Promise((resolve) => setImmediate(resolve));
       if (this.diverged(undefined) || this.ended || this.settled) return;
     }
+    if (output instanceof ContinueAsNew) return this.continueAsNew(output);
     let valid: unknown;
     try {
       valid = validate(this.definition.options.schema?.output, output, `output of workflow ${this.definition.key}`);
@@ -594,6 +600,27 @@ export class Execution {
       return this.failRun(error);
     }
     this.end("completed");
+  }
+
+  private async continueAsNew(next: ContinueAsNew): Promise<void> {
+    let input: unknown;
+    try {
+      input = validate(this.definition.options.schema?.input, next.input, `input of workflow ${this.definition.key} (continued as new)`);
+      engine.checkJson(`input of workflow ${this.definition.key} (continued as new)`, input ?? null);
+    } catch (error) {
+      return this.onThrow(error);
+    }
+    if (!(await this.recordDeferred())) return;
+    this.settled = true;
+    this.settings.onSettled?.();
+    try {
+      await this.write(() => engine.continueAsNew(this.settings.sql, this.id, this.leaseToken, input, next.version));
+    } catch (error) {
+      // The engine refused the input (e.g. AK007, over the size limit): the run fails with that.
+      this.settled = false;
+      return this.failRun(error);
+    }
+    this.end("continued");
   }
 
   private async onThrow(error: unknown): Promise<void> {
@@ -640,6 +667,13 @@ export class Execution {
       now: async () => new Date(await this.value("now", () => null) as unknown as string),
       random: () => this.value("random", () => Math.random()),
       uuid: () => this.value("uuid", () => crypto.randomUUID()),
+      continueAsNew: (input: unknown, options?: { version?: WorkflowVersion }) => {
+        if (options?.version !== undefined && options.version.name !== this.definition.name) {
+          throw new InvalidInputError("AK003",
+            `run ${this.id} of workflow ${this.definition.name} cannot continue as workflow ${options.version.name}`);
+        }
+        return new ContinueAsNew(input, options?.version?.version);
+      },
       [EXECUTION]: this,
     };
     return run as unknown as WorkflowRun<any>;

@@ -130,7 +130,7 @@ class Worker implements WorkerHandle {
   readonly stats: WorkerStats = {
     claimed: 0,
     claims: 0,
-    ended: { completed: 0, failed: 0, retrying: 0, suspended: 0, lost: 0, abandoned: 0 },
+    ended: { completed: 0, continued: 0, failed: 0, retrying: 0, suspended: 0, lost: 0, abandoned: 0 },
   };
   /** By lease token. */
   private readonly executions = new Map<string, { execution: Execution; claimSeq: number }>();

@@ -127,11 +127,19 @@ describe("docs/sql-api.md", () => {
       select count(*)::int as buffered from aiki.events where run_id = ${invoice!.run.id} and consumed_by is null`;
     assert.equal(events!.buffered, 1, "the deduplicated approval is buffered once");
 
-    const queues = await sql`select name, concurrency_limit, key_concurrency_limit, paused from aiki.queues order by name`;
+    const queues = await sql`select name, concurrency_limit, key_concurrency_limit, rate_limit, paused from aiki.queues order by name`;
     assert.deepEqual(queues.map((q) => ({ ...q })), [
-      { name: "reports", concurrency_limit: null, key_concurrency_limit: 1, paused: false },
-      { name: "signups", concurrency_limit: 10, key_concurrency_limit: 2, paused: false },
+      { name: "mailer", concurrency_limit: null, key_concurrency_limit: 1, rate_limit: 2, paused: false },
+      { name: "reports", concurrency_limit: null, key_concurrency_limit: 1, rate_limit: null, paused: false },
+      { name: "signups", concurrency_limit: 10, key_concurrency_limit: 2, rate_limit: null, paused: false },
     ]);
+    const mail = await sql`select status::text, count(*)::int as n from aiki.runs where workflow = 'send-mail' group by 1`;
+    assert.deepEqual(mail.map((r) => [r.status, r.n]), [["running", 3]], "two starts in the first window, one in the next");
+
+    const [feed] = await sql<{ run: any }[]>`select aiki.find_run('poll-feed', 'feed-1') as run`;
+    assert.deepEqual([feed!.run.status, feed!.run.input], ["cancelled", { cursor: 100 }]);
+    const [first] = await sql<{ run: any }[]>`select aiki.get_run(${feed!.run.continued_from}) as run`;
+    assert.deepEqual([first!.run.status, first!.run.continued_to, first!.run.journal.length], ["continued", feed!.run.id, 1]);
   });
 
   for (const block of failing) {

@@ -271,7 +271,7 @@ describe("count_runs", () => {
     await startRun(h.sql, { workflow: "other" });
     const all = await counts();
     assert.deepEqual(all, { scheduled: 0, pending: 2, running: 0, sleeping: 0, waiting: 0, retrying: 0, paused: 0,
-      completed: 1, failed: 1, cancelled: 0 });
+      completed: 1, failed: 1, cancelled: 0, continued: 0 });
     assert.equal((await counts({ workflow: "other" })).pending, 2);
     assert.equal((await counts({ workflow: "other" })).failed, 0);
     await expectSqlState(counts({ status: "failed" }), "AK003", /'status': count_runs counts every status/);

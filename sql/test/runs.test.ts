@@ -14,12 +14,12 @@ after(() => h.close());
 beforeEach(() => reset(h.sql));
 
 describe("get_run", () => {
-  it("returns the run with its journal, the same shape claim returns less the lease token, plus unserved", async () => {
+  it("returns the run with its journal, the same shape claim returns less the lease token, plus unserved and the chain links", async () => {
     const run = await startAndClaim(h.sql, { workflow: "order", input: { id: 1 } });
     await completeStep(h.sql, run, "charge#1", "charge", "r-1");
     await suspend(h.sql, run, [{ key: "nap#1", kind: "sleep", name: "nap", duration_ms: 1000 }]);
     const r = await getRun(h.sql, run.id);
-    assert.deepEqual(Object.keys(r).sort(), [...Object.keys(run).filter((k) => k !== "lease_token"), "unserved"].sort());
+    assert.deepEqual(Object.keys(r).sort(), [...Object.keys(run).filter((k) => k !== "lease_token"), "unserved", "continued_from", "continued_to", "latest_id"].sort());
     assert.equal(r.status, "sleeping");
     assert.deepEqual(r.journal.map((s) => [s.key, s.kind, s.status]), [
       ["charge#1", "task", "completed"],

@@ -58,7 +58,7 @@ export async function setNow(sql: Sql, iso: string): Promise<void> {
 
 /** Empties every engine table and puts the clock back at T0: each test starts from nothing. */
 export async function reset(sql: Sql): Promise<void> {
-  await sql`truncate aiki.runs, aiki.steps, aiki.events, aiki.queues, aiki.workers, aiki.run_attempts, aiki.schedules`;
+  await sql`truncate aiki.runs, aiki.steps, aiki.events, aiki.queues, aiki.queue_rates, aiki.workers, aiki.run_attempts, aiki.schedules`;
   await setNow(sql, T0);
 }
 
