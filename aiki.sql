@@ -11,8 +11,8 @@ create table if not exists aiki.migrations (
 -- Never backwards: a newer engine's functions are not replaced by this older script's.
 do $aiki_bundle$
 begin
-  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 7 then
-    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 7): use the aiki.sql of a newer release';
+  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 10 then
+    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 10): use the aiki.sql of a newer release';
   end if;
 end
 $aiki_bundle$;
@@ -375,6 +375,38 @@ $aiki_0007_operators$;
 end
 $aiki_bundle$;
 
+-- migration 0010_test_clock
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0010_test_clock') then
+    execute $aiki_0010_test_clock$-- 0010_test_clock: the clock of a test database (the `aiki/testing` kit, issue 13).
+--
+-- A database created by the test kit runs on a test clock: `alter database … set
+-- aiki.test_clock = on` makes every session of it (client pools, worker pools, the LISTEN
+-- connection) read aiki.now() as the transaction time plus this table's shift, which only
+-- aiki.advance_clock moves (sql/85_test_clock.sql). One row, created here with no shift; in a
+-- database that never runs on a test clock it stays so and nothing reads it.
+--
+--   shift_us  how far the test clock runs ahead of the transaction time, in microseconds (an
+--             integer, not an interval, so that adding it never goes through calendar days and
+--             the session's time zone)
+create table aiki.test_clock (
+  one       boolean not null default true,
+  shift_us  bigint not null default 0,
+  constraint test_clock_pkey primary key (one),
+  constraint test_clock_one_row check (one),
+  constraint test_clock_forward check (shift_us >= 0)
+);
+
+insert into aiki.test_clock default values;
+
+revoke all on aiki.test_clock from public;
+$aiki_0010_test_clock$;
+    insert into aiki.migrations (name) values ('0010_test_clock');
+  end if;
+end
+$aiki_bundle$;
+
 -- functions 00_core
 -- aiki engine: shared core — the clock, ids, validation, retry arithmetic and wake-ups.
 --
@@ -410,17 +442,37 @@ $aiki_bundle$;
 --                             aiki._max_journal_bytes(); the worker fails the run with it
 --   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
+-- How far the test clock of this database runs ahead of the transaction time (aiki.test_clock,
+-- sql/85_test_clock.sql): zero in a database no test kit made. aiki.now() reads it only in a
+-- session on a test clock. Security definer: a client or worker reads the clock, never the
+-- table. Callable by all three roles, as aiki.now() is (the executor checks the right to call
+-- every function of an inlined expression, taken branch or not).
+create or replace function aiki.clock_shift() returns interval
+language sql stable parallel safe security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((select shift_us from aiki.test_clock), 0) * interval '1 microsecond'
+$$;
+
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
 -- Only a superuser or a member of aiki_admin may move it (session_user: security-definer callers
 -- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
 -- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
+-- A database the test kit made runs on a test clock (`alter database … set aiki.test_clock =
+-- on`, so every session of it, pooled or not, has the setting from its start): the transaction
+-- timestamp plus the shift that only aiki.advance_clock moves (an admin's verb). A session that
+-- turns the setting on elsewhere reads a shift of zero, as nothing moves it there.
+-- Kept a single CASE expression without a subquery, so the planner inlines it into the claim's
+-- `available_at <= aiki.now()`; the production path costs two setting look-ups.
 create or replace function aiki.now() returns timestamptz
 language sql stable parallel safe
 as $$
   select case when current_setting('aiki.fake_now', true) <> ''
                and pg_has_role(session_user, 'aiki_admin', 'member')
               then current_setting('aiki.fake_now', true)::timestamptz
+              when current_setting('aiki.test_clock', true) = 'on'
+              then now() + aiki.clock_shift()
               else now() end
 $$;
 
@@ -3394,6 +3446,132 @@ end
 $$;
 
 
+-- functions 85_test_clock
+-- aiki engine: the test clock — time that a test moves on demand (the `aiki/testing` kit).
+--
+--   advance_clock     move the clock of a test database forward, to the next due time on the way
+--   test_clock_state  what the engine still has to do before the clock may move
+--
+-- The model. A database runs on a test clock when its database-level setting says so
+-- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
+-- then aiki.now() (00_core.sql) is the transaction time plus aiki.test_clock.shift_us in every
+-- session — the client's pool, the workers' pools, their LISTEN connection — so time still
+-- flows, and advance_clock makes it jump. The production path of aiki.now() never reads the
+-- table.
+--
+-- A jump must look to the engine as if the time had passed with everyone idle:
+--   * no run is `running` while the clock moves, or its lease would expire under the worker
+--     executing it and a second worker would execute it again; advance_clock locks the runs
+--     table against writes (claims included) and moves nothing while a run is running;
+--   * timers fire in order: a jump stops at the first due time on its way, so a run woken then
+--     sets its next timer from that time, not from the jump's end (the caller settles the
+--     engine and calls again until the target is reached);
+--   * the live workers stay alive: their last_seen moves with the clock, else every worker would
+--     look dead (its runs `unserved`) until its next heartbeat;
+--   * whoever has runs due is woken: the queues of runs due at the new time are notified on
+--     `aiki_wake`, as every function that makes a run claimable does.
+-- The clock never goes back. Only a superuser or aiki_admin may move it (90_security.sql), and
+-- only in a database on a test clock.
+
+-- Whether this database runs on a test clock by its own setting (pg_db_role_setting), not by a
+-- session's: a session may set aiki.test_clock anywhere, but only the database owner can make
+-- every session of the database start with it.
+create or replace function aiki._on_test_clock() returns boolean
+language sql stable
+as $$
+  select exists (
+    select 1 from pg_catalog.pg_db_role_setting s
+      join pg_catalog.pg_database d on d.oid = s.setdatabase
+     where d.datname = current_database() and s.setrole = 0
+       and 'aiki.test_clock=on' = any (s.setconfig))
+$$;
+
+-- The test clock's time in this transaction, whatever the session's setting.
+create or replace function aiki._test_now() returns timestamptz
+language sql stable
+as $$
+  select now() + aiki.clock_shift()
+$$;
+
+-- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
+-- run falls due (a scheduled start, a sleep, a wait's timeout, a retry), so that timers fire in
+-- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to (false:
+-- let the woken runs settle, then call again). A p_to not after the clock's time leaves it, with
+-- reached true. While a run is running nothing moves: {"moved": false, "now", "running": n}
+-- (wait for the workers, then call again). Notifies the queues of the runs due at the new time.
+-- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
+-- claims and starts until commit; two advances queue up), then the clock's row.
+-- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
+create or replace function aiki.advance_clock(p_to timestamptz)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_from timestamptz;
+  v_to timestamptz;
+  v_running integer;
+begin
+  if not aiki._on_test_clock() then
+    raise exception using errcode = 'AK005',
+      message = format('database %s does not run on a test clock', current_database()),
+      hint = format('alter database %I set aiki.test_clock = on (the test kit does), then reconnect', current_database());
+  end if;
+  if p_to is null then
+    raise exception using errcode = 'AK003', message = 'invalid clock target null: give a time';
+  end if;
+  lock table aiki.runs in share row exclusive mode;
+  v_from := aiki._test_now();
+  select count(*) into v_running from aiki.runs where status = 'running';
+  if v_running > 0 then
+    return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
+  end if;
+  if p_to <= v_from then
+    return jsonb_build_object('moved', true, 'now', v_from, 'reached', true);
+  end if;
+  select least(p_to, min(available_at)) into v_to from aiki.runs
+   where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from;
+  update aiki.test_clock
+     set shift_us = shift_us + ((extract(epoch from v_to) - extract(epoch from v_from)) * 1000000)::bigint;
+  update aiki.workers set last_seen = last_seen + (v_to - v_from)
+   where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
+  perform aiki._notify_queue(q.queue) from (
+    select distinct queue from aiki.runs
+     where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to) q;
+  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to = p_to);
+end
+$$;
+
+-- What keeps the engine of a test database busy at the test clock's time: {"now", "busy":
+-- [{"id", "workflow", "version", "queue", "status"}, … up to 20], "next_due_at"}. Busy runs are
+-- running ones and ones claimable now (pending, or a timer due) that a live worker serves on an
+-- unpaused queue: the engine is settled when there are none. next_due_at is the earliest time
+-- a run falls due later (null: none). Reads only. Admin only.
+create or replace function aiki.test_clock_state()
+returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with clock as (select aiki._test_now() as now)
+  select jsonb_build_object(
+    'now', clock.now,
+    'busy', coalesce((
+      select jsonb_agg(jsonb_build_object('id', b.id, 'workflow', b.workflow, 'version', b.version,
+                                          'queue', b.queue, 'status', b.status))
+        from (select r.id, r.workflow, r.version, r.queue, r.status from aiki.runs r
+               where r.status = 'running'
+                  or (r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                      and r.available_at <= clock.now
+                      and not aiki._unserved(r.workflow, r.version, r.queue, 'pending', clock.now)
+                      and not exists (select 1 from aiki.queues q where q.name = r.queue and q.paused))
+               order by r.id limit 20) b), '[]'),
+    'next_due_at', (select min(r.available_at) from aiki.runs r
+                     where r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                       and r.available_at > clock.now))
+  from clock
+$$;
+
+
 -- functions 90_security
 -- aiki engine: security — who may call what.
 --
@@ -3403,13 +3581,13 @@ $$;
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                schema_version
+--                now, clock_shift, schema_version
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
 --                complete_run, fail_run, record, next_due
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
---                purge_runs, and reading the tables directly
+--                purge_runs, advance_clock, test_clock_state, and reading the tables directly
 
 revoke all on all functions in schema aiki from public;
 grant usage on schema aiki to aiki_client, aiki_worker, aiki_admin;
@@ -3417,6 +3595,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
+  aiki.clock_shift(),
   aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),
@@ -3459,7 +3638,9 @@ grant execute on function
   aiki.set_queue(text, integer, integer),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
-  aiki.purge_runs(timestamptz, integer)
+  aiki.purge_runs(timestamptz, integer),
+  aiki.advance_clock(timestamptz),
+  aiki.test_clock_state()
 to aiki_admin;
 
 grant select on all tables in schema aiki to aiki_admin;
