@@ -383,16 +383,19 @@ begin
 --
 -- A database created by the test kit runs on a test clock: `alter database … set
 -- aiki.test_clock = on` makes every session of it (client pools, worker pools, the LISTEN
--- connection) read aiki.now() as the transaction time plus this table's shift, which only
--- aiki.advance_clock moves (sql/85_test_clock.sql). One row, created here with no shift; in a
--- database that never runs on a test clock it stays so and nothing reads it.
+-- connection) read aiki.now() from this table's one row, which only aiki.advance_clock moves
+-- (sql/85_test_clock.sql). Created here with no shift; in a database that never runs on a test
+-- clock it stays so and nothing reads it.
 --
---   shift_us  how far the test clock runs ahead of the transaction time, in microseconds (an
---             integer, not an interval, so that adding it never goes through calendar days and
---             the session's time zone)
+--   shift_us   how far the test clock runs ahead of the transaction time, in microseconds (an
+--              integer, not an interval, so that adding it never goes through calendar days
+--              and the session's time zone)
+--   frozen_at  while an advance steps through due times, the clock stands at this time, so
+--              that what the woken runs do happens at their due time exactly; null: it flows
 create table aiki.test_clock (
-  one       boolean not null default true,
-  shift_us  bigint not null default 0,
+  one        boolean not null default true,
+  shift_us   bigint not null default 0,
+  frozen_at  timestamptz,
   constraint test_clock_pkey primary key (one),
   constraint test_clock_one_row check (one),
   constraint test_clock_forward check (shift_us >= 0)
@@ -442,16 +445,17 @@ $aiki_bundle$;
 --                             aiki._max_journal_bytes(); the worker fails the run with it
 --   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
--- How far the test clock of this database runs ahead of the transaction time (aiki.test_clock,
--- sql/85_test_clock.sql): zero in a database no test kit made. aiki.now() reads it only in a
--- session on a test clock. Security definer: a client or worker reads the clock, never the
--- table. Callable by all three roles, as aiki.now() is (the executor checks the right to call
--- every function of an inlined expression, taken branch or not).
-create or replace function aiki.clock_shift() returns interval
+-- The test clock's time in this transaction (aiki.test_clock, sql/85_test_clock.sql): where an
+-- advance holds it, else the transaction time plus its shift; in a database no test kit made,
+-- the transaction time. aiki.now() reads it only in a session on a test clock. Security
+-- definer: a client or worker reads the clock, never the table. Callable by all three roles, as
+-- aiki.now() is (the executor checks the right to call every function of an inlined
+-- expression, whichever CASE branch runs).
+create or replace function aiki.test_clock_now() returns timestamptz
 language sql stable parallel safe security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce((select shift_us from aiki.test_clock), 0) * interval '1 microsecond'
+  select coalesce((select coalesce(frozen_at, now() + shift_us * interval '1 microsecond') from aiki.test_clock), now())
 $$;
 
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
@@ -460,9 +464,9 @@ $$;
 -- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
 -- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
 -- A database the test kit made runs on a test clock (`alter database … set aiki.test_clock =
--- on`, so every session of it, pooled or not, has the setting from its start): the transaction
--- timestamp plus the shift that only aiki.advance_clock moves (an admin's verb). A session that
--- turns the setting on elsewhere reads a shift of zero, as nothing moves it there.
+-- on`, so every session of it, pooled or not, has the setting from its start): the time of
+-- aiki.test_clock_now(), which only aiki.advance_clock moves (an admin's verb). A session that
+-- turns the setting on elsewhere reads the transaction timestamp, as nothing moves it there.
 -- Kept a single CASE expression without a subquery, so the planner inlines it into the claim's
 -- `available_at <= aiki.now()`; the production path costs two setting look-ups.
 create or replace function aiki.now() returns timestamptz
@@ -472,7 +476,7 @@ as $$
                and pg_has_role(session_user, 'aiki_admin', 'member')
               then current_setting('aiki.fake_now', true)::timestamptz
               when current_setting('aiki.test_clock', true) = 'on'
-              then now() + aiki.clock_shift()
+              then aiki.test_clock_now()
               else now() end
 $$;
 
@@ -3449,23 +3453,25 @@ $$;
 -- functions 85_test_clock
 -- aiki engine: the test clock — time that a test moves on demand (the `aiki/testing` kit).
 --
---   advance_clock     move the clock of a test database forward, to the next due time on the way
+--   advance_clock     move the clock of a test database forward, one due time at a time
 --   test_clock_state  what the engine still has to do before the clock may move
+--   (test_clock_now, the clock's time, is in 00_core.sql beside aiki.now)
 --
 -- The model. A database runs on a test clock when its database-level setting says so
 -- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
--- then aiki.now() (00_core.sql) is the transaction time plus aiki.test_clock.shift_us in every
--- session — the client's pool, the workers' pools, their LISTEN connection — so time still
--- flows, and advance_clock makes it jump. The production path of aiki.now() never reads the
--- table.
+-- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
+-- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
+-- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
+-- production path of aiki.now() never reads the table.
 --
 -- A jump must look to the engine as if the time had passed with everyone idle:
 --   * no run is `running` while the clock moves, or its lease would expire under the worker
 --     executing it and a second worker would execute it again; advance_clock locks the runs
 --     table against writes (claims included) and moves nothing while a run is running;
---   * timers fire in order: a jump stops at the first due time on its way, so a run woken then
---     sets its next timer from that time, not from the jump's end (the caller settles the
---     engine and calls again until the target is reached);
+--   * timers fire in order, each at its own time: a jump stops at the first due time on its way
+--     and holds the clock there (`frozen_at`), so a run woken then sets its next timer from that
+--     very time, not from the jump's end, nor a few milliseconds after it; the caller settles
+--     the engine and calls again, and the jump that reaches its target lets the clock flow on;
 --   * the live workers stay alive: their last_seen moves with the clock, else every worker would
 --     look dead (its runs `unserved`) until its next heartbeat;
 --   * whoever has runs due is woken: the queues of runs due at the new time are notified on
@@ -3486,19 +3492,14 @@ as $$
        and 'aiki.test_clock=on' = any (s.setconfig))
 $$;
 
--- The test clock's time in this transaction, whatever the session's setting.
-create or replace function aiki._test_now() returns timestamptz
-language sql stable
-as $$
-  select now() + aiki.clock_shift()
-$$;
-
 -- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
 -- run falls due (a scheduled start, a sleep, a wait's timeout, a retry), so that timers fire in
--- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to (false:
--- let the woken runs settle, then call again). A p_to not after the clock's time leaves it, with
--- reached true. While a run is running nothing moves: {"moved": false, "now", "running": n}
--- (wait for the workers, then call again). Notifies the queues of the runs due at the new time.
+-- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
+-- reached, the clock stands at the due time (let the woken runs settle, then call again);
+-- reached, it flows on from p_to. A p_to not after the clock's time leaves the time as it is
+-- (flowing again, if it stood), with reached true. While a run is running nothing moves:
+-- {"moved": false, "now", "running": n} (wait for the workers, then call again). Notifies the
+-- queues of the runs due at the new time.
 -- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
 -- claims and starts until commit; two advances queue up), then the clock's row.
 -- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
@@ -3521,24 +3522,28 @@ begin
     raise exception using errcode = 'AK003', message = 'invalid clock target null: give a time';
   end if;
   lock table aiki.runs in share row exclusive mode;
-  v_from := aiki._test_now();
+  perform 1 from aiki.test_clock for update;
+  v_from := aiki.test_clock_now();
   select count(*) into v_running from aiki.runs where status = 'running';
   if v_running > 0 then
     return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
   end if;
-  if p_to <= v_from then
-    return jsonb_build_object('moved', true, 'now', v_from, 'reached', true);
-  end if;
   select least(p_to, min(available_at)) into v_to from aiki.runs
    where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from;
+  v_to := greatest(coalesce(v_to, p_to), v_from);
+  -- Reached: flow on from v_to (the shift is v_to less the transaction time). Short of it: stand.
   update aiki.test_clock
-     set shift_us = shift_us + ((extract(epoch from v_to) - extract(epoch from v_from)) * 1000000)::bigint;
-  update aiki.workers set last_seen = last_seen + (v_to - v_from)
+     set shift_us = case when v_to >= p_to
+                         then ((extract(epoch from v_to) - extract(epoch from now())) * 1000000)::bigint
+                         else shift_us end,
+         frozen_at = case when v_to >= p_to then null else v_to end;
+  update aiki.workers
+     set last_seen = last_seen + (extract(epoch from v_to) - extract(epoch from v_from)) * interval '1 second'
    where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
   perform aiki._notify_queue(q.queue) from (
     select distinct queue from aiki.runs
      where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to) q;
-  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to = p_to);
+  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
 end
 $$;
 
@@ -3552,7 +3557,7 @@ returns jsonb
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  with clock as (select aiki._test_now() as now)
+  with clock as (select aiki.test_clock_now() as now)
   select jsonb_build_object(
     'now', clock.now,
     'busy', coalesce((
@@ -3581,7 +3586,7 @@ $$;
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                now, clock_shift, schema_version
+--                now, test_clock_now, schema_version
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
@@ -3595,7 +3600,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
-  aiki.clock_shift(),
+  aiki.test_clock_now(),
   aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),

@@ -1,22 +1,24 @@
 -- aiki engine: the test clock — time that a test moves on demand (the `aiki/testing` kit).
 --
---   advance_clock     move the clock of a test database forward, to the next due time on the way
+--   advance_clock     move the clock of a test database forward, one due time at a time
 --   test_clock_state  what the engine still has to do before the clock may move
+--   (test_clock_now, the clock's time, is in 00_core.sql beside aiki.now)
 --
 -- The model. A database runs on a test clock when its database-level setting says so
 -- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
--- then aiki.now() (00_core.sql) is the transaction time plus aiki.test_clock.shift_us in every
--- session — the client's pool, the workers' pools, their LISTEN connection — so time still
--- flows, and advance_clock makes it jump. The production path of aiki.now() never reads the
--- table.
+-- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
+-- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
+-- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
+-- production path of aiki.now() never reads the table.
 --
 -- A jump must look to the engine as if the time had passed with everyone idle:
 --   * no run is `running` while the clock moves, or its lease would expire under the worker
 --     executing it and a second worker would execute it again; advance_clock locks the runs
 --     table against writes (claims included) and moves nothing while a run is running;
---   * timers fire in order: a jump stops at the first due time on its way, so a run woken then
---     sets its next timer from that time, not from the jump's end (the caller settles the
---     engine and calls again until the target is reached);
+--   * timers fire in order, each at its own time: a jump stops at the first due time on its way
+--     and holds the clock there (`frozen_at`), so a run woken then sets its next timer from that
+--     very time, not from the jump's end, nor a few milliseconds after it; the caller settles
+--     the engine and calls again, and the jump that reaches its target lets the clock flow on;
 --   * the live workers stay alive: their last_seen moves with the clock, else every worker would
 --     look dead (its runs `unserved`) until its next heartbeat;
 --   * whoever has runs due is woken: the queues of runs due at the new time are notified on
@@ -37,19 +39,14 @@ as $$
        and 'aiki.test_clock=on' = any (s.setconfig))
 $$;
 
--- The test clock's time in this transaction, whatever the session's setting.
-create or replace function aiki._test_now() returns timestamptz
-language sql stable
-as $$
-  select now() + aiki.clock_shift()
-$$;
-
 -- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
 -- run falls due (a scheduled start, a sleep, a wait's timeout, a retry), so that timers fire in
--- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to (false:
--- let the woken runs settle, then call again). A p_to not after the clock's time leaves it, with
--- reached true. While a run is running nothing moves: {"moved": false, "now", "running": n}
--- (wait for the workers, then call again). Notifies the queues of the runs due at the new time.
+-- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
+-- reached, the clock stands at the due time (let the woken runs settle, then call again);
+-- reached, it flows on from p_to. A p_to not after the clock's time leaves the time as it is
+-- (flowing again, if it stood), with reached true. While a run is running nothing moves:
+-- {"moved": false, "now", "running": n} (wait for the workers, then call again). Notifies the
+-- queues of the runs due at the new time.
 -- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
 -- claims and starts until commit; two advances queue up), then the clock's row.
 -- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
@@ -72,24 +69,28 @@ begin
     raise exception using errcode = 'AK003', message = 'invalid clock target null: give a time';
   end if;
   lock table aiki.runs in share row exclusive mode;
-  v_from := aiki._test_now();
+  perform 1 from aiki.test_clock for update;
+  v_from := aiki.test_clock_now();
   select count(*) into v_running from aiki.runs where status = 'running';
   if v_running > 0 then
     return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
   end if;
-  if p_to <= v_from then
-    return jsonb_build_object('moved', true, 'now', v_from, 'reached', true);
-  end if;
   select least(p_to, min(available_at)) into v_to from aiki.runs
    where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from;
+  v_to := greatest(coalesce(v_to, p_to), v_from);
+  -- Reached: flow on from v_to (the shift is v_to less the transaction time). Short of it: stand.
   update aiki.test_clock
-     set shift_us = shift_us + ((extract(epoch from v_to) - extract(epoch from v_from)) * 1000000)::bigint;
-  update aiki.workers set last_seen = last_seen + (v_to - v_from)
+     set shift_us = case when v_to >= p_to
+                         then ((extract(epoch from v_to) - extract(epoch from now())) * 1000000)::bigint
+                         else shift_us end,
+         frozen_at = case when v_to >= p_to then null else v_to end;
+  update aiki.workers
+     set last_seen = last_seen + (extract(epoch from v_to) - extract(epoch from v_from)) * interval '1 second'
    where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
   perform aiki._notify_queue(q.queue) from (
     select distinct queue from aiki.runs
      where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to) q;
-  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to = p_to);
+  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
 end
 $$;
 
@@ -103,7 +104,7 @@ returns jsonb
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  with clock as (select aiki._test_now() as now)
+  with clock as (select aiki.test_clock_now() as now)
   select jsonb_build_object(
     'now', clock.now,
     'busy', coalesce((

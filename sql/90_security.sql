@@ -6,7 +6,7 @@
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                now, clock_shift, schema_version
+--                now, test_clock_now, schema_version
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
@@ -20,7 +20,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
-  aiki.clock_shift(),
+  aiki.test_clock_now(),
   aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),

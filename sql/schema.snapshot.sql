@@ -118,6 +118,7 @@ grant select on table aiki.steps to aiki_admin;
 create table aiki.test_clock (
   one boolean not null default true,
   shift_us bigint not null default 0,
+  frozen_at timestamp with time zone,
   constraint test_clock_forward CHECK ((shift_us >= 0)),
   constraint test_clock_one_row CHECK (one),
   constraint test_clock_pkey PRIMARY KEY (one)
@@ -290,9 +291,6 @@ create function aiki._slot_freed(p_run aiki.runs) returns void
 create function aiki._step_json(p_step aiki.steps) returns jsonb
   language sql immutable;
 
-create function aiki._test_now() returns timestamp with time zone
-  language sql stable;
-
 create function aiki._try_resolve(p_step aiki.steps, p_now timestamp with time zone) returns aiki.steps
   language plpgsql volatile;
 
@@ -316,10 +314,6 @@ grant execute on function aiki.cancel(uuid, text) to aiki_admin, aiki_client, ai
 create function aiki.claim(p_worker text, p_workflows text[] DEFAULT NULL::text[], p_queues text[] DEFAULT ARRAY['default'::text], p_limit integer DEFAULT 1, p_lease_ms integer DEFAULT 30000) returns jsonb
   language plpgsql volatile security definer set plan_cache_mode = force_generic_plan set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.claim(text, text[], text[], integer, integer) to aiki_admin, aiki_worker;
-
-create function aiki.clock_shift() returns interval
-  language sql stable parallel safe security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.clock_shift() to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.complete_run(p_run_id uuid, p_lease_token uuid, p_output jsonb DEFAULT 'null'::jsonb) returns void
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -452,6 +446,10 @@ grant execute on function aiki.start_workflow(text, text, jsonb, text, text, int
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.suspend(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
+
+create function aiki.test_clock_now() returns timestamp with time zone
+  language sql stable parallel safe security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.test_clock_now() to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.test_clock_state() returns jsonb
   language sql stable security definer set search_path = pg_catalog, pg_temp;

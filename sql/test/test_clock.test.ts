@@ -43,13 +43,13 @@ describe("aiki.now()", () => {
 });
 
 describe("outside a database on a test clock", () => {
-  it("aiki.clock_shift() is zero and aiki.advance_clock refuses with AK005, moving nothing", async () => {
-    const [row] = await h.sql`select aiki.clock_shift() = interval '0' as zero`;
-    assert.equal(row!.zero, true);
+  it("aiki.test_clock_now() is the transaction time, and aiki.advance_clock refuses with AK005", async () => {
+    const [row] = await h.sql`select aiki.test_clock_now() = now() as wall`;
+    assert.equal(row!.wall, true);
     await expectSqlState(h.sql`select aiki.advance_clock(now() + interval '1 day')`, "AK005", /does not run on a test clock/);
   });
 
-  it("a session that turns aiki.test_clock on itself reads the wall clock: nothing moved the shift", async () => {
+  it("a session that turns aiki.test_clock on itself reads the wall clock: nothing moved it", async () => {
     const s = h.db.connect({ max: 1 });
     await s`set aiki.test_clock = on`;
     assert.equal(await ahead(s), 0);
@@ -89,7 +89,7 @@ describe("in a database on a test clock", () => {
     assert.ok(Math.abs(after - before - 3 * HOUR) < 60_000, `${after - before} ms`);
   });
 
-  it("stops at the first due time on the way and wakes that run's queue; the next call reaches the target", async () => {
+  it("stops at the first due time on the way, stands there, and wakes that run's queue; the next call reaches the target and flows on", async () => {
     const wake = await listen(h.db.sql, "aiki_wake");
     await wake.drain();
     const id = await startRun(a, { queue: "reminders", delayMs: HOUR });
@@ -98,12 +98,24 @@ describe("in a database on a test clock", () => {
     assert.equal(first.reached, false);
     assert.equal(ms(first.now), ms(due!.at), "stopped where the run falls due");
     assert.ok((await wake.drain()).includes("reminders"), "the run's queue was woken");
+    // The clock stands at the due time, in every session, however long the run takes.
+    const [x] = await a<{ t: string }[]>`select to_jsonb(aiki.now()) #>> '{}' as t`;
+    const [y] = await b<{ t: string }[]>`select to_jsonb(aiki.now()) #>> '{}' as t`;
+    assert.deepEqual([x!.t, y!.t].map(ms), [ms(due!.at), ms(due!.at)]);
     const { runs } = await claim(b, { queues: ["reminders"] });
     assert.deepEqual(runs.map((r) => r.id), [id], "the run is claimable at the new time");
-    await b`select aiki.release(${id}::uuid, ${runs[0]!.lease_token}::uuid)`;
-    await b`select aiki.cancel(${id}::uuid)`;
+    const [sleep] = await b<{ r: any }[]>`select aiki.sleep(${id}::uuid, ${runs[0]!.lease_token}::uuid, 'nap#1', 'nap', ${HOUR}::bigint) as r`;
+    const [nap] = await a<{ at: string }[]>`select to_jsonb(available_at) #>> '{}' as at from aiki.runs where id = ${id}::uuid`;
+    assert.equal(ms(nap!.at), ms(due!.at) + HOUR, `a sleep started at the stop counts from it exactly (${JSON.stringify(sleep!.r)})`);
     const second = await advance(a, DAY);
-    assert.deepEqual([second.moved, second.reached], [true, true]);
+    assert.equal(ms(second.now), ms(nap!.at), "stopped at the nap's end");
+    await b`select aiki.cancel(${id}::uuid)`;
+    const third = await advance(a, DAY);
+    assert.deepEqual([third.moved, third.reached], [true, true]);
+    const [p] = await a<{ t: string }[]>`select to_jsonb(aiki.now()) #>> '{}' as t`;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const [q] = await a<{ t: string }[]>`select to_jsonb(aiki.now()) #>> '{}' as t`;
+    assert.ok(ms(q!.t) > ms(p!.t), "the clock flows again");
     await wake.close();
   });
 
