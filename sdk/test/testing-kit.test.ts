@@ -44,6 +44,21 @@ const slowV1 = workflow({ name: "slow" }).v("1", {
     return slow.start(run, {});
   },
 });
+let flakyCalls = 0;
+const flaky = task({
+  name: "flaky",
+  retry: { type: "fixed", maxAttempts: 3, baseDelayMs: 50 },
+  async handler() {
+    if (++flakyCalls === 1) throw new Error("first attempt fails");
+    return flakyCalls;
+  },
+});
+const flakyV1 = workflow({ name: "flaky" }).v("1", {
+  async handler(run) {
+    await run.sleep("wait", { days: 1 });
+    return flaky.start(run, {});
+  },
+});
 const failingV1 = workflow({ name: "failing" }).v("1", {
   async handler() {
     throw new Error("broken on purpose");
@@ -53,7 +68,7 @@ const failingV1 = workflow({ name: "failing" }).v("1", {
 let env: TestEnv;
 before(async () => {
   env = await testEnv({ url: adminUrl() });
-  await env.worker({ workflows: [reminderV1, slowV1, failingV1] });
+  await env.worker({ workflows: [reminderV1, slowV1, flakyV1, failingV1] });
 });
 after(() => env.close());
 
@@ -158,6 +173,14 @@ describe("advance", () => {
       gate.open();
       await impatient.close();
     }
+  });
+
+  it("a task retried in-process while an advance holds the clock at its due time completes", async () => {
+    flakyCalls = 0;
+    const run = await flakyV1.start(env.client, {});
+    await env.advance({ days: 2 }); // stops on day 1, where the sleep ends and the task fails once
+    assert.equal(await env.result(run), 2);
+    assert.equal((await env.journal(run)).find((s) => s.key === "flaky#1")?.attempts, 2);
   });
 
   it("result() throws RunFailedError for a failed run", async () => {
