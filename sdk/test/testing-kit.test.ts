@@ -31,6 +31,13 @@ const newGate = () => {
   gate = { open, wait };
 };
 let executions = 0;
+/** Bounded wait until the slow task runs (executions counts its calls). */
+async function slowTaskStarted(): Promise<void> {
+  for (let i = 0; executions === 0; i++) {
+    assert.ok(i < 2000, "the slow task started within 10 s");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
 const slow = task({
   name: "slow",
   async handler() {
@@ -144,10 +151,7 @@ describe("advance", () => {
     executions = 0;
     const start = await env.now();
     const run = await slowV1.start(env.client, {});
-    for (let i = 0; executions === 0; i++) {
-      assert.ok(i < 1000, "the slow task started");
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await slowTaskStarted();
     let moved = false;
     const advanced = env.advance({ days: 14 }).then((now) => ((moved = true), now));
     // While the task holds the run, the advance waits: the run keeps its lease, the clock stays.
@@ -163,10 +167,12 @@ describe("advance", () => {
 
   it("settle() fails with NotSettledError naming a run that stays running", async () => {
     newGate();
+    executions = 0;
     const impatient = await testEnv({ url: adminUrl(), settleTimeout: 300 });
     try {
       await impatient.worker({ workflows: [slowV1] });
       const run = await slowV1.start(impatient.client, {});
+      await slowTaskStarted();
       await assert.rejects(impatient.advance({ days: 1 }), (error: unknown) =>
         error instanceof NotSettledError && error.message.includes(`${run.id} (slow@1 on default, running)`));
     } finally {

@@ -13,11 +13,13 @@
 // then (a few milliseconds apart), or fails with NotSettledError after `settleTimeout`.
 //
 // Advancing. advance(d): settle, then move the clock toward now + d with aiki.advance_clock,
-// which stops at each due time on the way, wakes the workers of the runs due then and refuses
-// to move while a run is running; settle again after each step. So a jump of 14 days never
-// expires the lease of a run being executed (no run is), and timers fire in order: a run woken
-// on day 14 that sleeps a day is woken again on day 15 by the same advance({ days: 16 }).
-// Between advances the clock flows at the wall clock's pace, as in production.
+// which stops at each due time on the way (and holds the clock there), wakes the workers of the
+// runs due then and refuses to move while a run is running; settle again after each step. So a
+// jump of 14 days never expires the lease of a run being executed (no run is), and timers fire
+// in order, each at its own time: a run woken by its 14-day timeout that sleeps a day is woken
+// again on day 15 by the same advance({ days: 15 }). Between advances the clock flows at the
+// wall clock's pace, as in production. An advance that fails leaves the clock standing where it
+// stopped; the next one goes on from there.
 import postgres from "postgres";
 import { randomBytes } from "node:crypto";
 import { client as createClient, type Client } from "../client.js";
@@ -31,7 +33,7 @@ import type { Logger } from "../logger.js";
 import { check, testEnvRules } from "../options.js";
 import { sleep } from "../sleep.js";
 import { worker as defineWorker, type WorkerHandle, type WorkerOptions } from "../worker/worker.js";
-import { advanceClock, clockIn, testClockState, type TestClockState } from "./clock.js";
+import { advanceClock, clockIn, testClockState } from "./clock.js";
 import { NotSettledError, RunNotFinishedError } from "./errors.js";
 
 export interface TestEnvOptions {
@@ -147,18 +149,14 @@ class Env implements TestEnv {
 
   async advance(duration: Duration): Promise<Date> {
     const ms = toMilliseconds(duration);
-    await this.settled();
+    await this.settle();
     const target = await clockIn(this.client.sql, ms);
     for (;;) {
       const step = await advanceClock(this.client.sql, target);
       // A run ran while the clock was to move (one fell due meanwhile): let it finish first.
-      await this.settled();
+      await this.settle();
       if (step.moved && step.reached) return new Date(step.now);
     }
-  }
-
-  async settle(): Promise<void> {
-    await this.settled();
   }
 
   async send<E extends EventMap, K extends keyof E & string>(
@@ -169,11 +167,11 @@ class Env implements TestEnv {
       throw new DefinitionError("definition", `the run's workflow declares no event \`${name}\` (events: ${Object.keys(run.events).join(", ") || "none"})`);
     }
     await target.send(data, options);
-    await this.settled();
+    await this.settle();
   }
 
   async result<O>(run: RunHandle<O, any>): Promise<O> {
-    await this.settled();
+    await this.settle();
     const record = await run.get();
     if (record.status === "completed") return record.output as O;
     if (engine.terminalStatuses.has(record.status)) {
@@ -203,12 +201,12 @@ class Env implements TestEnv {
     return this.closed;
   }
 
-  /** Polls the engine until it is settled; returns its state then. */
-  private async settled(): Promise<TestClockState> {
+  /** Polls the engine until it is settled. */
+  async settle(): Promise<void> {
     const deadline = Date.now() + this.settleMs;
     for (let polls = 0; ; polls++) {
       const state = await testClockState(this.client.sql);
-      if (state.busy.length === 0) return state;
+      if (state.busy.length === 0) return;
       if (Date.now() >= deadline) {
         const runs = state.busy.map((r) => `${r.id} (${r.workflow}@${r.version} on ${r.queue}, ${r.status})`);
         throw new NotSettledError(`the engine did not settle within ${this.settleMs} ms: ${runs.join(", ")} ` +
