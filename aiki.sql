@@ -11,8 +11,8 @@ create table if not exists aiki.migrations (
 -- Never backwards: a newer engine's functions are not replaced by this older script's.
 do $aiki_bundle$
 begin
-  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 9 then
-    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 9): use the aiki.sql of a newer release';
+  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 10 then
+    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 10): use the aiki.sql of a newer release';
   end if;
 end
 $aiki_bundle$;
@@ -375,67 +375,37 @@ $aiki_0007_operators$;
 end
 $aiki_bundle$;
 
--- migration 0009_continue_rate
+-- migration 0010_test_clock
 do $aiki_bundle$
 begin
-  if not exists (select 1 from aiki.migrations where name = '0009_continue_rate') then
-    execute $aiki_0009_continue_rate$-- 0009_continue_rate: continue-as-new chains and queue rate limits (issue 12 §2, §3).
+  if not exists (select 1 from aiki.migrations where name = '0010_test_clock') then
+    execute $aiki_0010_test_clock$-- 0010_test_clock: the clock of a test database (the `aiki/testing` kit, issue 13).
 --
--- runs.continued_from / continued_to / chain_id: continue_as_new (sql/10_runs.sql) ends a run
--- with the terminal status `continued` and starts its successor with an empty journal. The two
--- are linked both ways (continued_to on the predecessor, continued_from on the successor), and
--- every run of a chain carries chain_id, the id of the chain's first run (the one a parent, a
--- handle or an idempotency key names). Null on runs that never continued, so ordinary runs pay
--- only their null bitmap.
+-- A database created by the test kit runs on a test clock: `alter database … set
+-- aiki.test_clock = on` makes every session of it (client pools, worker pools, the LISTEN
+-- connection) read aiki.now() from this table's one row, which only aiki.advance_clock moves
+-- (sql/85_test_clock.sql). Created here with no shift; in a database that never runs on a test
+-- clock it stays so and nothing reads it.
 --
--- runs_chain_latest: the newest run of each chain (the one not continued yet), found by chain id
--- in one index probe: find_run by idempotency key, a parent's wait on a chain, cancel and
--- send_event on a continued run all need it. At most one entry per chain.
---
--- The `continued` status is terminal, so runs_terminal_has_finished_at gains it. A value added
--- to an enum cannot be used in the transaction that adds it (55P04, unsafe use of new value),
--- and the migrator runs every migration and function file in one transaction: the constraint
--- compares the status as text, and the functions name the value only in PL/pgSQL bodies, which
--- are parsed when first run.
---
--- queues.rate_limit / rate_window_ms / rate_per_key and aiki.queue_rates: at most rate_limit
--- runs of the queue (per concurrency key with rate_per_key) start per window of rate_window_ms,
--- windows aligned to the Unix epoch. queue_rates counts the starts of the current window, one
--- row per queue and bucket (the concurrency key, '' for the whole queue or unkeyed runs); the
--- claim resets a row when its window has passed. See aiki._claim_limited (sql/20_claim.sql).
-
-alter type aiki.run_status add value if not exists 'continued';
-
-alter table aiki.runs
-  add column continued_from uuid,
-  add column continued_to uuid,
-  add column chain_id uuid;
-
-alter table aiki.runs drop constraint runs_terminal_has_finished_at;
-alter table aiki.runs add constraint runs_terminal_has_finished_at
-  check ((status::text in ('completed', 'failed', 'cancelled', 'continued')) = (finished_at is not null));
-
-create index runs_chain_latest on aiki.runs (chain_id)
-  where chain_id is not null and continued_to is null;
-
-alter table aiki.queues
-  add column rate_limit integer,
-  add column rate_window_ms bigint,
-  add column rate_per_key boolean not null default false,
-  add constraint queues_rate_limit_whole
-    check ((rate_limit is null) = (rate_window_ms is null) and coalesce(rate_limit, 1) > 0 and coalesce(rate_window_ms, 1) > 0);
-
-create table aiki.queue_rates (
-  window_end  timestamptz not null,  -- when the counted window ends and its starts stop counting
-  started     integer not null,
-  queue       text not null,
-  bucket      text not null,         -- the concurrency key with rate_per_key, else ''
-  constraint queue_rates_pkey primary key (queue, bucket)
+--   shift_us   how far the test clock runs ahead of the transaction time, in microseconds (an
+--              integer, not an interval, so that adding it never goes through calendar days
+--              and the session's time zone)
+--   frozen_at  while an advance steps through due times, the clock stands at this time, so
+--              that what the woken runs do happens at their due time exactly; null: it flows
+create table aiki.test_clock (
+  one        boolean not null default true,
+  shift_us   bigint not null default 0,
+  frozen_at  timestamptz,
+  constraint test_clock_pkey primary key (one),
+  constraint test_clock_one_row check (one),
+  constraint test_clock_forward check (shift_us >= 0)
 );
 
-revoke all on aiki.queue_rates from public;
-$aiki_0009_continue_rate$;
-    insert into aiki.migrations (name) values ('0009_continue_rate');
+insert into aiki.test_clock default values;
+
+revoke all on aiki.test_clock from public;
+$aiki_0010_test_clock$;
+    insert into aiki.migrations (name) values ('0010_test_clock');
   end if;
 end
 $aiki_bundle$;
@@ -449,15 +419,14 @@ $aiki_bundle$;
 -- this folder, each taking the run's row lock before it moves the run between states:
 --
 --   scheduled ─┐
---              ├─> pending ─> running ─┬─> completed | failed | cancelled | continued
+--              ├─> pending ─> running ─┬─> completed | failed | cancelled
 --   retrying ──┘      ^                ├─> sleeping ─┐
 --                     │                ├─> waiting  ─┤  (timer, event, child, resume)
 --                     └────────────────┴─> paused   ─┘
 --
 -- Workers claim pending runs (claim.sql), replay the handler against the run's journal
 -- (steps), append to the journal under their lease token (steps.sql), and suspend the run when
--- the code waits (waits.sql). `continued` ends a run that handed its work to a successor run
--- (continue_as_new, runs.sql). `available_at` is the single time column that drives claiming;
+-- the code waits (waits.sql). `available_at` is the single time column that drives claiming;
 -- timers are promoted to pending by whichever worker claims next, so no daemon is needed.
 --
 -- Lock order, everywhere: a parent run before its children, a run before its steps and events.
@@ -476,17 +445,38 @@ $aiki_bundle$;
 --                             aiki._max_journal_bytes(); the worker fails the run with it
 --   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
+-- The test clock's time in this transaction (aiki.test_clock, sql/85_test_clock.sql): where an
+-- advance holds it, else the transaction time plus its shift; in a database no test kit made,
+-- the transaction time. aiki.now() reads it only in a session on a test clock. Security
+-- definer: a client or worker reads the clock, never the table. Callable by all three roles, as
+-- aiki.now() is (the executor checks the right to call every function of an inlined
+-- expression, whichever CASE branch runs).
+create or replace function aiki.test_clock_now() returns timestamptz
+language sql stable parallel safe security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((select coalesce(frozen_at, now() + shift_us * interval '1 microsecond') from aiki.test_clock), now())
+$$;
+
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
 -- Only a superuser or a member of aiki_admin may move it (session_user: security-definer callers
 -- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
 -- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
+-- A database the test kit made runs on a test clock (`alter database … set aiki.test_clock =
+-- on`, so every session of it, pooled or not, has the setting from its start): the time of
+-- aiki.test_clock_now(), which only aiki.advance_clock moves (an admin's verb). A session that
+-- turns the setting on elsewhere reads the transaction timestamp, as nothing moves it there.
+-- Kept a single CASE expression without a subquery, so the planner inlines it into the claim's
+-- `available_at <= aiki.now()`; the production path costs two setting look-ups.
 create or replace function aiki.now() returns timestamptz
 language sql stable parallel safe
 as $$
   select case when current_setting('aiki.fake_now', true) <> ''
                and pg_has_role(session_user, 'aiki_admin', 'member')
               then current_setting('aiki.fake_now', true)::timestamptz
+              when current_setting('aiki.test_clock', true) = 'on'
+              then aiki.test_clock_now()
               else now() end
 $$;
 
@@ -731,23 +721,13 @@ $$;
 
 
 -- functions 10_runs
--- aiki engine: runs — start, read, list, continue as new, and the operator verbs cancel, pause
--- and resume.
+-- aiki engine: runs — start, read, list, and the operator verbs cancel, pause and resume.
 --
--- start_workflow is the only way a top-level run comes to exist (children: children.sql;
--- successors: continue_as_new).
+-- start_workflow is the only way a top-level run comes to exist (children: children.sql).
 -- Every terminal transition goes through _finish, which also delivers the outcome to a parent
 -- that waits for it. Every way out of `running` goes through _leave_running. Readers get a run as
 -- JSON from _run_json, the same shape claim returns, without the lease token (only the worker
 -- that claimed the run gets it: with it, any worker role could write the run's journal).
---
--- Continue-as-new chains. continue_as_new ends a run as `continued` (terminal) and starts its
--- successor with a new input and an empty journal, so a loop that runs for months keeps each
--- journal small. The runs of a chain link both ways (continued_to, continued_from) and share
--- chain_id, the first run's id. The first run stands for the chain: its idempotency key finds
--- the chain's newest run (find_run), a parent waiting on it is woken when the chain's last run
--- ends, with that run's outcome, and its status notifications (aiki_status) name the chain's end
--- too. Events, cancel, pause and resume sent to a continued run act on the chain's newest run.
 
 -- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
 -- one transaction share a time; the SDK looks steps up by key, so the order is for readers);
@@ -909,45 +889,8 @@ begin
 end
 $$;
 
--- The newest run of p_run's continue-as-new chain: p_run itself unless it was continued. One
--- probe of runs_chain_latest, which holds one run per chain.
-create or replace function aiki._chain_latest(p_run aiki.runs) returns aiki.runs
-language plpgsql stable
-as $$
-declare
-  v_latest aiki.runs;
-begin
-  if p_run.continued_to is null then
-    return p_run;
-  end if;
-  select * into v_latest from aiki.runs where chain_id = p_run.chain_id and continued_to is null;
-  if not found then
-    return p_run;
-  end if;
-  return v_latest;
-end
-$$;
-
--- A run as get_run and find_run answer: _run_json with the journal, `unserved`, and its chain
--- links: continued_from, continued_to (null outside a chain), latest_id (the chain's newest run;
--- the run's own id outside a chain).
-create or replace function aiki._run_view(p_run aiki.runs) returns jsonb
-language plpgsql stable
-as $$
-begin
-  return aiki._run_json(p_run, true, false)
-         || jsonb_build_object(
-              'unserved', aiki._unserved(p_run.workflow, p_run.version, p_run.queue, p_run.status, aiki.now()),
-              'continued_from', p_run.continued_from,
-              'continued_to', p_run.continued_to,
-              'latest_id', (aiki._chain_latest(p_run)).id);
-end
-$$;
-
 -- One run with its journal, and `unserved`: true while it is pending and no live worker serves
--- its workflow version and queue (aiki._unserved); continued_from, continued_to and latest_id
--- link it to its continue-as-new chain (_run_view). A continued run is read as it ended, not
--- followed. Raises AK002 when there is no such run.
+-- its workflow version and queue (aiki._unserved). Raises AK002 when there is no such run.
 create or replace function aiki.get_run(p_run_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -959,12 +902,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_view(v_run);
+  return aiki._run_json(v_run, true, false)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
--- The run a workflow's idempotency key names, as get_run returns it: for a chain of runs
--- continued as new, its newest run (the first one holds the key). Raises AK002 when none.
+-- The run a workflow's idempotency key names, as get_run returns it. Raises AK002 when none.
 create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -978,7 +921,8 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_view(aiki._chain_latest(v_run));
+  return aiki._run_json(v_run, true, false)
+         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
 end
 $$;
 
@@ -1092,7 +1036,7 @@ language plpgsql
 as $$
 declare
   v_now timestamptz := aiki.now();
-  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled', 'continued');
+  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled');
 begin
   update aiki.runs
      set status = p_status, available_at = p_available_at, updated_at = v_now,
@@ -1110,9 +1054,7 @@ end
 $$;
 
 -- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
--- p_journal_steps, p_journal_bytes: as _leave_running. The last run of a continue-as-new chain
--- ends the chain: its parent's wait names the chain's first run (chain_id), and so do the status
--- waiters that hold the first run's handle.
+-- p_journal_steps, p_journal_bytes: as _leave_running.
 drop function if exists aiki._finish(aiki.runs, aiki.run_status, jsonb, jsonb);
 create or replace function aiki._finish(
   p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb,
@@ -1123,11 +1065,8 @@ as $$
 begin
   perform aiki._leave_running(p_run, p_status, null, p_output, p_error, p_journal_steps, p_journal_bytes);
   perform aiki._notify_status(p_run.id, p_status);
-  if p_run.chain_id is not null and p_run.chain_id <> p_run.id then
-    perform aiki._notify_status(p_run.chain_id, p_status);
-  end if;
   if p_run.parent_id is not null then
-    perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_status, p_output, p_error);
+    perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
   end if;
 end
 $$;
@@ -1153,55 +1092,7 @@ begin
 end
 $$;
 
--- Locks run p_run_id for an operator act, or, when it continued as new, the chain's newest run
--- (which may itself continue while we wait for its lock). Lock order: each run of a chain has
--- the same parent, locked first by _lock_run; a chain's runs are locked oldest first, as
--- continue_as_new holds the predecessor while it creates the successor. AK002 when missing.
-create or replace function aiki._lock_run_latest(p_run_id uuid) returns aiki.runs
-language plpgsql
-as $$
-declare
-  v_run aiki.runs;
-  v_latest aiki.runs;
-begin
-  v_run := aiki._lock_run(p_run_id);
-  while v_run.status = 'continued' loop
-    v_latest := aiki._chain_latest(v_run);
-    exit when v_latest.id = v_run.id;
-    v_run := aiki._lock_run(v_latest.id);
-  end loop;
-  return v_run;
-end
-$$;
-
--- Cancels the unfinished descendants of run p_run_id with p_error, top-down. Each leaves through
--- _leave_running, so a running one frees its queue's slot. Caller holds the run's lock.
-create or replace function aiki._cancel_descendants(p_run_id uuid, p_error jsonb) returns void
-language plpgsql
-as $$
-declare
-  v_descendant aiki.runs;
-begin
-  -- Locked parent-before-child (ordered by depth) to keep the global lock order.
-  for v_descendant in
-    with recursive tree (id, depth) as (
-      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
-      union all
-      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
-    )
-    select r.* from aiki.runs r join tree t on t.id = r.id
-    where r.status not in ('completed', 'failed', 'cancelled', 'continued')
-    order by t.depth
-    for update of r
-  loop
-    perform aiki._leave_running(v_descendant, 'cancelled', null, null, p_error);
-    perform aiki._notify_status(v_descendant.id, 'cancelled');
-  end loop;
-end
-$$;
-
--- Cancels a run and, top-down, all its unfinished descendants. A continued run (continue_as_new)
--- stands for its chain: the chain's newest run is cancelled. A worker running one of them
+-- Cancels a run and, top-down, all its unfinished descendants. A worker running one of them
 -- learns it on its next write (AK001). A parent waiting for the run is woken with status
 -- `cancelled`. Every cancelled run that was running frees its slot (_slot_freed), so runs its
 -- concurrency key or queue limit kept back are claimable at once. Idempotent on a cancelled run;
@@ -1213,17 +1104,35 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_run aiki.runs;
+  v_descendant aiki.runs;
   v_error jsonb := jsonb_build_object('name', 'Cancelled', 'message', coalesce(left(p_reason, 2000), 'cancelled'));
 begin
-  v_run := aiki._lock_run_latest(p_run_id);
+  v_run := aiki._lock_run(p_run_id);
   if v_run.status = 'cancelled' then
     return v_run.status;
   end if;
   if v_run.status in ('completed', 'failed') then
     raise exception using errcode = 'AK005',
-      message = format('run %s is already %s and cannot be cancelled', v_run.id, v_run.status);
+      message = format('run %s is already %s and cannot be cancelled', p_run_id, v_run.status);
   end if;
-  perform aiki._cancel_descendants(v_run.id, v_error);
+
+  -- Descendants are locked parent-before-child (ordered by depth) to keep the global lock order.
+  -- Each leaves through _leave_running, so a running one frees its queue's slot.
+  for v_descendant in
+    with recursive tree (id, depth) as (
+      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
+      union all
+      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+    )
+    select r.* from aiki.runs r join tree t on t.id = r.id
+    where r.status not in ('completed', 'failed', 'cancelled')
+    order by t.depth
+    for update of r
+  loop
+    perform aiki._leave_running(v_descendant, 'cancelled', null, null, v_error);
+    perform aiki._notify_status(v_descendant.id, 'cancelled');
+  end loop;
+
   perform aiki._finish(v_run, 'cancelled', null, v_error);
   return 'cancelled';
 end
@@ -1234,8 +1143,7 @@ $$;
 -- A scheduled start or a run retry's delay is in no journal step, so a replay could not wait for
 -- it again: a paused `scheduled` or `retrying` run keeps its available_at for resume (paused runs
 -- are no timers, so nothing promotes it meanwhile). A paused running run frees its slot: runs its
--- concurrency key or queue limit kept back are woken (_slot_freed). A continued run stands for
--- its chain: the chain's newest run is paused.
+-- concurrency key or queue limit kept back are woken (_slot_freed).
 create or replace function aiki.pause(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1243,15 +1151,15 @@ as $$
 declare
   v_run aiki.runs;
 begin
-  v_run := aiki._lock_run_latest(p_run_id);
+  v_run := aiki._lock_run(p_run_id);
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
-      message = format('run %s is already %s and cannot be paused', v_run.id, v_run.status);
+      message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
   end if;
   if v_run.status <> 'paused' then
     perform aiki._leave_running(v_run, 'paused',
       case when v_run.status in ('scheduled', 'retrying') then v_run.available_at end);
-    perform aiki._notify_status(v_run.id, 'paused');
+    perform aiki._notify_status(p_run_id, 'paused');
   end if;
   return 'paused';
 end
@@ -1260,8 +1168,7 @@ $$;
 -- Releases a paused run to be claimed now. Its replay re-suspends on waits still open, so
 -- resume need not know what the run waited for. A run paused before its scheduled start or
 -- retry time (see pause) goes back to `scheduled`/`retrying` until then instead of starting
--- early, and tells the workers when (_notify_due). Returns the new status. A continued run stands
--- for its chain: the chain's newest run is resumed. AK005 unless the run is paused.
+-- early, and tells the workers when (_notify_due). Returns the new status. AK005 unless the run is paused.
 create or replace function aiki.resume(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1270,8 +1177,7 @@ declare
   v_run aiki.runs;
   v_status aiki.run_status;
 begin
-  v_run := aiki._lock_run_latest(p_run_id);
-  p_run_id := v_run.id;
+  v_run := aiki._lock_run(p_run_id);
   if v_run.status <> 'paused' then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s, not paused; only a paused run can be resumed', p_run_id, v_run.status);
@@ -1292,56 +1198,6 @@ begin
   end if;
   perform aiki._notify_status(p_run_id, v_status);
   return v_status;
-end
-$$;
-
--- Ends run p_run_id, leased by the caller, as `continued` and starts its successor in the same
--- transaction: the same workflow (at p_version, or the run's version when null), queue, priority,
--- concurrency key, retry policy, lease-expiry bound, deadline (a run timeout bounds the whole
--- chain) and parent link, with input p_input, attempt 1 and an empty journal, pending at once
--- (its queue is notified, as for a start). Returns the successor's id. The two are linked both
--- ways (continued_to, continued_from) and share chain_id (see the header): the first run's
--- idempotency key finds the successor, a parent waiting on the chain is woken only when its last
--- run ends. Events the run received but no wait took yet move to the successor, in order. The
--- run's unfinished descendants are cancelled, as when it is cancelled: nothing could wait for
--- them any more. Locks the parent (if any), then the run (_lock_lease).
--- AK001 on a lost lease, AK003 on a bad version, AK007 on an oversized input.
-create or replace function aiki.continue_as_new(
-  p_run_id uuid, p_lease_token uuid, p_input jsonb default 'null', p_version text default null)
-returns uuid
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_run aiki.runs;
-  v_now timestamptz := aiki.now();
-  v_next uuid := aiki._uuidv7();
-  v_chain uuid;
-begin
-  perform aiki._check_payload('workflow input', p_input);
-  if p_version is not null then
-    perform aiki._check_version(p_version);
-  end if;
-  v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
-  v_chain := coalesce(v_run.chain_id, v_run.id);
-  perform aiki._cancel_descendants(v_run.id, jsonb_build_object(
-    'name', 'Cancelled', 'message', format('parent run %s continued as new run %s', v_run.id, v_next)));
-
-  insert into aiki.runs (
-    id, parent_id, available_at, deadline_at, created_at, updated_at, priority, max_lease_expiries,
-    status, workflow, version, queue, concurrency_key, parent_step_key, retry, input,
-    continued_from, chain_id)
-  values (
-    v_next, v_run.parent_id, v_now, v_run.deadline_at, v_now, v_now, v_run.priority, v_run.max_lease_expiries,
-    'pending', v_run.workflow, coalesce(p_version, v_run.version), v_run.queue, v_run.concurrency_key,
-    v_run.parent_step_key, v_run.retry, coalesce(p_input, 'null'), v_run.id, v_chain);
-  update aiki.events set run_id = v_next where run_id = v_run.id and consumed_by is null;
-
-  perform aiki._leave_running(v_run, 'continued', null);
-  update aiki.runs set continued_to = v_next, chain_id = v_chain where id = v_run.id;
-  perform aiki._notify_status(v_run.id, 'continued');
-  perform aiki._notify_queue(v_run.queue);
-  return v_next;
 end
 $$;
 
@@ -1367,11 +1223,10 @@ $$;
 -- those wake when a slot frees (_slot_freed notifies), and the worker knows the notification
 -- that brought it was no false alarm.
 --
--- Concurrency and rate limits. A queue without a concurrency or rate limit claims its unkeyed
--- runs on the fast path: one SKIP LOCKED statement and no other coordination. Runs with a
--- concurrency key, and every run of a queue with a limit, are claimed on the slow path under a
--- per-queue advisory lock, because "how many are running" and "how many started in this window"
--- must not change between counting and leasing.
+-- Concurrency limits. A queue without a concurrency limit claims its unkeyed runs on the fast
+-- path: one SKIP LOCKED statement and no other coordination. Runs with a concurrency key, and
+-- every run of a queue with a limit, are claimed on the slow path under a per-queue advisory
+-- lock, because "how many are running" must not change between counting and leasing.
 
 -- Promotes up to p_limit due timers to pending and returns their ids; the caller notifies the
 -- queues of those it does not lease itself. Runs past their deadline, and expired leases that
@@ -1446,26 +1301,10 @@ $$;
 
 -- The slow path of claim for one queue, under the queue's advisory lock: picks up to p_want
 -- pending runs in claim order such that the queue's concurrency limit and, per concurrency key,
--- the queue's key limit hold, and then its rate limit. With p_keyed_only, unkeyed runs are left
--- to the fast path. Scans every pending run of the queue (the window needs them all):
--- O(backlog), which is why unlimited queues keep unkeyed runs off this path. `skipped`: a chosen
--- run was locked by another transaction and passed over; `held`: pending runs remain that the
--- concurrency limits keep back.
---
--- Rate limits (see sql/70_queues.sql) count first leases only: runs never started are ranked
--- per bucket (the concurrency key with rate_per_key, else the queue) after the concurrency
--- limits have filtered them, and a bucket gives at most rate_limit less what its window already
--- started. The counter lives in aiki.queue_rates, one row per bucket, updated here under the
--- advisory lock that also serializes the counting, so two claims never exceed the limit. When a
--- bucket's window is full, its never-started pending runs go back to `scheduled` with
--- available_at at the window's end (SKIP LOCKED: a run another transaction holds stays pending
--- and is pushed by a later claim): they are timers then, so the claim's next_due_at and the
--- relay's next_due name the window's end and no worker claims in vain before it.
--- Why fixed windows, not a sliding log of start times: the counter is one row per bucket, read
--- and written once per claim whatever the limit, where a log holds up to rate_limit rows per
--- bucket to count and prune; a window's end is a pure function of the clock, so held runs know
--- when to come back. The price: starts may bunch at a window's edge (up to 2 x rate_limit within
--- less than one window across it). Exact per window, which the tests assert.
+-- the queue's key limit hold. With p_keyed_only, unkeyed runs are left to the fast path.
+-- Scans every pending run of the queue (the window needs them all): O(backlog), which is why
+-- unlimited queues keep unkeyed runs off this path. `skipped`: a chosen run was locked by another
+-- transaction and passed over; `held`: pending runs remain that the limits keep back.
 drop function if exists aiki._claim_limited(text, text[], integer, timestamptz, boolean);
 create or replace function aiki._claim_limited(
   p_queue text, p_workflows text[], p_want integer, p_now timestamptz, p_keyed_only boolean,
@@ -1476,8 +1315,6 @@ declare
   v_queue aiki.queues;
   v_want integer := p_want;
   v_chosen uuid[];
-  v_window_end timestamptz;
-  v_pushed integer;
 begin
   perform pg_advisory_xact_lock(hashtextextended('aiki.claim:' || p_queue, 0));
   select * into v_queue from aiki.queues where name = p_queue;
@@ -1485,12 +1322,6 @@ begin
     v_want := least(v_want, v_queue.concurrency_limit
                             - (select count(*) from aiki.runs where status = 'running' and queue = p_queue));
   end if;
-  if v_queue.rate_limit is not null then
-    v_window_end := date_bin(v_queue.rate_window_ms * interval '1 millisecond', p_now, timestamptz 'epoch')
-                    + v_queue.rate_window_ms * interval '1 millisecond';
-  end if;
-  -- Under a rate limit every run the concurrency limits let through is a candidate (limit null
-  -- is no limit), and the rate filter below takes the first p_want the window allows.
   v_chosen := case when v_want <= 0 then '{}' else array(
       select c.id from (
         select p.id, p.priority, p.available_at, p.concurrency_key,
@@ -1507,59 +1338,12 @@ begin
                             and x.concurrency_key = c.concurrency_key)
             <= coalesce(v_queue.key_concurrency_limit, 1)
       order by c.priority desc, c.available_at
-      limit case when v_queue.rate_limit is null then v_want end) end;
-  if v_queue.rate_limit is not null and cardinality(v_chosen) > 0 then
-    v_chosen := array(
-      select d.id from (
-        select u.id, u.ord, r.started_at, b.bucket,
-               row_number() over (partition by b.bucket, r.started_at is null order by u.ord) as rate_rank
-        from unnest(v_chosen) with ordinality u(id, ord)
-        join aiki.runs r on r.id = u.id
-        cross join lateral (select case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end) b(bucket)
-      ) d
-      where d.started_at is not null
-         or d.rate_rank + coalesce((select q.started from aiki.queue_rates q
-                                     where q.queue = p_queue and q.bucket = d.bucket
-                                       and q.window_end = v_window_end), 0)
-            <= v_queue.rate_limit
-      order by d.ord
-      limit v_want);
-  end if;
+      limit v_want) end;
   ids := array(
     select r.id from aiki.runs r
     where r.id = any(v_chosen) and r.status = 'pending'
     for update skip locked);
   skipped := cardinality(ids) < cardinality(v_chosen);
-
-  if v_queue.rate_limit is not null then
-    -- Count this claim's first leases; a row of a past window starts over.
-    insert into aiki.queue_rates as q (queue, bucket, window_end, started)
-    select p_queue, case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end,
-           v_window_end, count(*)
-      from aiki.runs r where r.id = any(ids) and r.started_at is null
-     group by 2
-    on conflict (queue, bucket) do update
-      set started = case when q.window_end = excluded.window_end then q.started + excluded.started
-                         else excluded.started end,
-          window_end = excluded.window_end;
-    -- Push back what a full window holds, so nobody claims it before the window ends.
-    with doomed as (
-      select p.id from aiki.runs p
-      where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
-        and p.started_at is null and not (p.id = any(ids))
-        and (case when v_queue.rate_per_key then coalesce(p.concurrency_key, '') else '' end) in (
-              select q.bucket from aiki.queue_rates q
-               where q.queue = p_queue and q.window_end = v_window_end and q.started >= v_queue.rate_limit)
-      for update skip locked)
-    update aiki.runs r
-       set status = 'scheduled', available_at = v_window_end, updated_at = p_now
-      from doomed where r.id = doomed.id;
-    get diagnostics v_pushed = row_count;
-    if v_pushed > 0 then
-      perform aiki._notify_due(p_queue, v_window_end);
-    end if;
-  end if;
-
   held := cardinality(v_chosen) < p_want and exists (
     select 1 from aiki.runs p
     where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
@@ -1720,7 +1504,7 @@ begin
     exit when v_want <= 0;
     select * into v_settings from aiki.queues where name = v_queue;
     continue when v_settings.paused;
-    if v_settings.concurrency_limit is null and v_settings.rate_limit is null then
+    if v_settings.concurrency_limit is null then
       v_got := array(
         select id from aiki.runs
         where status = 'pending' and queue = v_queue and available_at <= v_now
@@ -1745,8 +1529,7 @@ begin
         select 1 from aiki.runs where status = 'pending' and queue = v_queue and concurrency_key is not null);
     end if;
     select v_ids || l.ids, v_skipped or l.skipped, v_held or l.held into v_ids, v_skipped, v_held
-      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now,
-                                v_settings.concurrency_limit is null and v_settings.rate_limit is null) l;
+      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now, v_settings.concurrency_limit is null) l;
   end loop;
 
   -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.
@@ -2780,9 +2563,7 @@ begin
       v_output := 'null';
     end if;
   elsif p_step.kind = 'wait_child' then
-    -- A child that continued as new is waited for until its chain's newest run ends.
     select * into v_child from aiki.runs where id = p_step.child_id;
-    v_child := aiki._chain_latest(v_child);
     if v_child.status in ('completed', 'failed', 'cancelled') then
       v_output := jsonb_build_object('status', v_child.status, 'output', v_child.output, 'error', v_child.error);
     end if;
@@ -2970,8 +2751,8 @@ $$;
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
--- repeated idempotency key). Wakes the run when a wait took it. Sent to a run that continued as
--- new, the event goes to the chain's newest run. AK002 for a missing run, AK005 for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
+-- repeated idempotency key). Wakes the run when a wait took it. AK002 for a missing run, AK005
+-- for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
 -- full inbox. Called by clients and workers.
 create or replace function aiki.send_event(
   p_run_id uuid, p_event text, p_data jsonb default 'null', p_idempotency_key text default null)
@@ -2994,12 +2775,6 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  -- A continued run passes the event on to its chain's newest run (see continue_as_new), which
-  -- may itself continue while we wait for its lock.
-  while v_run.status = 'continued' and (aiki._chain_latest(v_run)).id <> v_run.id loop
-    select * into v_run from aiki.runs where id = (aiki._chain_latest(v_run)).id for update;
-  end loop;
-  p_run_id := v_run.id;
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
@@ -3150,32 +2925,15 @@ $$;
 -- functions 70_queues
 -- aiki engine: queues — optional per-queue settings, enforced by claim.
 --
---   set_queue     concurrency limit (running runs in the queue), per-key limit, rate limit
+--   set_queue     concurrency limit (running runs in the queue) and per-key limit
 --   pause_queue   claim skips the queue; runs keep arriving and wait
 --   resume_queue  claim serves it again; wakes its workers
 --
 -- A queue needs no row to be used: without one it is unlimited, unpaused, and runs sharing a
 -- concurrency key run one at a time.
---
--- Rate limits. At most rate_limit runs of the queue *start* per window of rate_window_ms; with
--- rate_per_key, at most that many per concurrency key (unkeyed runs share one allowance). A run
--- starts when it is leased for the first time (started_at is set): resuming after a sleep, a wait
--- or a retry, or a lease taken over from a crashed worker, is no new start; the successor of a
--- continue_as_new is a new run and starts anew. Windows are fixed and aligned to the Unix epoch
--- (a 60 s window runs from each minute's :00), so every claim agrees on them without state. The
--- claim enforces the limit (aiki._claim_limited): runs the window holds back go back to
--- `scheduled` until the window ends, so no worker polls for them.
 
--- Sets a queue's limits, replacing every limit the row held (a limit not given is removed); the
--- paused flag is kept. p_concurrency_limit: running runs of the queue at once (null: no limit).
--- p_key_concurrency_limit: running runs per concurrency key. p_rate_limit and p_rate_window_ms,
--- both or neither: at most p_rate_limit starts per window of p_rate_window_ms (1 ms - 366 days),
--- per concurrency key with p_rate_per_key. Notifies the queue (a raised limit may free runs).
--- AK003 on a bad name or limit, nothing written. Admin only.
-drop function if exists aiki.set_queue(text, integer, integer);
 create or replace function aiki.set_queue(
-  p_name text, p_concurrency_limit integer default null, p_key_concurrency_limit integer default 1,
-  p_rate_limit integer default null, p_rate_window_ms bigint default null, p_rate_per_key boolean default false)
+  p_name text, p_concurrency_limit integer default null, p_key_concurrency_limit integer default 1)
 returns aiki.queues
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -3193,30 +2951,11 @@ begin
       message = format('invalid key concurrency limit %s', coalesce(p_key_concurrency_limit::text, 'null')),
       hint = 'use 1-1000000';
   end if;
-  if p_rate_limit is not null and p_rate_limit not between 1 and 1000000 then
-    raise exception using errcode = 'AK003',
-      message = format('invalid rate limit %s', p_rate_limit), hint = 'use 1-1000000 starts per window, or null for none';
-  end if;
-  if (p_rate_limit is null) <> (p_rate_window_ms is null)
-     or p_rate_window_ms not between 1 and 31622400000 then
-    raise exception using errcode = 'AK003',
-      message = format('invalid rate window %s ms for rate limit %s',
-                       coalesce(p_rate_window_ms::text, 'null'), coalesce(p_rate_limit::text, 'null')),
-      hint = 'give a rate limit and a window of 1 ms to 366 days together, or neither';
-  end if;
-  if p_rate_per_key is null or (p_rate_per_key and p_rate_limit is null) then
-    raise exception using errcode = 'AK003',
-      message = format('invalid rate per key %s', coalesce(p_rate_per_key::text, 'null')),
-      hint = 'rate per key needs a rate limit';
-  end if;
-  insert into aiki.queues (name, concurrency_limit, key_concurrency_limit, rate_limit, rate_window_ms, rate_per_key, updated_at)
-  values (p_name, p_concurrency_limit, p_key_concurrency_limit, p_rate_limit, p_rate_window_ms, p_rate_per_key, aiki.now())
+  insert into aiki.queues (name, concurrency_limit, key_concurrency_limit, updated_at)
+  values (p_name, p_concurrency_limit, p_key_concurrency_limit, aiki.now())
   on conflict (name) do update
     set concurrency_limit = excluded.concurrency_limit,
         key_concurrency_limit = excluded.key_concurrency_limit,
-        rate_limit = excluded.rate_limit,
-        rate_window_ms = excluded.rate_window_ms,
-        rate_per_key = excluded.rate_per_key,
         updated_at = excluded.updated_at
   returning * into v_queue;
   perform aiki._notify_queue(p_name);
@@ -3602,8 +3341,7 @@ $$;
 -- Every queue that has unfinished runs or settings (aiki.queues), by name: {name, counts:
 -- {pending, running, scheduled, sleeping, waiting, retrying, paused}, oldest_pending_at (the
 -- available_at of its longest-claimable pending run), oldest_pending_age_ms, concurrency_limit
--- (null: none), key_concurrency_limit, rate_limit and rate_window_ms (null: none), rate_per_key,
--- paused}. A queue whose runs are all finished is not
+-- (null: none), key_concurrency_limit, paused}. A queue whose runs are all finished is not
 -- listed unless it has settings. Reads unfinished runs only (runs_status_created).
 create or replace function aiki.list_queues() returns jsonb
 language sql stable security definer
@@ -3633,9 +3371,6 @@ as $$
            'oldest_pending_age_ms', greatest(0, floor(extract(epoch from aiki.now() - l.oldest_pending_at) * 1000))::bigint,
            'concurrency_limit', q.concurrency_limit,
            'key_concurrency_limit', coalesce(q.key_concurrency_limit, 1),
-           'rate_limit', q.rate_limit,
-           'rate_window_ms', q.rate_window_ms,
-           'rate_per_key', coalesce(q.rate_per_key, false),
            'paused', coalesce(q.paused, false))
          order by coalesce(l.queue, q.name)), '[]'::jsonb)
   from live l
@@ -3659,10 +3394,6 @@ $$;
 -- is finished (or purged), the child goes with the rest. A child whose parent was purged still
 -- runs, times out and can be cancelled: it reads its parent row only when it finishes, and
 -- tolerates its absence.
---
--- A continued run (continue_as_new) is kept while its chain's newest run is unfinished or newer
--- than the cutoff: the chain's first run holds the idempotency key that finds the chain, and a
--- parent or handle names the chain by it.
 
 -- Deletes up to p_batch_size runs finished before p_finished_before, and up to p_batch_size of
 -- their steps, events and past attempts; returns how many rows it deleted (all four tables).
@@ -3691,9 +3422,6 @@ begin
     select r.id from aiki.runs r
     where r.finished_at < p_finished_before
       and not exists (select 1 from aiki.runs p where p.id = r.parent_id and p.finished_at is null)
-      and not exists (select 1 from aiki.runs l
-                      where r.continued_to is not null and l.chain_id = r.chain_id and l.continued_to is null
-                        and (l.finished_at is null or l.finished_at >= p_finished_before))
     order by r.finished_at
     limit p_batch_size
     for update of r skip locked) doomed;
@@ -3722,6 +3450,133 @@ end
 $$;
 
 
+-- functions 85_test_clock
+-- aiki engine: the test clock — time that a test moves on demand (the `aiki/testing` kit).
+--
+--   advance_clock     move the clock of a test database forward, one due time at a time
+--   test_clock_state  what the engine still has to do before the clock may move
+--   (test_clock_now, the clock's time, is in 00_core.sql beside aiki.now)
+--
+-- The model. A database runs on a test clock when its database-level setting says so
+-- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
+-- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
+-- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
+-- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
+-- production path of aiki.now() never reads the table.
+--
+-- A jump must look to the engine as if the time had passed with everyone idle:
+--   * no run is `running` while the clock moves, or its lease would expire under the worker
+--     executing it and a second worker would execute it again; advance_clock locks the runs
+--     table against writes (claims included) and moves nothing while a run is running;
+--   * timers fire in order, each at its own time: a jump stops at the first due time on its way
+--     and holds the clock there (`frozen_at`), so a run woken then sets its next timer from that
+--     very time, not from the jump's end, nor a few milliseconds after it; the caller settles
+--     the engine and calls again, and the jump that reaches its target lets the clock flow on;
+--   * the live workers stay alive: their last_seen moves with the clock, else every worker would
+--     look dead (its runs `unserved`) until its next heartbeat;
+--   * whoever has runs due is woken: the queues of runs due at the new time are notified on
+--     `aiki_wake`, as every function that makes a run claimable does.
+-- The clock never goes back. Only a superuser or aiki_admin may move it (90_security.sql), and
+-- only in a database on a test clock.
+
+-- Whether this database runs on a test clock by its own setting (pg_db_role_setting), not by a
+-- session's: a session may set aiki.test_clock anywhere, but only the database owner can make
+-- every session of the database start with it.
+create or replace function aiki._on_test_clock() returns boolean
+language sql stable
+as $$
+  select exists (
+    select 1 from pg_catalog.pg_db_role_setting s
+      join pg_catalog.pg_database d on d.oid = s.setdatabase
+     where d.datname = current_database() and s.setrole = 0
+       and 'aiki.test_clock=on' = any (s.setconfig))
+$$;
+
+-- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
+-- run falls due (a scheduled start, a sleep, a wait's timeout, a retry), so that timers fire in
+-- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
+-- reached, the clock stands at the due time (let the woken runs settle, then call again);
+-- reached, it flows on from p_to. A p_to not after the clock's time leaves the time as it is
+-- (flowing again, if it stood), with reached true. While a run is running nothing moves:
+-- {"moved": false, "now", "running": n} (wait for the workers, then call again). Notifies the
+-- queues of the runs due at the new time.
+-- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
+-- claims and starts until commit; two advances queue up), then the clock's row.
+-- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
+create or replace function aiki.advance_clock(p_to timestamptz)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_from timestamptz;
+  v_to timestamptz;
+  v_running integer;
+begin
+  if not aiki._on_test_clock() then
+    raise exception using errcode = 'AK005',
+      message = format('database %s does not run on a test clock', current_database()),
+      hint = format('alter database %I set aiki.test_clock = on (the test kit does), then reconnect', current_database());
+  end if;
+  if p_to is null then
+    raise exception using errcode = 'AK003', message = 'invalid clock target null: give a time';
+  end if;
+  lock table aiki.runs in share row exclusive mode;
+  perform 1 from aiki.test_clock for update;
+  v_from := aiki.test_clock_now();
+  select count(*) into v_running from aiki.runs where status = 'running';
+  if v_running > 0 then
+    return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
+  end if;
+  select least(p_to, min(available_at)) into v_to from aiki.runs
+   where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from;
+  v_to := greatest(coalesce(v_to, p_to), v_from);
+  -- Reached: flow on from v_to (the shift is v_to less the transaction time). Short of it: stand.
+  update aiki.test_clock
+     set shift_us = case when v_to >= p_to
+                         then ((extract(epoch from v_to) - extract(epoch from now())) * 1000000)::bigint
+                         else shift_us end,
+         frozen_at = case when v_to >= p_to then null else v_to end;
+  update aiki.workers
+     set last_seen = last_seen + (extract(epoch from v_to) - extract(epoch from v_from)) * interval '1 second'
+   where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
+  perform aiki._notify_queue(q.queue) from (
+    select distinct queue from aiki.runs
+     where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to) q;
+  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
+end
+$$;
+
+-- What keeps the engine of a test database busy at the test clock's time: {"now", "busy":
+-- [{"id", "workflow", "version", "queue", "status"}, … up to 20], "next_due_at"}. Busy runs are
+-- running ones and ones claimable now (pending, or a timer due) that a live worker serves on an
+-- unpaused queue: the engine is settled when there are none. next_due_at is the earliest time
+-- a run falls due later (null: none). Reads only. Admin only.
+create or replace function aiki.test_clock_state()
+returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with clock as (select aiki.test_clock_now() as now)
+  select jsonb_build_object(
+    'now', clock.now,
+    'busy', coalesce((
+      select jsonb_agg(jsonb_build_object('id', b.id, 'workflow', b.workflow, 'version', b.version,
+                                          'queue', b.queue, 'status', b.status))
+        from (select r.id, r.workflow, r.version, r.queue, r.status from aiki.runs r
+               where r.status = 'running'
+                  or (r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                      and r.available_at <= clock.now
+                      and not aiki._unserved(r.workflow, r.version, r.queue, 'pending', clock.now)
+                      and not exists (select 1 from aiki.queues q where q.name = r.queue and q.paused))
+               order by r.id limit 20) b), '[]'),
+    'next_due_at', (select min(r.available_at) from aiki.runs r
+                     where r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                       and r.available_at > clock.now))
+  from clock
+$$;
+
+
 -- functions 90_security
 -- aiki engine: security — who may call what.
 --
@@ -3731,13 +3586,13 @@ $$;
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                schema_version
+--                now, test_clock_now, schema_version
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, continue_as_new, fail_run, record, next_due
+--                complete_run, fail_run, record, next_due
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
---                purge_runs, and reading the tables directly
+--                purge_runs, advance_clock, test_clock_state, and reading the tables directly
 
 revoke all on all functions in schema aiki from public;
 grant usage on schema aiki to aiki_client, aiki_worker, aiki_admin;
@@ -3745,6 +3600,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
+  aiki.test_clock_now(),
   aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),
@@ -3778,17 +3634,18 @@ grant execute on function
   aiki.start_children(uuid, uuid, jsonb),
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
-  aiki.continue_as_new(uuid, uuid, jsonb, text),
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
   aiki.next_due(text[], timestamptz)
 to aiki_worker, aiki_admin;
 
 grant execute on function
-  aiki.set_queue(text, integer, integer, integer, bigint, boolean),
+  aiki.set_queue(text, integer, integer),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
-  aiki.purge_runs(timestamptz, integer)
+  aiki.purge_runs(timestamptz, integer),
+  aiki.advance_clock(timestamptz),
+  aiki.test_clock_state()
 to aiki_admin;
 
 grant select on all tables in schema aiki to aiki_admin;

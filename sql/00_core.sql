@@ -33,17 +33,38 @@
 --                             aiki._max_journal_bytes(); the worker fails the run with it
 --   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
+-- The test clock's time in this transaction (aiki.test_clock, sql/85_test_clock.sql): where an
+-- advance holds it, else the transaction time plus its shift; in a database no test kit made,
+-- the transaction time. aiki.now() reads it only in a session on a test clock. Security
+-- definer: a client or worker reads the clock, never the table. Callable by all three roles, as
+-- aiki.now() is (the executor checks the right to call every function of an inlined
+-- expression, whichever CASE branch runs).
+create or replace function aiki.test_clock_now() returns timestamptz
+language sql stable parallel safe security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((select coalesce(frozen_at, now() + shift_us * interval '1 microsecond') from aiki.test_clock), now())
+$$;
+
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
 -- Only a superuser or a member of aiki_admin may move it (session_user: security-definer callers
 -- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
 -- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
+-- A database the test kit made runs on a test clock (`alter database … set aiki.test_clock =
+-- on`, so every session of it, pooled or not, has the setting from its start): the time of
+-- aiki.test_clock_now(), which only aiki.advance_clock moves (an admin's verb). A session that
+-- turns the setting on elsewhere reads the transaction timestamp, as nothing moves it there.
+-- Kept a single CASE expression without a subquery, so the planner inlines it into the claim's
+-- `available_at <= aiki.now()`; the production path costs two setting look-ups.
 create or replace function aiki.now() returns timestamptz
 language sql stable parallel safe
 as $$
   select case when current_setting('aiki.fake_now', true) <> ''
                and pg_has_role(session_user, 'aiki_admin', 'member')
               then current_setting('aiki.fake_now', true)::timestamptz
+              when current_setting('aiki.test_clock', true) = 'on'
+              then aiki.test_clock_now()
               else now() end
 $$;
 

@@ -6,9 +6,9 @@
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                schema_version, get_schedule, list_schedules, cron_fires, and the schedule
---                acts a client may take on runs too: pause_schedule, resume_schedule,
---                trigger_schedule (a fire starts a run, as start_workflow does)
+--                now, test_clock_now, schema_version, get_schedule, list_schedules, cron_fires,
+--                and the schedule acts a client may take on runs too: pause_schedule,
+--                resume_schedule, trigger_schedule (a fire starts a run, as start_workflow does)
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
@@ -16,7 +16,7 @@
 --                update_schedule, delete_schedule: worker({ schedules }) makes the database
 --                match its code at start-up, and a worker may start any run anyway
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
---                purge_runs, and reading the tables directly
+--                purge_runs, advance_clock, test_clock_state, and reading the tables directly
 
 revoke all on all functions in schema aiki from public;
 grant usage on schema aiki to aiki_client, aiki_worker, aiki_admin;
@@ -24,6 +24,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
+  aiki.test_clock_now(),
   aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
   aiki.send_event(uuid, text, jsonb, text),
@@ -76,7 +77,9 @@ grant execute on function
   aiki.set_queue(text, integer, integer, integer, bigint, boolean),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
-  aiki.purge_runs(timestamptz, integer)
+  aiki.purge_runs(timestamptz, integer),
+  aiki.advance_clock(timestamptz),
+  aiki.test_clock_state()
 to aiki_admin;
 
 grant select on all tables in schema aiki to aiki_admin;

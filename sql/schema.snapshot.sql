@@ -131,6 +131,16 @@ create table aiki.steps (
 ) with (fillfactor=90);
 grant select on table aiki.steps to aiki_admin;
 
+create table aiki.test_clock (
+  one boolean not null default true,
+  shift_us bigint not null default 0,
+  frozen_at timestamp with time zone,
+  constraint test_clock_forward CHECK ((shift_us >= 0)),
+  constraint test_clock_one_row CHECK (one),
+  constraint test_clock_pkey PRIMARY KEY (one)
+);
+grant select on table aiki.test_clock to aiki_admin;
+
 create table aiki.workers (
   id text not null,
   started_at timestamp with time zone not null,
@@ -275,6 +285,9 @@ create function aiki._notify_queue(p_queue text) returns void
 create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) returns void
   language sql volatile;
 
+create function aiki._on_test_clock() returns boolean
+  language sql stable;
+
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns uuid[]
   language plpgsql volatile;
 
@@ -319,6 +332,10 @@ create function aiki._uuidv7() returns uuid
 
 create function aiki._wake(p_run_id uuid) returns void
   language plpgsql volatile;
+
+create function aiki.advance_clock(p_to timestamp with time zone) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.advance_clock(timestamp with time zone) to aiki_admin;
 
 create function aiki.cancel(p_run_id uuid, p_reason text DEFAULT NULL::text) returns aiki.run_status
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -463,6 +480,14 @@ grant execute on function aiki.start_workflow(text, text, jsonb, text, text, int
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.suspend(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
+
+create function aiki.test_clock_now() returns timestamp with time zone
+  language sql stable parallel safe security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.test_clock_now() to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.test_clock_state() returns jsonb
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.test_clock_state() to aiki_admin;
 
 create function aiki.unregister_worker(p_worker text) returns void
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

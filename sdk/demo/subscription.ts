@@ -1,5 +1,7 @@
 // The subscription-trial example: activate a trial, then wait for a payment event for up to 14
-// days; without one, downgrade the account.
+// days; without one, downgrade the account. A day later, send the follow-up email (a welcome
+// for payers, a win-back offer for the others). sdk/test/trial.test.ts tests both ways with the
+// test kit, in real days.
 import { event, task, workflow } from "../index.js";
 import { days } from "./clock.js";
 
@@ -29,12 +31,24 @@ const downgrade = task({
   },
 });
 
+const sendEmail = task({
+  name: "send-email",
+  async handler(input: { userId: string; template: "welcome" | "win-back" }) {
+    progress(`${input.userId}: ${input.template} email sent`);
+    return { sent: input.template };
+  },
+});
+
 export const subscriptionV1 = workflow({ name: "subscription-trial" }).v("1.0.0", {
   events: { paid: event<{ plan: string }>() },
   async handler(run, input: { userId: string }) {
     await activateTrial.start(run, input);
     const payment = await run.events.paid.wait({ timeout: days(14) });
-    if (payment.timeout) return downgrade.start(run, input);
-    return upgrade.start(run, { userId: input.userId, plan: payment.data.plan });
+    const { plan } = payment.timeout
+      ? await downgrade.start(run, input)
+      : await upgrade.start(run, { userId: input.userId, plan: payment.data.plan });
+    await run.sleep("follow-up-delay", days(1));
+    await sendEmail.start(run, { userId: input.userId, template: plan === "free" ? "win-back" : "welcome" });
+    return { plan };
   },
 });

@@ -60,6 +60,16 @@ function tutorial(): string {
   return block[1]!;
 }
 
+/** README.md's "Testing workflows" example: its two ```ts blocks, trial.ts and trial.test.ts. */
+function testingExample(): { "trial.ts": string; "trial.test.ts": string } {
+  const readme = readFileSync(join(root, "README.md"), "utf8");
+  const start = readme.indexOf("## Testing workflows");
+  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+  const blocks = [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  assert.equal(blocks.length, 2, "README.md's Testing workflows has two ```ts blocks");
+  return { "trial.ts": blocks[0]!, "trial.test.ts": blocks[1]! };
+}
+
 let tmp: string;
 let app: string;
 let pack: { filename: string; size: number; unpackedSize: number; entryCount: number; files: { path: string }[] };
@@ -103,11 +113,16 @@ describe("the tarball", () => {
       ...functions().map((f) => `sql/${f.name}.sql`),
     ];
     for (const path of expected) assert.ok(paths.includes(path), `${path} is in the tarball`);
+    // The test kit (aiki/testing) is built; the repository's test runner beside it is not.
+    const kit = /^dist\/testing\/(index|env|clock|errors)\.(js|d\.ts)$/;
     for (const path of paths) {
       assert.ok(expected.includes(path) || /^dist\/.+\.(js|d\.ts)$/.test(path), `${path} does not belong in the tarball`);
+      if (kit.test(path)) continue;
       assert.doesNotMatch(path, /(^|\/)(test|tests|bench|fixtures|demo|testing|chaos)\//, `${path} is a test, bench or fixture`);
     }
-    for (const entry of ["dist/index.js", "dist/index.d.ts", "dist/cli.js"]) assert.ok(paths.includes(entry), `${entry} is built`);
+    for (const entry of ["dist/index.js", "dist/index.d.ts", "dist/cli.js", "dist/testing/index.js", "dist/testing/index.d.ts"]) {
+      assert.ok(paths.includes(entry), `${entry} is built`);
+    }
   });
 
   it("installs with only the SDK's runtime dependencies", (t) => {
@@ -174,6 +189,7 @@ await aiki.close();
       include: ["*.ts"],
     }, null, 2));
     writeFileSync(join(app, "tutorial.ts"), tutorial());
+    for (const [file, text] of Object.entries(testingExample())) writeFileSync(join(app, file), text);
     writeFileSync(join(app, "app.ts"), `
 import {
   client, event, task, worker, workflow, DefinitionError, RunFailedError, SchemaVersionError,
@@ -225,6 +241,40 @@ export async function main(): Promise<void> {
     const checked = await run(process.execPath, [tsc, "-p", "tsconfig.json"], { cwd: app });
     ok(checked, "tsc");
     assert.equal(checked.stdout, "");
+  });
+
+  it("imports the test kit from aiki/testing under plain node: a day-long sleep is over in one advance", async () => {
+    writeFileSync(join(app, "kit.mjs"), `
+import { task, workflow } from "aiki";
+import { testEnv } from "aiki/testing";
+const greet = task({ name: "greet", handler: (name) => "hello " + name });
+const wf = workflow({ name: "kit-smoke" }).v("1", {
+  async handler(run, name) {
+    await run.sleep("night", { days: 1 });
+    return greet.start(run, name);
+  },
+});
+const env = await testEnv();
+await env.worker({ workflows: [wf] });
+const run = await wf.start(env.client, "kit");
+await env.advance({ days: 1 });
+console.log(JSON.stringify(await env.result(run)));
+await env.close();
+`);
+    const result = await run(process.execPath, ["kit.mjs"], { cwd: app, env: { DATABASE_URL: adminUrl } });
+    ok(result, "node kit.mjs");
+    assert.equal(result.stdout, '"hello kit"\n');
+  });
+
+  it("runs the README's Testing workflows example with node --test, both cases passing", async () => {
+    for (const [file, text] of Object.entries(testingExample())) writeFileSync(join(app, file), text);
+    // NODE_TEST_CONTEXT would make that test run report to this one's runner instead of stdout.
+    const result = await run(process.execPath, ["--import", tsx, "--test", "--test-reporter=spec", "trial.test.ts"], {
+      cwd: app, env: { DATABASE_URL: adminUrl, NODE_TEST_CONTEXT: undefined }, timeoutMs: 120_000,
+    });
+    ok(result, "node --test trial.test.ts");
+    assert.match(result.stdout, /^ℹ pass 2$/m, result.stdout);
+    assert.match(result.stdout, /^ℹ fail 0$/m);
   });
 
   it("runs the README tutorial as written, to completion", async () => {

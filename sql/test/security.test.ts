@@ -193,10 +193,10 @@ describe("functions", () => {
   it("every public function is executable by the roles 90_security.sql names, and no others", async () => {
     // Exact for the client (the widest audience) and for the admin-only verbs; any other public
     // function is a worker call, so one added later is closed to clients unless listed here.
-    const client = ["now", "schema_version", "start_workflow", "send_event", "cancel", "pause", "resume", "get_run", "find_run", "list_runs",
+    const client = ["now", "test_clock_now", "schema_version", "start_workflow", "send_event", "cancel", "pause", "resume", "get_run", "find_run", "list_runs",
       "retry_run", "search_runs", "count_runs", "run_timeline", "list_workers", "list_queues",
       "get_schedule", "list_schedules", "cron_fires", "pause_schedule", "resume_schedule", "trigger_schedule"];
-    const adminOnly = ["set_queue", "pause_queue", "resume_queue", "purge_runs"];
+    const adminOnly = ["set_queue", "pause_queue", "resume_queue", "purge_runs", "advance_clock", "test_clock_state"];
     const rows = await h.sql`
       select p.proname,
              has_function_privilege('aiki_client', p.oid, 'execute') as client,
