@@ -11,8 +11,8 @@ create table if not exists aiki.migrations (
 -- Never backwards: a newer engine's functions are not replaced by this older script's.
 do $aiki_bundle$
 begin
-  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 7 then
-    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 7): use the aiki.sql of a newer release';
+  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 11 then
+    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 11): use the aiki.sql of a newer release';
   end if;
 end
 $aiki_bundle$;
@@ -375,6 +375,26 @@ $aiki_0007_operators$;
 end
 $aiki_bundle$;
 
+-- migration 0011_trace_context
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0011_trace_context') then
+    execute $aiki_0011_trace_context$-- 0011_trace_context: the W3C trace context a run carries (issue 13, tracing).
+--
+-- runs.trace_context: {"traceparent": "00-<trace id>-<span id>-<flags>", "tracestate"?: "…"},
+-- the span that started the run (the caller's `aiki.start` span, or a parent's). start_workflow
+-- and start_children set it; claim hands it out with the run, so every execution of the run, on
+-- any worker, opens its span under it and the run's executions, its children and the caller
+-- join one trace. Null when the starter traced nothing (no OpenTelemetry, or a plain SQL start):
+-- a null jsonb costs a row one bit of its null bitmap, so untraced runs pay nothing for it.
+
+alter table aiki.runs add column trace_context jsonb;
+$aiki_0011_trace_context$;
+    insert into aiki.migrations (name) values ('0011_trace_context');
+  end if;
+end
+$aiki_bundle$;
+
 -- functions 00_core
 -- aiki engine: shared core — the clock, ids, validation, retry arithmetic and wake-ups.
 --
@@ -525,6 +545,39 @@ begin
     raise exception using errcode = 'AK007',
       message = format('%s is %s bytes, over the limit of %s bytes',
                        p_what, pg_column_size(p_value), aiki._max_payload_bytes());
+  end if;
+  return p_value;
+end
+$$;
+
+-- A W3C trace context (https://www.w3.org/TR/trace-context/) as a run carries it (runs.trace_context):
+-- {"traceparent": "<version>-<32 hex trace id>-<16 hex span id>-<2 hex flags>", "tracestate"?:
+-- "<printable ASCII, at most 512 characters>"}, nothing else. SQL null and JSON null mean none
+-- (null). Raises AK003 for anything else, all-zero ids and version ff included (the spec's
+-- invalid values), so a worker never parses a context the engine stored.
+create or replace function aiki._check_trace_context(p_value jsonb) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_valid boolean := false;
+begin
+  if p_value is null or p_value = 'null'::jsonb then
+    return null;
+  end if;
+  -- Nested, not one boolean expression: Postgres does not promise to evaluate OR left to right,
+  -- and jsonb_object_keys raises on a non-object.
+  if jsonb_typeof(p_value) = 'object' and jsonb_typeof(p_value->'traceparent') = 'string' then
+    v_valid := p_value->>'traceparent' ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+      and p_value->>'traceparent' !~ '^ff|-0{32}-|-0{16}-'
+      and (not p_value ? 'tracestate'
+           or (jsonb_typeof(p_value->'tracestate') = 'string' and length(p_value->>'tracestate') <= 512
+               and p_value->>'tracestate' !~ '[^ -~]'))
+      and not exists (select 1 from jsonb_object_keys(p_value) k where k not in ('traceparent', 'tracestate'));
+  end if;
+  if not v_valid then
+    raise exception using errcode = 'AK003',
+      message = format('invalid trace context %s', left(p_value::text, 200)),
+      hint = 'use {"traceparent": "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", "tracestate": "…"} (W3C Trace Context; tracestate optional, at most 512 printable characters)';
   end if;
   return p_value;
 end
@@ -697,6 +750,7 @@ begin
     'error', p_run.error,
     'parent_id', p_run.parent_id,
     'parent_step_key', p_run.parent_step_key,
+    'trace_context', p_run.trace_context,
     'idempotency_key', p_run.idempotency_key,
     'concurrency_key', p_run.concurrency_key,
     'lease_expires_at', p_run.lease_expires_at,
@@ -719,11 +773,15 @@ $$;
 
 -- Inserts a run, or finds the one its idempotency key names. Shared by start_workflow and
 -- start_children. Raises AK003 on bad input, AK004 when the key names a different start.
+-- p_trace_context is stored as given (callers check it with _check_trace_context); a start that
+-- finds the key's run keeps that run's context, as it keeps its trace.
+drop function if exists aiki._insert_run(text, text, jsonb, text, text, integer, timestamptz, bigint, text,
+                                         bigint, jsonb, integer, uuid, text);
 create or replace function aiki._insert_run(
   p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text,
   p_priority integer, p_start_at timestamptz, p_delay_ms bigint, p_concurrency_key text,
   p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer,
-  p_parent_id uuid, p_parent_step_key text,
+  p_parent_id uuid, p_parent_step_key text, p_trace_context jsonb default null,
   out run_id uuid, out created boolean)
 language plpgsql
 as $$
@@ -765,14 +823,14 @@ begin
   insert into aiki.runs (
     id, parent_id, available_at, deadline_at, created_at, updated_at, priority,
     max_lease_expiries, status, workflow, version, queue, concurrency_key, idempotency_key,
-    parent_step_key, retry, input)
+    parent_step_key, retry, input, trace_context)
   values (
     aiki._uuidv7(), p_parent_id, v_start,
     case when p_timeout_ms is not null then v_start + aiki._check_duration('run timeout', p_timeout_ms) end,
     v_now, v_now, p_priority, p_max_lease_expiries,
     case when v_start > v_now then 'scheduled' else 'pending' end::aiki.run_status,
     p_workflow, p_version, p_queue, p_concurrency_key, p_idempotency_key,
-    p_parent_step_key, aiki._check_retry(p_retry), p_input)
+    p_parent_step_key, aiki._check_retry(p_retry), p_input, p_trace_context)
   on conflict (workflow, idempotency_key) where idempotency_key is not null do nothing
   returning id into run_id;
 
@@ -805,6 +863,9 @@ $$;
 -- Starts a workflow run. Idempotent on (workflow, idempotency key): the same start returns the
 -- existing run with created = false; a different version or input under the key raises AK004.
 -- Notifies the queue when the run is claimable now. Called by clients and workers.
+-- p_trace_context: the W3C trace context the run's executions continue (_check_trace_context).
+drop function if exists aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text,
+                                            bigint, jsonb, integer);
 create or replace function aiki.start_workflow(
   p_workflow text,
   p_version text,
@@ -817,7 +878,8 @@ create or replace function aiki.start_workflow(
   p_concurrency_key text default null,
   p_timeout_ms bigint default null,
   p_retry jsonb default null,
-  p_max_lease_expiries integer default 5)
+  p_max_lease_expiries integer default 5,
+  p_trace_context jsonb default null)
 returns table (run_id uuid, created boolean)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -829,7 +891,7 @@ begin
     select r.run_id, r.created
     from aiki._insert_run(p_workflow, p_version, p_input, p_idempotency_key, p_queue, p_priority,
                           p_start_at, p_delay_ms, p_concurrency_key, p_timeout_ms, p_retry,
-                          p_max_lease_expiries, null, null) r;
+                          p_max_lease_expiries, null, null, aiki._check_trace_context(p_trace_context)) r;
 end
 $$;
 
@@ -2782,8 +2844,9 @@ $$;
 
 -- Starts children of p_run_id, a JSON array of
 --   {"key", "workflow", "version", "input"?, "queue"?, "priority"?, "concurrency_key"?,
---    "timeout_ms"?, "retry"?}
--- and returns their ids in the same order. Keys already in the journal return the child they
+--    "timeout_ms"?, "retry"?, "trace_context"?}
+-- and returns their ids in the same order. A child without a trace context inherits the
+-- parent's, so it joins the parent's trace even when the worker traced nothing. Keys already in the journal return the child they
 -- started (AK006 if that child is of another workflow). AK001 lease lost, AK003 bad input.
 create or replace function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_children jsonb)
 returns uuid[]
@@ -2840,7 +2903,8 @@ begin
         coalesce(v_child->>'queue', v_run.queue), v_priority::integer,
         null, null, v_child->>'concurrency_key',
         case when coalesce(v_child->'timeout_ms', 'null') <> 'null' then aiki._json_whole('child timeout', v_child->'timeout_ms') end,
-        v_child->'retry', 5, p_run_id, v_key) r;
+        v_child->'retry', 5, p_run_id, v_key,
+        coalesce(aiki._check_trace_context(v_child->'trace_context'), v_run.trace_context)) r;
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, child_id, output, created_at, completed_at)
     values (p_run_id, v_key, 'child', 'completed', v_child->>'workflow', 1, v_child_id,
             jsonb_build_object('child_id', v_child_id), v_now, v_now);
@@ -3418,7 +3482,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 grant execute on function
   aiki.now(),
   aiki.schema_version(),
-  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
+  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer, jsonb),
   aiki.send_event(uuid, text, jsonb, text),
   aiki.cancel(uuid, text),
   aiki.pause(uuid),

@@ -21,7 +21,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 grant execute on function
   aiki.now(),
   aiki.schema_version(),
-  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
+  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer, jsonb),
   aiki.send_event(uuid, text, jsonb, text),
   aiki.cancel(uuid, text),
   aiki.pause(uuid),

@@ -87,6 +87,7 @@ create table aiki.runs (
   error jsonb,
   journal_steps integer not null default 0,
   journal_bytes bigint not null default 0,
+  trace_context jsonb,
   constraint runs_child_has_step_key CHECK (((parent_id IS NULL) = (parent_step_key IS NULL))),
   constraint runs_lease_only_while_running CHECK (((status = 'running'::aiki.run_status) = (lease_token IS NOT NULL))),
   constraint runs_pkey PRIMARY KEY (id),
@@ -185,6 +186,9 @@ create function aiki._check_retry(p_policy jsonb) returns jsonb
 create function aiki._check_run_id(p_run_id uuid) returns uuid
   language plpgsql immutable;
 
+create function aiki._check_trace_context(p_value jsonb) returns jsonb
+  language plpgsql immutable;
+
 create function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
   language plpgsql immutable;
 
@@ -206,7 +210,7 @@ create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_sta
 create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
-create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, OUT run_id uuid, OUT created boolean) returns record
+create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, p_trace_context jsonb DEFAULT NULL::jsonb, OUT run_id uuid, OUT created boolean) returns record
   language plpgsql volatile;
 
 create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
@@ -422,9 +426,9 @@ create function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_childre
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.start_children(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
 
-create function aiki.start_workflow(p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_start_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms bigint DEFAULT NULL::bigint, p_concurrency_key text DEFAULT NULL::text, p_timeout_ms bigint DEFAULT NULL::bigint, p_retry jsonb DEFAULT NULL::jsonb, p_max_lease_expiries integer DEFAULT 5) returns TABLE(run_id uuid, created boolean)
+create function aiki.start_workflow(p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_start_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms bigint DEFAULT NULL::bigint, p_concurrency_key text DEFAULT NULL::text, p_timeout_ms bigint DEFAULT NULL::bigint, p_retry jsonb DEFAULT NULL::jsonb, p_max_lease_expiries integer DEFAULT 5, p_trace_context jsonb DEFAULT NULL::jsonb) returns TABLE(run_id uuid, created boolean)
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.start_workflow(text, text, jsonb, text, text, integer, timestamp with time zone, bigint, text, bigint, jsonb, integer) to aiki_admin, aiki_client, aiki_worker;
+grant execute on function aiki.start_workflow(text, text, jsonb, text, text, integer, timestamp with time zone, bigint, text, bigint, jsonb, integer, jsonb) to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
