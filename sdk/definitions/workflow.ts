@@ -10,6 +10,7 @@ export type { Logger } from "../logger.js";
 import { check, childStartRules, startRules, versionRules, workflowRules } from "../options.js";
 import { validate, type Schema } from "../schema.js";
 import { executionOf } from "../worker/execution.js";
+import { traceStart } from "../tracing/start.js";
 
 export type RunEvents<E extends EventMap> = {
   [K in keyof E]: { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<EventData<E[K]>>> };
@@ -92,17 +93,20 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
     check("start option", options, startRules);
     const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
     await client.ready();
-    const { run_id } = await engine.startWorkflow(client.sql, this.name, this.version, valid, {
-      idempotencyKey: options.idempotencyKey,
-      queue: options.queue ?? this.options.queue,
-      priority: options.priority,
-      startAt: options.startAt,
-      delayMs: options.delay === undefined ? undefined : toMilliseconds(options.delay),
-      concurrencyKey: options.concurrencyKey,
-      timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
-      retry: this.options.retry,
-      maxLeaseExpiries: options.maxLeaseExpiries,
-    });
+    const queue = options.queue ?? this.options.queue ?? "default";
+    const { run_id } = await traceStart({ workflow: this.name, version: this.version, queue }, (traceContext) =>
+      engine.startWorkflow(client.sql, this.name, this.version, valid, {
+        idempotencyKey: options.idempotencyKey,
+        queue,
+        priority: options.priority,
+        startAt: options.startAt,
+        delayMs: options.delay === undefined ? undefined : toMilliseconds(options.delay),
+        concurrencyKey: options.concurrencyKey,
+        timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
+        retry: this.options.retry,
+        maxLeaseExpiries: options.maxLeaseExpiries,
+        traceContext,
+      }));
     return new RunHandle<O, E>(client, run_id, this.events);
   }
 
