@@ -6,7 +6,10 @@
 import { after, afterEach, before, describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { context, SpanStatusCode, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
@@ -255,6 +258,33 @@ describe("tracing", () => {
     assert.equal(refused.status.code, SpanStatusCode.ERROR);
     assert.match(refused.status.message ?? "", /^InvalidInputError: invalid priority 1\.5/);
     assert.equal(refused.attributes["aiki.run.id"], undefined);
+  });
+
+  it("the README's Tracing example runs as written and prints one trace", async (t) => {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const block = /```ts\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf("### Tracing (optional)")))?.[1];
+    assert.ok(block, "README.md has a ```ts block in its Tracing section");
+    // The example imports "aiki" and the OpenTelemetry packages as an app would; here they are
+    // this repository's sources and node_modules.
+    const script = block.replace(/from "([^"]+)"/g, (_, name: string) =>
+      `from ${JSON.stringify(name === "aiki" ? pathToFileURL(join(root, "sdk/index.ts")).href : import.meta.resolve(name))}`);
+    const dir = mkdtempSync(join(tmpdir(), "aiki-tracing-readme-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, "example.mts"), script);
+    const child = spawn(process.execPath, ["--import", "tsx", join(dir, "example.mts")], {
+      cwd: root, env: { ...process.env, DATABASE_URL: env.url }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout!.on("data", (chunk) => (output += chunk));
+    child.stderr!.on("data", (chunk) => (output += chunk));
+    const code = await within(new Promise((resolve) => child.on("exit", resolve)), 30_000, "the README example to exit");
+    assert.equal(code, 0, output);
+    assert.match(output, /^hello ada$/m);
+    // ConsoleSpanExporter prints each span as an object literal: its traceId, then its name.
+    const printed = [...output.matchAll(/traceId: '([0-9a-f]{32})',[\s\S]*?name: '([^']+)'/g)].map((m) => [m[1], m[2]]);
+    assert.deepEqual(printed.map(([, name]) => name).sort(),
+      ["aiki.run hello", "aiki.run hello", "aiki.start hello", "aiki.task greet", "aiki.wait sleep pause", "request"]);
+    assert.equal(new Set(printed.map(([traceId]) => traceId)).size, 1, "one trace");
   });
 
   it("without a registered tracer provider nothing is recorded, the run carries no context, and runs work as before", async (t) => {
