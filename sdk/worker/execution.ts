@@ -69,6 +69,11 @@ export interface ExecutionSettings {
   onSettled?: () => void;
   /** Called with the database time the released run falls due (a suspend, a scheduled retry). */
   onDue?: (at: string) => void;
+  /**
+   * Records OpenTelemetry spans while a tracer provider is registered (tracing/execution.ts).
+   * Default: false, so an execution outside a worker (a replay of a recorded run) traces nothing.
+   */
+  tracing?: boolean;
 }
 
 /**
@@ -143,7 +148,7 @@ export class Execution {
     this.replay = new Replay(record.id, record.journal);
     this.run = this.makeRun();
     this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
-    this.trace = ExecutionTrace.open(record);
+    this.trace = settings.tracing ? ExecutionTrace.open(record) : undefined;
   }
 
   /** A heartbeat renewed this execution's lease until `expiresAt` (database clock). */
