@@ -11,8 +11,8 @@ create table if not exists aiki.migrations (
 -- Never backwards: a newer engine's functions are not replaced by this older script's.
 do $aiki_bundle$
 begin
-  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 10 then
-    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 10): use the aiki.sql of a newer release';
+  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 11 then
+    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 11): use the aiki.sql of a newer release';
   end if;
 end
 $aiki_bundle$;
@@ -375,37 +375,22 @@ $aiki_0007_operators$;
 end
 $aiki_bundle$;
 
--- migration 0010_test_clock
+-- migration 0011_trace_context
 do $aiki_bundle$
 begin
-  if not exists (select 1 from aiki.migrations where name = '0010_test_clock') then
-    execute $aiki_0010_test_clock$-- 0010_test_clock: the clock of a test database (the `aiki/testing` kit, issue 13).
+  if not exists (select 1 from aiki.migrations where name = '0011_trace_context') then
+    execute $aiki_0011_trace_context$-- 0011_trace_context: the W3C trace context a run carries (issue 13, tracing).
 --
--- A database created by the test kit runs on a test clock: `alter database … set
--- aiki.test_clock = on` makes every session of it (client pools, worker pools, the LISTEN
--- connection) read aiki.now() from this table's one row, which only aiki.advance_clock moves
--- (sql/85_test_clock.sql). Created here with no shift; in a database that never runs on a test
--- clock it stays so and nothing reads it.
---
---   shift_us   how far the test clock runs ahead of the transaction time, in microseconds (an
---              integer, not an interval, so that adding it never goes through calendar days
---              and the session's time zone)
---   frozen_at  while an advance steps through due times, the clock stands at this time, so
---              that what the woken runs do happens at their due time exactly; null: it flows
-create table aiki.test_clock (
-  one        boolean not null default true,
-  shift_us   bigint not null default 0,
-  frozen_at  timestamptz,
-  constraint test_clock_pkey primary key (one),
-  constraint test_clock_one_row check (one),
-  constraint test_clock_forward check (shift_us >= 0)
-);
+-- runs.trace_context: {"traceparent": "00-<trace id>-<span id>-<flags>", "tracestate"?: "…"},
+-- the span that started the run (the caller's `aiki.start` span, or a parent's). start_workflow
+-- and start_children set it; claim hands it out with the run, so every execution of the run, on
+-- any worker, opens its span under it and the run's executions, its children and the caller
+-- join one trace. Null when the starter traced nothing (no OpenTelemetry, or a plain SQL start):
+-- a null jsonb costs a row one bit of its null bitmap, so untraced runs pay nothing for it.
 
-insert into aiki.test_clock default values;
-
-revoke all on aiki.test_clock from public;
-$aiki_0010_test_clock$;
-    insert into aiki.migrations (name) values ('0010_test_clock');
+alter table aiki.runs add column trace_context jsonb;
+$aiki_0011_trace_context$;
+    insert into aiki.migrations (name) values ('0011_trace_context');
   end if;
 end
 $aiki_bundle$;
@@ -445,38 +430,17 @@ $aiki_bundle$;
 --                             aiki._max_journal_bytes(); the worker fails the run with it
 --   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
--- The test clock's time in this transaction (aiki.test_clock, sql/85_test_clock.sql): where an
--- advance holds it, else the transaction time plus its shift; in a database no test kit made,
--- the transaction time. aiki.now() reads it only in a session on a test clock. Security
--- definer: a client or worker reads the clock, never the table. Callable by all three roles, as
--- aiki.now() is (the executor checks the right to call every function of an inlined
--- expression, whichever CASE branch runs).
-create or replace function aiki.test_clock_now() returns timestamptz
-language sql stable parallel safe security definer
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce((select coalesce(frozen_at, now() + shift_us * interval '1 microsecond') from aiki.test_clock), now())
-$$;
-
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
 -- Only a superuser or a member of aiki_admin may move it (session_user: security-definer callers
 -- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
 -- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
--- A database the test kit made runs on a test clock (`alter database … set aiki.test_clock =
--- on`, so every session of it, pooled or not, has the setting from its start): the time of
--- aiki.test_clock_now(), which only aiki.advance_clock moves (an admin's verb). A session that
--- turns the setting on elsewhere reads the transaction timestamp, as nothing moves it there.
--- Kept a single CASE expression without a subquery, so the planner inlines it into the claim's
--- `available_at <= aiki.now()`; the production path costs two setting look-ups.
 create or replace function aiki.now() returns timestamptz
 language sql stable parallel safe
 as $$
   select case when current_setting('aiki.fake_now', true) <> ''
                and pg_has_role(session_user, 'aiki_admin', 'member')
               then current_setting('aiki.fake_now', true)::timestamptz
-              when current_setting('aiki.test_clock', true) = 'on'
-              then aiki.test_clock_now()
               else now() end
 $$;
 
@@ -581,6 +545,39 @@ begin
     raise exception using errcode = 'AK007',
       message = format('%s is %s bytes, over the limit of %s bytes',
                        p_what, pg_column_size(p_value), aiki._max_payload_bytes());
+  end if;
+  return p_value;
+end
+$$;
+
+-- A W3C trace context (https://www.w3.org/TR/trace-context/) as a run carries it (runs.trace_context):
+-- {"traceparent": "<version>-<32 hex trace id>-<16 hex span id>-<2 hex flags>", "tracestate"?:
+-- "<printable ASCII, at most 512 characters>"}, nothing else. SQL null and JSON null mean none
+-- (null). Raises AK003 for anything else, all-zero ids and version ff included (the spec's
+-- invalid values), so a worker never parses a context the engine stored.
+create or replace function aiki._check_trace_context(p_value jsonb) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_valid boolean := false;
+begin
+  if p_value is null or p_value = 'null'::jsonb then
+    return null;
+  end if;
+  -- Nested, not one boolean expression: Postgres does not promise to evaluate OR left to right,
+  -- and jsonb_object_keys raises on a non-object.
+  if jsonb_typeof(p_value) = 'object' and jsonb_typeof(p_value->'traceparent') = 'string' then
+    v_valid := p_value->>'traceparent' ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+      and p_value->>'traceparent' !~ '^ff|-0{32}-|-0{16}-'
+      and (not p_value ? 'tracestate'
+           or (jsonb_typeof(p_value->'tracestate') = 'string' and length(p_value->>'tracestate') <= 512
+               and p_value->>'tracestate' !~ '[^ -~]'))
+      and not exists (select 1 from jsonb_object_keys(p_value) k where k not in ('traceparent', 'tracestate'));
+  end if;
+  if not v_valid then
+    raise exception using errcode = 'AK003',
+      message = format('invalid trace context %s', left(p_value::text, 200)),
+      hint = 'use {"traceparent": "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", "tracestate": "…"} (W3C Trace Context; tracestate optional, at most 512 printable characters)';
   end if;
   return p_value;
 end
@@ -753,6 +750,7 @@ begin
     'error', p_run.error,
     'parent_id', p_run.parent_id,
     'parent_step_key', p_run.parent_step_key,
+    'trace_context', p_run.trace_context,
     'idempotency_key', p_run.idempotency_key,
     'concurrency_key', p_run.concurrency_key,
     'lease_expires_at', p_run.lease_expires_at,
@@ -775,11 +773,15 @@ $$;
 
 -- Inserts a run, or finds the one its idempotency key names. Shared by start_workflow and
 -- start_children. Raises AK003 on bad input, AK004 when the key names a different start.
+-- p_trace_context is stored as given (callers check it with _check_trace_context); a start that
+-- finds the key's run keeps that run's context, as it keeps its trace.
+drop function if exists aiki._insert_run(text, text, jsonb, text, text, integer, timestamptz, bigint, text,
+                                         bigint, jsonb, integer, uuid, text);
 create or replace function aiki._insert_run(
   p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text,
   p_priority integer, p_start_at timestamptz, p_delay_ms bigint, p_concurrency_key text,
   p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer,
-  p_parent_id uuid, p_parent_step_key text,
+  p_parent_id uuid, p_parent_step_key text, p_trace_context jsonb default null,
   out run_id uuid, out created boolean)
 language plpgsql
 as $$
@@ -821,14 +823,14 @@ begin
   insert into aiki.runs (
     id, parent_id, available_at, deadline_at, created_at, updated_at, priority,
     max_lease_expiries, status, workflow, version, queue, concurrency_key, idempotency_key,
-    parent_step_key, retry, input)
+    parent_step_key, retry, input, trace_context)
   values (
     aiki._uuidv7(), p_parent_id, v_start,
     case when p_timeout_ms is not null then v_start + aiki._check_duration('run timeout', p_timeout_ms) end,
     v_now, v_now, p_priority, p_max_lease_expiries,
     case when v_start > v_now then 'scheduled' else 'pending' end::aiki.run_status,
     p_workflow, p_version, p_queue, p_concurrency_key, p_idempotency_key,
-    p_parent_step_key, aiki._check_retry(p_retry), p_input)
+    p_parent_step_key, aiki._check_retry(p_retry), p_input, p_trace_context)
   on conflict (workflow, idempotency_key) where idempotency_key is not null do nothing
   returning id into run_id;
 
@@ -861,6 +863,9 @@ $$;
 -- Starts a workflow run. Idempotent on (workflow, idempotency key): the same start returns the
 -- existing run with created = false; a different version or input under the key raises AK004.
 -- Notifies the queue when the run is claimable now. Called by clients and workers.
+-- p_trace_context: the W3C trace context the run's executions continue (_check_trace_context).
+drop function if exists aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text,
+                                            bigint, jsonb, integer);
 create or replace function aiki.start_workflow(
   p_workflow text,
   p_version text,
@@ -873,7 +878,8 @@ create or replace function aiki.start_workflow(
   p_concurrency_key text default null,
   p_timeout_ms bigint default null,
   p_retry jsonb default null,
-  p_max_lease_expiries integer default 5)
+  p_max_lease_expiries integer default 5,
+  p_trace_context jsonb default null)
 returns table (run_id uuid, created boolean)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -885,7 +891,7 @@ begin
     select r.run_id, r.created
     from aiki._insert_run(p_workflow, p_version, p_input, p_idempotency_key, p_queue, p_priority,
                           p_start_at, p_delay_ms, p_concurrency_key, p_timeout_ms, p_retry,
-                          p_max_lease_expiries, null, null) r;
+                          p_max_lease_expiries, null, null, aiki._check_trace_context(p_trace_context)) r;
 end
 $$;
 
@@ -2838,8 +2844,9 @@ $$;
 
 -- Starts children of p_run_id, a JSON array of
 --   {"key", "workflow", "version", "input"?, "queue"?, "priority"?, "concurrency_key"?,
---    "timeout_ms"?, "retry"?}
--- and returns their ids in the same order. Keys already in the journal return the child they
+--    "timeout_ms"?, "retry"?, "trace_context"?}
+-- and returns their ids in the same order. A child without a trace context inherits the
+-- parent's, so it joins the parent's trace even when the worker traced nothing. Keys already in the journal return the child they
 -- started (AK006 if that child is of another workflow). AK001 lease lost, AK003 bad input.
 create or replace function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_children jsonb)
 returns uuid[]
@@ -2896,7 +2903,8 @@ begin
         coalesce(v_child->>'queue', v_run.queue), v_priority::integer,
         null, null, v_child->>'concurrency_key',
         case when coalesce(v_child->'timeout_ms', 'null') <> 'null' then aiki._json_whole('child timeout', v_child->'timeout_ms') end,
-        v_child->'retry', 5, p_run_id, v_key) r;
+        v_child->'retry', 5, p_run_id, v_key,
+        coalesce(aiki._check_trace_context(v_child->'trace_context'), v_run.trace_context)) r;
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, child_id, output, created_at, completed_at)
     values (p_run_id, v_key, 'child', 'completed', v_child->>'workflow', 1, v_child_id,
             jsonb_build_object('child_id', v_child_id), v_now, v_now);
@@ -3450,133 +3458,6 @@ end
 $$;
 
 
--- functions 85_test_clock
--- aiki engine: the test clock — time that a test moves on demand (the `aiki/testing` kit).
---
---   advance_clock     move the clock of a test database forward, one due time at a time
---   test_clock_state  what the engine still has to do before the clock may move
---   (test_clock_now, the clock's time, is in 00_core.sql beside aiki.now)
---
--- The model. A database runs on a test clock when its database-level setting says so
--- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
--- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
--- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
--- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
--- production path of aiki.now() never reads the table.
---
--- A jump must look to the engine as if the time had passed with everyone idle:
---   * no run is `running` while the clock moves, or its lease would expire under the worker
---     executing it and a second worker would execute it again; advance_clock locks the runs
---     table against writes (claims included) and moves nothing while a run is running;
---   * timers fire in order, each at its own time: a jump stops at the first due time on its way
---     and holds the clock there (`frozen_at`), so a run woken then sets its next timer from that
---     very time, not from the jump's end, nor a few milliseconds after it; the caller settles
---     the engine and calls again, and the jump that reaches its target lets the clock flow on;
---   * the live workers stay alive: their last_seen moves with the clock, else every worker would
---     look dead (its runs `unserved`) until its next heartbeat;
---   * whoever has runs due is woken: the queues of runs due at the new time are notified on
---     `aiki_wake`, as every function that makes a run claimable does.
--- The clock never goes back. Only a superuser or aiki_admin may move it (90_security.sql), and
--- only in a database on a test clock.
-
--- Whether this database runs on a test clock by its own setting (pg_db_role_setting), not by a
--- session's: a session may set aiki.test_clock anywhere, but only the database owner can make
--- every session of the database start with it.
-create or replace function aiki._on_test_clock() returns boolean
-language sql stable
-as $$
-  select exists (
-    select 1 from pg_catalog.pg_db_role_setting s
-      join pg_catalog.pg_database d on d.oid = s.setdatabase
-     where d.datname = current_database() and s.setrole = 0
-       and 'aiki.test_clock=on' = any (s.setconfig))
-$$;
-
--- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
--- run falls due (a scheduled start, a sleep, a wait's timeout, a retry), so that timers fire in
--- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
--- reached, the clock stands at the due time (let the woken runs settle, then call again);
--- reached, it flows on from p_to. A p_to not after the clock's time leaves the time as it is
--- (flowing again, if it stood), with reached true. While a run is running nothing moves:
--- {"moved": false, "now", "running": n} (wait for the workers, then call again). Notifies the
--- queues of the runs due at the new time.
--- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
--- claims and starts until commit; two advances queue up), then the clock's row.
--- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
-create or replace function aiki.advance_clock(p_to timestamptz)
-returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_from timestamptz;
-  v_to timestamptz;
-  v_running integer;
-begin
-  if not aiki._on_test_clock() then
-    raise exception using errcode = 'AK005',
-      message = format('database %s does not run on a test clock', current_database()),
-      hint = format('alter database %I set aiki.test_clock = on (the test kit does), then reconnect', current_database());
-  end if;
-  if p_to is null then
-    raise exception using errcode = 'AK003', message = 'invalid clock target null: give a time';
-  end if;
-  lock table aiki.runs in share row exclusive mode;
-  perform 1 from aiki.test_clock for update;
-  v_from := aiki.test_clock_now();
-  select count(*) into v_running from aiki.runs where status = 'running';
-  if v_running > 0 then
-    return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
-  end if;
-  select least(p_to, min(available_at)) into v_to from aiki.runs
-   where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from;
-  v_to := greatest(coalesce(v_to, p_to), v_from);
-  -- Reached: flow on from v_to (the shift is v_to less the transaction time). Short of it: stand.
-  update aiki.test_clock
-     set shift_us = case when v_to >= p_to
-                         then ((extract(epoch from v_to) - extract(epoch from now())) * 1000000)::bigint
-                         else shift_us end,
-         frozen_at = case when v_to >= p_to then null else v_to end;
-  update aiki.workers
-     set last_seen = last_seen + (extract(epoch from v_to) - extract(epoch from v_from)) * interval '1 second'
-   where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
-  perform aiki._notify_queue(q.queue) from (
-    select distinct queue from aiki.runs
-     where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to) q;
-  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
-end
-$$;
-
--- What keeps the engine of a test database busy at the test clock's time: {"now", "busy":
--- [{"id", "workflow", "version", "queue", "status"}, … up to 20], "next_due_at"}. Busy runs are
--- running ones and ones claimable now (pending, or a timer due) that a live worker serves on an
--- unpaused queue: the engine is settled when there are none. next_due_at is the earliest time
--- a run falls due later (null: none). Reads only. Admin only.
-create or replace function aiki.test_clock_state()
-returns jsonb
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-  with clock as (select aiki.test_clock_now() as now)
-  select jsonb_build_object(
-    'now', clock.now,
-    'busy', coalesce((
-      select jsonb_agg(jsonb_build_object('id', b.id, 'workflow', b.workflow, 'version', b.version,
-                                          'queue', b.queue, 'status', b.status))
-        from (select r.id, r.workflow, r.version, r.queue, r.status from aiki.runs r
-               where r.status = 'running'
-                  or (r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
-                      and r.available_at <= clock.now
-                      and not aiki._unserved(r.workflow, r.version, r.queue, 'pending', clock.now)
-                      and not exists (select 1 from aiki.queues q where q.name = r.queue and q.paused))
-               order by r.id limit 20) b), '[]'),
-    'next_due_at', (select min(r.available_at) from aiki.runs r
-                     where r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
-                       and r.available_at > clock.now))
-  from clock
-$$;
-
-
 -- functions 90_security
 -- aiki engine: security — who may call what.
 --
@@ -3586,13 +3467,13 @@ $$;
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                now, test_clock_now, schema_version
+--                schema_version
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
 --                complete_run, fail_run, record, next_due
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
---                purge_runs, advance_clock, test_clock_state, and reading the tables directly
+--                purge_runs, and reading the tables directly
 
 revoke all on all functions in schema aiki from public;
 grant usage on schema aiki to aiki_client, aiki_worker, aiki_admin;
@@ -3600,9 +3481,8 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
-  aiki.test_clock_now(),
   aiki.schema_version(),
-  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
+  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer, jsonb),
   aiki.send_event(uuid, text, jsonb, text),
   aiki.cancel(uuid, text),
   aiki.pause(uuid),
@@ -3643,9 +3523,7 @@ grant execute on function
   aiki.set_queue(text, integer, integer),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
-  aiki.purge_runs(timestamptz, integer),
-  aiki.advance_clock(timestamptz),
-  aiki.test_clock_state()
+  aiki.purge_runs(timestamptz, integer)
 to aiki_admin;
 
 grant select on all tables in schema aiki to aiki_admin;

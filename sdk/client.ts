@@ -10,6 +10,7 @@ import { Notifications } from "./listener.js";
 import { resolveLogger, type Logger } from "./logger.js";
 import { check, clientRules, queueRules } from "./options.js";
 import { toMilliseconds, type Duration } from "./duration.js";
+import { loadTracing } from "./tracing/otel.js";
 import * as engine from "./engine.js";
 
 export interface ClientOptions {
@@ -48,7 +49,8 @@ export interface Client {
   /**
    * Checks, once, that the database holds the engine version this package ships; rejects with
    * SchemaVersionError ("run `npx aiki migrate`" or "upgrade the `aiki` package") if not.
-   * Workers and starts call it before their first query.
+   * Workers and starts call it before their first query. Also loads OpenTelemetry, if the
+   * application has it (tracing/otel.ts).
    */
   ready(): Promise<void>;
   /**
@@ -102,7 +104,7 @@ export function client(options: ClientOptions = {}): Client {
     ready() {
       // Remembered once it passed; a failure (the server down, the engine not migrated yet) is
       // looked at again on the next call.
-      checked ??= checkSchemaVersion(sql).catch((error: unknown) => {
+      checked ??= Promise.all([checkSchemaVersion(sql), loadTracing()]).then(() => undefined, (error: unknown) => {
         checked = undefined;
         throw error;
       });

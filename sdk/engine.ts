@@ -12,6 +12,12 @@ export type RunStatus =
 /** `continued`: the run ended by continuing as new; its chain goes on in a successor run. */
 export const terminalStatuses: ReadonlySet<RunStatus> = new Set(["completed", "failed", "cancelled", "continued"]);
 
+/** A span's W3C trace context as a run carries it (runs.trace_context; aiki._check_trace_context). */
+export interface TraceContext {
+  traceparent: string;
+  tracestate?: string;
+}
+
 export type StepKind = "task" | "sleep" | "event" | "child" | "wait_child" | "value";
 
 export interface StepRecord {
@@ -39,6 +45,8 @@ export interface RunRecord {
   error: unknown;
   parent_id: string | null;
   parent_step_key: string | null;
+  /** The W3C trace context of the span that started the run; null when it was started untraced. */
+  trace_context: TraceContext | null;
   idempotency_key: string | null;
   concurrency_key: string | null;
   lease_expires_at: string | null;
@@ -84,6 +92,7 @@ export interface StartOptions {
   timeoutMs?: number;
   retry?: unknown;
   maxLeaseExpiries?: number;
+  traceContext?: TraceContext;
 }
 
 export type Wait =
@@ -109,6 +118,7 @@ export interface ChildStart {
   concurrency_key?: string;
   timeout_ms?: number;
   retry?: unknown;
+  trace_context?: TraceContext;
 }
 
 // A jsonb parameter. postgres.js serializes it by the type the server reports, so the value goes
@@ -203,7 +213,7 @@ export async function startWorkflow(
       ${workflow}, ${version}, ${jsonb(sql, input, "workflow input")}::jsonb, ${o.idempotencyKey ?? null}, ${o.queue ?? "default"},
       ${o.priority ?? 0}, ${o.startAt ?? null}, ${o.delayMs ?? null}, ${o.concurrencyKey ?? null},
       ${o.timeoutMs ?? null}, ${o.retry === undefined ? null : jsonb(sql, o.retry)}::jsonb,
-      ${o.maxLeaseExpiries ?? 5})`);
+      ${o.maxLeaseExpiries ?? 5}, ${o.traceContext === undefined ? null : jsonb(sql, o.traceContext)}::jsonb)`);
   return rows[0]!;
 }
 

@@ -174,6 +174,39 @@ begin
 end
 $$;
 
+-- A W3C trace context (https://www.w3.org/TR/trace-context/) as a run carries it (runs.trace_context):
+-- {"traceparent": "<version>-<32 hex trace id>-<16 hex span id>-<2 hex flags>", "tracestate"?:
+-- "<printable ASCII, at most 512 characters>"}, nothing else. SQL null and JSON null mean none
+-- (null). Raises AK003 for anything else, all-zero ids and version ff included (the spec's
+-- invalid values), so a worker never parses a context the engine stored.
+create or replace function aiki._check_trace_context(p_value jsonb) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_valid boolean := false;
+begin
+  if p_value is null or p_value = 'null'::jsonb then
+    return null;
+  end if;
+  -- Nested, not one boolean expression: Postgres does not promise to evaluate OR left to right,
+  -- and jsonb_object_keys raises on a non-object.
+  if jsonb_typeof(p_value) = 'object' and jsonb_typeof(p_value->'traceparent') = 'string' then
+    v_valid := p_value->>'traceparent' ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+      and p_value->>'traceparent' !~ '^ff|-0{32}-|-0{16}-'
+      and (not p_value ? 'tracestate'
+           or (jsonb_typeof(p_value->'tracestate') = 'string' and length(p_value->>'tracestate') <= 512
+               and p_value->>'tracestate' !~ '[^ -~]'))
+      and not exists (select 1 from jsonb_object_keys(p_value) k where k not in ('traceparent', 'tracestate'));
+  end if;
+  if not v_valid then
+    raise exception using errcode = 'AK003',
+      message = format('invalid trace context %s', left(p_value::text, 200)),
+      hint = 'use {"traceparent": "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", "tracestate": "…"} (W3C Trace Context; tracestate optional, at most 512 printable characters)';
+  end if;
+  return p_value;
+end
+$$;
+
 create or replace function aiki._check_duration(p_what text, p_ms bigint) returns interval
 language plpgsql immutable
 as $$

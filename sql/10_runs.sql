@@ -40,6 +40,7 @@ begin
     'error', p_run.error,
     'parent_id', p_run.parent_id,
     'parent_step_key', p_run.parent_step_key,
+    'trace_context', p_run.trace_context,
     'idempotency_key', p_run.idempotency_key,
     'concurrency_key', p_run.concurrency_key,
     'lease_expires_at', p_run.lease_expires_at,
@@ -62,11 +63,15 @@ $$;
 
 -- Inserts a run, or finds the one its idempotency key names. Shared by start_workflow and
 -- start_children. Raises AK003 on bad input, AK004 when the key names a different start.
+-- p_trace_context is stored as given (callers check it with _check_trace_context); a start that
+-- finds the key's run keeps that run's context, as it keeps its trace.
+drop function if exists aiki._insert_run(text, text, jsonb, text, text, integer, timestamptz, bigint, text,
+                                         bigint, jsonb, integer, uuid, text);
 create or replace function aiki._insert_run(
   p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text,
   p_priority integer, p_start_at timestamptz, p_delay_ms bigint, p_concurrency_key text,
   p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer,
-  p_parent_id uuid, p_parent_step_key text,
+  p_parent_id uuid, p_parent_step_key text, p_trace_context jsonb default null,
   out run_id uuid, out created boolean)
 language plpgsql
 as $$
@@ -108,14 +113,14 @@ begin
   insert into aiki.runs (
     id, parent_id, available_at, deadline_at, created_at, updated_at, priority,
     max_lease_expiries, status, workflow, version, queue, concurrency_key, idempotency_key,
-    parent_step_key, retry, input)
+    parent_step_key, retry, input, trace_context)
   values (
     aiki._uuidv7(), p_parent_id, v_start,
     case when p_timeout_ms is not null then v_start + aiki._check_duration('run timeout', p_timeout_ms) end,
     v_now, v_now, p_priority, p_max_lease_expiries,
     case when v_start > v_now then 'scheduled' else 'pending' end::aiki.run_status,
     p_workflow, p_version, p_queue, p_concurrency_key, p_idempotency_key,
-    p_parent_step_key, aiki._check_retry(p_retry), p_input)
+    p_parent_step_key, aiki._check_retry(p_retry), p_input, p_trace_context)
   on conflict (workflow, idempotency_key) where idempotency_key is not null do nothing
   returning id into run_id;
 
@@ -148,6 +153,9 @@ $$;
 -- Starts a workflow run. Idempotent on (workflow, idempotency key): the same start returns the
 -- existing run with created = false; a different version or input under the key raises AK004.
 -- Notifies the queue when the run is claimable now. Called by clients and workers.
+-- p_trace_context: the W3C trace context the run's executions continue (_check_trace_context).
+drop function if exists aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text,
+                                            bigint, jsonb, integer);
 create or replace function aiki.start_workflow(
   p_workflow text,
   p_version text,
@@ -160,7 +168,8 @@ create or replace function aiki.start_workflow(
   p_concurrency_key text default null,
   p_timeout_ms bigint default null,
   p_retry jsonb default null,
-  p_max_lease_expiries integer default 5)
+  p_max_lease_expiries integer default 5,
+  p_trace_context jsonb default null)
 returns table (run_id uuid, created boolean)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -172,7 +181,7 @@ begin
     select r.run_id, r.created
     from aiki._insert_run(p_workflow, p_version, p_input, p_idempotency_key, p_queue, p_priority,
                           p_start_at, p_delay_ms, p_concurrency_key, p_timeout_ms, p_retry,
-                          p_max_lease_expiries, null, null) r;
+                          p_max_lease_expiries, null, null, aiki._check_trace_context(p_trace_context)) r;
 end
 $$;
 

@@ -10,8 +10,9 @@
 
 -- Starts children of p_run_id, a JSON array of
 --   {"key", "workflow", "version", "input"?, "queue"?, "priority"?, "concurrency_key"?,
---    "timeout_ms"?, "retry"?}
--- and returns their ids in the same order. Keys already in the journal return the child they
+--    "timeout_ms"?, "retry"?, "trace_context"?}
+-- and returns their ids in the same order. A child without a trace context inherits the
+-- parent's, so it joins the parent's trace even when the worker traced nothing. Keys already in the journal return the child they
 -- started (AK006 if that child is of another workflow). AK001 lease lost, AK003 bad input.
 create or replace function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_children jsonb)
 returns uuid[]
@@ -68,7 +69,8 @@ begin
         coalesce(v_child->>'queue', v_run.queue), v_priority::integer,
         null, null, v_child->>'concurrency_key',
         case when coalesce(v_child->'timeout_ms', 'null') <> 'null' then aiki._json_whole('child timeout', v_child->'timeout_ms') end,
-        v_child->'retry', 5, p_run_id, v_key) r;
+        v_child->'retry', 5, p_run_id, v_key,
+        coalesce(aiki._check_trace_context(v_child->'trace_context'), v_run.trace_context)) r;
     insert into aiki.steps (run_id, step_key, kind, status, name, attempts, child_id, output, created_at, completed_at)
     values (p_run_id, v_key, 'child', 'completed', v_child->>'workflow', 1, v_child_id,
             jsonb_build_object('child_id', v_child_id), v_now, v_now);

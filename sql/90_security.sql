@@ -26,7 +26,7 @@ grant execute on function
   aiki.now(),
   aiki.test_clock_now(),
   aiki.schema_version(),
-  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer),
+  aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer, jsonb),
   aiki.send_event(uuid, text, jsonb, text),
   aiki.cancel(uuid, text),
   aiki.pause(uuid),

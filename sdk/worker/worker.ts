@@ -369,6 +369,7 @@ class Worker implements WorkerHandle {
       recorder: this.recorder,
       onSettled: releaseSlot,
       onDue: (at) => this.dueAt(at),
+      tracing: true,
     });
     const older = this.leases.get(record.id);
     if (older !== undefined) this.executions.get(older)?.execution.end("lost");

@@ -49,6 +49,18 @@ describe("start_children", () => {
     ]);
   });
 
+  it("a child inherits the parent's trace context unless its start names one", async () => {
+    const parentContext = { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" };
+    const ownContext = { traceparent: "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01", tracestate: "v=1" };
+    const parent = await startAndClaim(h.sql, { queue: "parents", traceContext: parentContext });
+    const [inheriting, own] = await startChildren(h.sql, parent, [kid("a#1"), kid("b#1", { trace_context: ownContext })]);
+    assert.deepEqual((await getRun(h.sql, inheriting!)).trace_context, parentContext);
+    assert.deepEqual((await getRun(h.sql, own!)).trace_context, ownContext);
+    const untraced = await startAndClaim(h.sql, { queue: "untraced" });
+    const [child] = await startChildren(h.sql, untraced, [kid("c#1")]);
+    assert.equal((await getRun(h.sql, child!)).trace_context, null);
+  });
+
   it("is idempotent on replay: a key already journaled returns the same child and writes nothing", async () => {
     const parent = await startAndClaim(h.sql);
     const first = await startChildren(h.sql, parent, [kid("a#1"), kid("b#1")]);

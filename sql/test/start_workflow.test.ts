@@ -143,6 +143,37 @@ describe("start_workflow", () => {
     assert.equal(row!.n, 1_000_000);
   });
 
+  describe("trace context", () => {
+    const traceContext = { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate: "vendor=opaque" };
+
+    it("is stored as given and handed out with the run, by get_run and by the claim", async () => {
+      const id = await startRun(h.sql, { traceContext });
+      assert.deepEqual((await getRun(h.sql, id)).trace_context, traceContext);
+      assert.deepEqual((await claimOne(h.sql, { expect: id })).trace_context, traceContext);
+    });
+
+    it("is null when the start names none, or names JSON null", async () => {
+      const none = await startRun(h.sql);
+      const jsonNull = await startRun(h.sql, { traceContext: null });
+      assert.equal((await getRun(h.sql, none)).trace_context, null);
+      assert.equal((await getRun(h.sql, jsonNull)).trace_context, null);
+    });
+
+    it("the same start under an idempotency key in another trace returns the run, which keeps its first context", async () => {
+      const first = await startWorkflow(h.sql, { idempotencyKey: "traced", traceContext });
+      const other = { traceparent: "00-11111111111111111111111111111111-2222222222222222-00" };
+      const again = await startWorkflow(h.sql, { idempotencyKey: "traced", traceContext: other });
+      assert.deepEqual(again, { run_id: first.run_id, created: false });
+      assert.deepEqual((await getRun(h.sql, first.run_id)).trace_context, traceContext);
+    });
+
+    it("the original twelve-argument call still works (the context defaults to none)", async () => {
+      const [row] = await h.sql<{ run_id: string }[]>`
+        select run_id from aiki.start_workflow('order', '1.0.0', '{}', null, 'default', 0, null, null, null, null, null, 5)`;
+      assert.equal((await getRun(h.sql, row!.run_id)).trace_context, null);
+    });
+  });
+
   it("keeps the start time given as the clock moves on", async () => {
     await setNow(h.sql, T0);
     const id = await startRun(h.sql, { delayMs: 1000 });

@@ -75,6 +75,7 @@ export interface StartOptions {
   timeoutMs?: number | null;
   retry?: unknown;
   maxLeaseExpiries?: number;
+  traceContext?: unknown;
 }
 
 /** A JSON value as a jsonb parameter; `null` becomes JSON null, not SQL NULL. */
@@ -100,7 +101,8 @@ export async function startWorkflow(sql: Sql, o: StartOptions = {}): Promise<{ r
       p_concurrency_key => ${o.concurrencyKey ?? null}::text,
       p_timeout_ms => ${o.timeoutMs ?? null}::bigint,
       p_retry => ${o.retry === undefined ? null : JSON.stringify(o.retry)}::text::jsonb,
-      p_max_lease_expiries => ${o.maxLeaseExpiries ?? 5}::integer)`;
+      p_max_lease_expiries => ${o.maxLeaseExpiries ?? 5}::integer,
+      p_trace_context => ${o.traceContext === undefined ? null : JSON.stringify(o.traceContext)}::text::jsonb)`;
   assert.ok(row);
   return row;
 }
@@ -130,6 +132,7 @@ export interface RunJson {
   error: any;
   parent_id: string | null;
   parent_step_key: string | null;
+  trace_context: { traceparent: string; tracestate?: string } | null;
   idempotency_key: string | null;
   concurrency_key: string | null;
   lease_token: string | null;

@@ -56,14 +56,16 @@ function cases(fn: string, list: Case[]) {
 
 const start = (w: World, args: Record<string, unknown>) => {
   const a: Record<string, any> = { workflow: "wf", version: "1.0.0", input: null, key: null, queue: "default", priority: 0,
-    startAt: null, delayMs: null, concurrencyKey: null, timeoutMs: null, retry: null, maxLeaseExpiries: 5, ...args };
+    startAt: null, delayMs: null, concurrencyKey: null, timeoutMs: null, retry: null, maxLeaseExpiries: 5, traceContext: null, ...args };
   return w.sql`select * from aiki.start_workflow(
     ${a.workflow as string}::text, ${a.version as string}::text, ${jsonb(w.sql, a.input)},
     ${a.key as string}::text, ${a.queue as string}::text, ${a.priority as number}::integer,
     ${a.startAt as string}::text::timestamptz, ${a.delayMs as number}::bigint, ${a.concurrencyKey as string}::text,
     ${a.timeoutMs as number}::bigint, ${a.retry === null ? null : JSON.stringify(a.retry)}::text::jsonb,
-    ${a.maxLeaseExpiries as number}::integer)`;
+    ${a.maxLeaseExpiries as number}::integer, ${a.traceContext === null ? null : JSON.stringify(a.traceContext)}::text::jsonb)`;
 };
+
+const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 cases("start_workflow", [
   { name: "empty workflow name", code: "AK003", message: /^invalid workflow name ''$/, act: (w) => start(w, { workflow: "" }) },
@@ -103,6 +105,17 @@ cases("start_workflow", [
   { name: "idempotency key with a newline", code: "AK003", message: /^invalid idempotency key 'a\nb'$/, act: (w) => start(w, { key: "a\nb" }) },
   { name: "concurrency key with a control character", code: "AK003", message: /^invalid concurrency key 'a\x01b'$/, act: (w) => start(w, { concurrencyKey: "a\x01b" }) },
   { name: "max lease expiries 0", code: "AK003", message: /^invalid max lease expiries 0$/, act: (w) => start(w, { maxLeaseExpiries: 0 }) },
+  { name: "trace context that is a string", code: "AK003", message: /^invalid trace context "00-0af7/, act: (w) => start(w, { traceContext: traceparent }) },
+  { name: "trace context without a traceparent", code: "AK003", message: /^invalid trace context \{"tracestate": "k=v"\}$/, act: (w) => start(w, { traceContext: { tracestate: "k=v" } }) },
+  { name: "traceparent in upper case", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent: traceparent.toUpperCase() } }) },
+  { name: "traceparent with a short span id", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71-01" } }) },
+  { name: "traceparent with an all-zero trace id", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent: `00-${"0".repeat(32)}-b7ad6b7169203331-01` } }) },
+  { name: "traceparent with an all-zero span id", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent: `00-0af7651916cd43dd8448eb211c80319c-${"0".repeat(16)}-01` } }) },
+  { name: "traceparent of version ff", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent: `ff${traceparent.slice(2)}` } }) },
+  { name: "tracestate of 513 characters", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent, tracestate: `k=${"v".repeat(511)}` } }) },
+  { name: "tracestate with a newline", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent, tracestate: "a=1\nb=2" } }) },
+  { name: "tracestate that is a number", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent, tracestate: 7 } }) },
+  { name: "trace context with another key", code: "AK003", message: /^invalid trace context/, act: (w) => start(w, { traceContext: { traceparent, baggage: "k=v" } }) },
 ]);
 
 const claim = (w: World, args: Record<string, unknown>) => {
@@ -256,6 +269,7 @@ cases("start_children", [
   { name: "a child input over 1 MiB", code: "AK007", message: /^workflow input is \d+ bytes/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1", input: big }]) },
   { name: "a good child before a bad one writes nothing either", code: "AK003", message: /^invalid workflow name ''$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1" }, { key: "c#2", workflow: "", version: "1" }]) },
   { name: "two children with one key", code: "AK003", message: /^duplicate step key 'c#1' in one start_children call$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1" }, { key: "c#1", workflow: "kid", version: "1" }]) },
+  { name: "a child with a malformed trace context", code: "AK003", message: /^invalid trace context \{"traceparent": "00-xyz"\}$/, act: (w) => children(w, [{ key: "c#1", workflow: "kid", version: "1", trace_context: { traceparent: "00-xyz" } }]) },
   { name: "a key the journal holds as a task", code: "AK006", message: /^non-determinism at step 'done#1': the journal recorded task 'done', the code now calls child 'kid'$/, act: (w) => children(w, [{ key: "done#1", workflow: "kid", version: "1" }]) },
 ]);
 
