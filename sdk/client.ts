@@ -3,6 +3,8 @@
 // options.ts). The pool replaces itself after a connection failure, because postgres.js can
 // strand queries on a closed connection (sdk/db/pool.ts).
 import type { Sql } from "postgres";
+import type { Codec } from "./codec/codec.js";
+import { decodeRun } from "./codec/payloads.js";
 import { healingPool } from "./db/pool.js";
 import { checkSchemaVersion } from "./db/version.js";
 import { InvalidInputError } from "./errors.js";
@@ -28,12 +30,21 @@ export interface ClientOptions {
    * never cut short. Default: 30 s.
    */
   stallMs?: number;
+  /**
+   * Encodes every user payload before it reaches Postgres and decodes it after: workflow inputs,
+   * outputs and errors, task results, event data (README, "Encrypted payloads"). Workers spawned
+   * with this client use it too. E.g. `aesGcmCodec({ keys: { k1: key }, current: "k1" })`.
+   * Default: none (payloads are stored as given).
+   */
+  codec?: Codec;
 }
 
 export interface Client {
   readonly sql: Sql;
   readonly url: string;
   readonly logger: Logger;
+  /** The codec of `client({ codec })`, or undefined. */
+  readonly codec: Codec | undefined;
   notifications(): Notifications;
   /**
    * Checks, once, that the database holds the engine version this package ships; rejects with
@@ -41,7 +52,10 @@ export interface Client {
    * Workers and starts call it before their first query.
    */
   ready(): Promise<void>;
-  /** Reads one run (with its journal). */
+  /**
+   * Reads one run (with its journal). With a codec, its payloads decoded (CodecError if one
+   * cannot be); without, as stored (encoded payloads show as envelopes).
+   */
   getRun(runId: string): Promise<engine.RunRecord>;
   listRuns(filter?: Parameters<typeof engine.listRuns>[1]): Promise<engine.RunSummary[]>;
   /** Ends the pool and the LISTEN connection. Stop this client's workers first. */
@@ -65,6 +79,7 @@ export function client(options: ClientOptions = {}): Client {
     sql,
     url,
     logger,
+    codec: options.codec,
     notifications: () => (notifications ??= new Notifications(url, logger)),
     ready() {
       // Remembered once it passed; a failure (the server down, the engine not migrated yet) is
@@ -75,7 +90,10 @@ export function client(options: ClientOptions = {}): Client {
       });
       return checked;
     },
-    getRun: (runId) => engine.getRun(sql, runId),
+    getRun: async (runId) => {
+      const run = await engine.getRun(sql, runId);
+      return options.codec ? decodeRun(options.codec, run) : run;
+    },
     listRuns: (filter) => engine.listRuns(sql, filter),
     async close() {
       await notifications?.close();

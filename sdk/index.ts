@@ -7,6 +7,8 @@ export {
 export type { Logger } from "./logger.js";
 export { event, type EventDefinition, type EventWaitResult } from "./definitions/event.js";
 export { client, type Client, type ClientOptions } from "./client.js";
+export type { Codec, PayloadContext } from "./codec/codec.js";
+export { aesGcmCodec, type AesGcmCodecOptions } from "./codec/aes-gcm.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
 export { dashboard, type Dashboard, type DashboardOptions } from "./dashboard/server.js";

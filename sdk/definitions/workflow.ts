@@ -1,7 +1,8 @@
 import type { Client } from "../client.js";
 import { toMilliseconds, type Duration } from "../duration.js";
+import { decodePayload, encodePayload, sameJson } from "../codec/payloads.js";
 import * as engine from "../engine.js";
-import { DefinitionError } from "../errors.js";
+import { DefinitionError, IdempotencyConflictError } from "../errors.js";
 import type { EventData, EventMap, EventWaitResult } from "./event.js";
 import { RunHandle, type WaitResult } from "../handle.js";
 import type { RetryPolicy } from "../retry.js";
@@ -92,7 +93,11 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
     check("start option", options, startRules);
     const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
     await client.ready();
-    const { run_id } = await engine.startWorkflow(client.sql, this.name, this.version, valid, {
+    const codec = client.codec;
+    const stored = codec
+      ? await encodePayload(codec, valid, { kind: "workflow.input", workflow: this.name }, "workflow input")
+      : valid;
+    const { run_id } = await engine.startWorkflow(client.sql, this.name, this.version, stored, {
       idempotencyKey: options.idempotencyKey,
       queue: options.queue ?? this.options.queue,
       priority: options.priority,
@@ -102,8 +107,24 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
       timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
       retry: this.options.retry,
       maxLeaseExpiries: options.maxLeaseExpiries,
+    }).catch((error: unknown) => {
+      if (!(codec && error instanceof IdempotencyConflictError && options.idempotencyKey !== undefined)) throw error;
+      return this.sameStart(client, options.idempotencyKey, valid, error);
     });
     return new RunHandle<O, E>(client, run_id, this.events);
+  }
+
+  /**
+   * With a codec, equal inputs encode differently (a fresh IV each time), so the engine sees a
+   * repeated start as another input (AK004): the run the key started is read back, and it is the
+   * same start if its version and decoded input equal this one's. One more query, only on a repeat.
+   */
+  private async sameStart(client: Client, idempotencyKey: string, input: unknown, conflict: IdempotencyConflictError) {
+    const run = await engine.findRun(client.sql, this.name, idempotencyKey);
+    if (run.version !== this.version) throw conflict;
+    const recorded = await decodePayload(client.codec, run.input, { kind: "workflow.input", workflow: this.name });
+    if (!sameJson(recorded, JSON.parse(JSON.stringify(input ?? null)))) throw conflict;
+    return { run_id: run.id, created: false };
   }
 
   /** Starts this workflow as a durable child step of `run` (replays return the same child). */

@@ -347,6 +347,7 @@ class Worker implements WorkerHandle {
       recorder: this.recorder,
       onSettled: releaseSlot,
       onDue: (at) => this.dueAt(at),
+      codec: this.client.codec,
     });
     const older = this.leases.get(record.id);
     if (older !== undefined) this.executions.get(older)?.execution.end("lost");
