@@ -93,7 +93,8 @@ function keyBytes(id: string, key: unknown): Buffer {
   let bytes: Buffer;
   if (Buffer.isBuffer(key)) bytes = key;
   else if (key instanceof Uint8Array) bytes = Buffer.from(key);
-  else if (typeof key === "string" && /^[0-9a-f]{64}$/i.test(key)) bytes = Buffer.from(key, "hex");
+  // Hex digits only, in pairs: hex (32 bytes in base64 are 43 or 44 characters, never pairs of hex digits only).
+  else if (typeof key === "string" && /^(?:[0-9a-f]{2})+$/i.test(key)) bytes = Buffer.from(key, "hex");
   else if (typeof key === "string" && /^[A-Za-z0-9+/_-]*={0,2}$/.test(key.trim())) bytes = Buffer.from(key.trim(), "base64");
   else throw new InvalidInputError("AK003", `aesGcmCodec key ${id} must be a Buffer or a base64 or hex string, got ${key === null ? "null" : typeof key}`);
   if (bytes.length !== 32) {

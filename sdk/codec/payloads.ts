@@ -101,7 +101,9 @@ export async function decodeError(codec: Codec | undefined, error: unknown, cont
 export async function decodeStep(codec: Codec | undefined, runId: string, step: StepRecord): Promise<void> {
   if (step.kind === "task") {
     const context = { runId, stepKey: step.key };
-    if (step.output != null) step.output = await decodePayload(codec, step.output, { kind: "task.output", ...context });
+    // Until the task completes, its output holds the last heartbeat's details.
+    const kind = step.status === "completed" ? "task.output" : "task.heartbeat";
+    if (step.output != null) step.output = await decodePayload(codec, step.output, { kind, ...context });
     if (step.error != null) step.error = await decodeError(codec, step.error, { kind: "task.error", ...context });
   } else if (step.kind === "event") {
     const output = step.output as { data?: unknown } | null;
@@ -141,7 +143,7 @@ export function assertPlainRun(run: RunRecord): void {
 export function assertPlainStep(runId: string, step: StepRecord): void {
   const output = step.output as { data?: unknown; output?: unknown; error?: { data?: unknown } | null } | null;
   if (step.kind === "task") {
-    plain(output, { kind: "task.output", runId, stepKey: step.key });
+    plain(output, { kind: step.status === "completed" ? "task.output" : "task.heartbeat", runId, stepKey: step.key });
     plain((step.error as { data?: unknown } | null)?.data, { kind: "task.error", runId, stepKey: step.key });
   } else if (step.kind === "event") {
     plain(output?.data, { kind: "event.data", runId, event: step.name });
