@@ -541,12 +541,13 @@ export class Execution {
     }
     // Large results, NUL and lone surrogates (jsonb refuses both) take the path that reports errors.
     if (json === undefined || json.length > 65_536 || json.includes("\\u0000") || json.includes("\\ud")) return undefined;
-    // With a codec the journal holds the result's JSON text, encoded: a replay sees JSON.parse of it.
-    const value: unknown = JSON.parse(json);
-    const step: StepWrite = { key, kind: "task", name, output: this.settings.codec ? value : asJsonb(value) };
+    // With a codec the journal holds the result's JSON text, encoded: a replay sees JSON.parse of
+    // it. The code gets its own copy, as what it does to it must not reach the encoding.
+    const codec = this.settings.codec;
+    const step: StepWrite = { key, kind: "task", name, output: codec ? JSON.parse(json) : asJsonb(JSON.parse(json)) };
     this.deferred.push(step);
     setImmediate(() => void this.recordDeferred());
-    return { output: step.output };
+    return { output: codec ? JSON.parse(json) : step.output };
   }
 
   /** Records the deferred steps, after any such write in flight; false once the run is over. */
