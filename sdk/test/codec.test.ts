@@ -12,7 +12,7 @@ import {
   task, workflow, type Client,
 } from "../index.js";
 import * as engine from "../engine.js";
-import { Counts, environment, rejects, unique, until, untilStatus, type Env } from "./support.js";
+import { Counts, environment, gate, rejects, unique, until, untilStatus, type Env } from "./support.js";
 
 let env: Env;
 const k1 = randomBytes(32);
@@ -271,6 +271,41 @@ describe("client({ codec })", () => {
         await engine.retryRun(env.sql, handle.id);
         await env.spawn({ workflows: [guarded] }, withK1);
         assert.equal(await guarded.handle(withK1, handle.id).result({ timeout: 15_000 }), 42);
+      });
+    }
+  });
+
+  describe("an event it cannot decode, there when the code waits, fails the run with a CodecError", () => {
+    const cases = [
+      { title: "sent under a key the worker lacks", worker: () => withK1,
+        sender: () => env.client({ codec: aesGcmCodec({ keys: { k2 }, current: "k2" }) }), code: "codec_key_missing" },
+      { title: "sent encrypted to a worker without a codec", worker: () => env.client(), sender: () => withK1, code: "codec_missing" },
+    ];
+    for (const c of cases) {
+      it(c.title, async () => {
+        const counts = new Counts();
+        const paused = gate();
+        const hold = task({ name: unique("hold"), handler: () => paused.wait() });
+        const listening = workflow({ name: unique("listening") }).v("1", {
+          events: { note: event<string>() },
+          async handler(run) {
+            await hold.start(run, null);
+            const note = await run.events.note.wait();
+            counts.bump("received");
+            return note;
+          },
+        });
+        await env.spawn({ workflows: [listening] }, c.worker());
+        const handle = await listening.start(env.aiki, null);
+        await untilStatus(env.aiki, handle.id, "running");
+        await listening.handle(c.sender(), handle.id).events.note.send("hello");
+        paused.open();
+        const run = await untilStatus(env.aiki, handle.id, "failed");
+
+        assert.equal(counts.get("received"), 0);
+        const error = run.error as { name: string; code: string; message: string };
+        assert.deepEqual([error.name, error.code], ["CodecError", c.code]);
+        assert.match(error.message, /data of event note of run .* key k[12]/);
       });
     }
   });
