@@ -57,8 +57,9 @@ export async function encodePayload(codec: Codec, value: unknown, context: Paylo
   return checkJson(`${what} (encoded)`, encoded);
 }
 
+/** Decodes a stored payload. SQL null (no output yet, no error) is no payload: the codec is not asked. */
 export async function decodePayload(codec: Codec | undefined, value: unknown, context: PayloadContext): Promise<unknown> {
-  if (!codec) return plain(value, context);
+  if (!codec || value === null || value === undefined) return plain(value, context);
   try {
     return await codec.decode(value, context);
   } catch (error) {

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import {
   aesGcmCodec, CodecError, event, IdempotencyConflictError, InvalidInputError, NonRetryableError, PayloadTooLargeError,
-  task, workflow, type Client,
+  task, workflow, type Client, type Codec,
 } from "../index.js";
 import * as engine from "../engine.js";
 import { Counts, environment, gate, rejects, unique, until, untilStatus, type Env } from "./support.js";
@@ -328,6 +328,44 @@ describe("client({ codec })", () => {
     await rejects(v2.start(withK1, { email: "a@example.com", plan: { tier: 2, seats: [1, 2] } }, { idempotencyKey: key }), IdempotencyConflictError);
     const [row] = await env.sql`select count(*)::int as n from aiki.runs where workflow = ${name}`;
     assert.equal(row!.n, 1);
+  });
+
+  it("takes any codec, also an asynchronous one: a run replayed after a sleep finds every recorded result", async () => {
+    const inner = aesGcmCodec({ keys: { k1 }, current: "k1" });
+    const later = () => new Promise((resolve) => setTimeout(resolve, 1));
+    const calls = new Counts();
+    const remote: Codec = {
+      async encode(value, context) {
+        calls.bump("encode");
+        await later();
+        return inner.encode(value, context);
+      },
+      async decode(value, context) {
+        calls.bump("decode");
+        await later();
+        return inner.decode(value, context);
+      },
+    };
+    const step = task({ name: unique("step"), handler: (n: number) => ({ n: n + 1 }) });
+    const stepwise = workflow({ name: unique("stepwise") }).v("1", {
+      async handler(run, input: { n: number }) {
+        const a = await step.start(run, input.n);
+        const [b, c] = await Promise.all([step.start(run, a.n), step.start(run, a.n + 10)]);
+        await run.sleep("pause", 1);
+        const d = await step.start(run, b.n + c.n);
+        return { a, b, c, d };
+      },
+    });
+    const viaRemote = env.client({ codec: remote });
+    await env.spawn({ workflows: [stepwise] }, viaRemote);
+    const handle = await stepwise.start(viaRemote, { n: 0 });
+    assert.deepEqual(await handle.result({ timeout: 15_000 }), { a: { n: 1 }, b: { n: 2 }, c: { n: 12 }, d: { n: 15 } });
+    // The first execution decodes the input, result() the output; the replay the input and three results.
+    assert.ok(calls.get("decode") >= 6, `the replay after the sleep decoded the journal (${calls.get("decode")} decodes)`);
+    const [journal] = await env.sql`
+      select count(*) filter (where output->>'$aiki' = 'enc:v1')::int as sealed, count(*)::int as tasks
+        from aiki.steps where run_id = ${handle.id}::uuid and kind = 'task'`;
+    assert.deepEqual(journal, { sealed: 4, tasks: 4 });
   });
 
   it("checks the engine's size limit against the ciphertext", async () => {
