@@ -3,6 +3,8 @@
 // options.ts). The pool replaces itself after a connection failure, because postgres.js can
 // strand queries on a closed connection (sdk/db/pool.ts).
 import type { Sql } from "postgres";
+import type { Codec } from "./codec/codec.js";
+import { decodeRun } from "./codec/payloads.js";
 import { healingPool } from "./db/pool.js";
 import { checkSchemaVersion } from "./db/version.js";
 import { InvalidInputError } from "./errors.js";
@@ -30,6 +32,13 @@ export interface ClientOptions {
    * never cut short. Default: 30 s.
    */
   stallMs?: number;
+  /**
+   * Encodes every user payload before it reaches Postgres and decodes it after: workflow inputs,
+   * outputs and errors, task results, event data (README, "Encrypted payloads"). Workers spawned
+   * with this client use it too. E.g. `aesGcmCodec({ keys: { k1: key }, current: "k1" })`.
+   * Default: none (payloads are stored as given).
+   */
+  codec?: Codec;
 }
 
 export interface QueueOptions {
@@ -45,6 +54,8 @@ export interface Client {
   readonly sql: Sql;
   readonly url: string;
   readonly logger: Logger;
+  /** The codec of `client({ codec })`, or undefined. */
+  readonly codec: Codec | undefined;
   notifications(): Notifications;
   /**
    * Checks, once, that the database holds the engine version this package ships; rejects with
@@ -59,7 +70,10 @@ export interface Client {
    * windows aligned to the Unix epoch; with `perKey`, per concurrency key. AK003 on bad limits.
    */
   setQueue(name: string, settings?: QueueOptions): Promise<engine.QueueInfo>;
-  /** Reads one run (with its journal). */
+  /**
+   * Reads one run (with its journal). With a codec, its payloads decoded (CodecError if one
+   * cannot be); without, as stored (encoded payloads show as envelopes).
+   */
   getRun(runId: string): Promise<engine.RunRecord>;
   listRuns(filter?: Parameters<typeof engine.listRuns>[1]): Promise<engine.RunSummary[]>;
   /** The schedules in the database (declare them with schedule(…), sdk/definitions/schedule.ts). */
@@ -100,6 +114,7 @@ export function client(options: ClientOptions = {}): Client {
     sql,
     url,
     logger,
+    codec: options.codec,
     notifications: () => (notifications ??= new Notifications(url, logger)),
     ready() {
       // Remembered once it passed; a failure (the server down, the engine not migrated yet) is
@@ -122,7 +137,10 @@ export function client(options: ClientOptions = {}): Client {
       const queues = await engine.listQueues(sql);
       return queues.find((q) => q.name === name)!;
     },
-    getRun: (runId) => engine.getRun(sql, runId),
+    getRun: async (runId) => {
+      const run = await engine.getRun(sql, runId);
+      return options.codec ? decodeRun(options.codec, run) : run;
+    },
     listRuns: (filter) => engine.listRuns(sql, filter),
     schedules: {
       list: () => engine.listSchedules(sql),

@@ -82,6 +82,22 @@ export class SchemaVersionError extends AikiError {
     this.packageVersion = versions.package;
   }
 }
+/**
+ * A payload could not be encoded or decoded by the client's codec (sdk/codec): `code` says why.
+ * `codec_key_missing`: it was encrypted with a key this codec lacks (`keyId` names it);
+ * `codec_auth_failed`: it fails authentication (another key under the same id, or a payload that
+ * was altered or moved from another run, step or field); `codec_missing`: it is encoded and the
+ * client has no codec; `codec_failed`: the codec threw, or the envelope's format is unknown. A
+ * worker fails the run with it, for good (README, "Encrypted payloads").
+ */
+export class CodecError extends AikiError {
+  readonly keyId: string | undefined;
+  constructor(code: "codec_key_missing" | "codec_auth_failed" | "codec_missing" | "codec_failed", message: string,
+              options?: { cause?: unknown; keyId?: string }) {
+    super(code, message, options);
+    this.keyId = options?.keyId;
+  }
+}
 /** A run ended in a status other than the one awaited, when a result was demanded. */
 export class RunFailedError extends AikiError {
   readonly status: string;

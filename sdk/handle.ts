@@ -1,5 +1,6 @@
 // Handles on runs, for application code: read, wait, send events, cancel, pause, resume.
 import type { Client } from "./client.js";
+import { decodeError, decodePayload, encodePayload } from "./codec/payloads.js";
 import type { EventData, EventMap } from "./definitions/event.js";
 import { toMilliseconds, type Duration } from "./duration.js";
 import * as engine from "./engine.js";
@@ -40,7 +41,8 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
       events[name] = {
         send: async (data, options) => {
           const valid = validate(definition.schema, data, `event ${name}`);
-          await engine.sendEvent(client.sql, id, name, valid, options?.idempotencyKey);
+          const stored = client.codec ? await encodePayload(client.codec, valid, { kind: "event.data", runId: id, event: name }, "event data") : valid;
+          await engine.sendEvent(client.sql, id, name, stored, options?.idempotencyKey);
         },
       };
     }
@@ -52,9 +54,9 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
     return (await engine.getRun(this.client.sql, this.id)).status;
   }
 
-  /** The run with its journal, as the engine stores it. */
+  /** The run with its journal; see Client.getRun. */
   get(): Promise<engine.RunRecord> {
-    return engine.getRun(this.client.sql, this.id);
+    return this.client.getRun(this.id);
   }
 
   /**
@@ -79,13 +81,17 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
       for (;;) {
         const signalled = new Promise<void>((resolve) => (wake = resolve));
         const run = await engine.getRun(this.client.sql, current);
-        if (run.status === status) return { success: true, state: { status: run.status, output: run.output as O } };
+        if (run.status === status) {
+          const output = await decodePayload(this.client.codec, run.output, { kind: "workflow.output", runId: run.id });
+          return { success: true, state: { status: run.status, output: output as O } };
+        }
         if (run.status === "continued" && run.latest_id !== undefined && run.latest_id !== run.id) {
           current = run.latest_id;
           continue;
         }
         if (engine.terminalStatuses.has(run.status)) {
-          return { success: false, cause: "run_terminated", state: { status: run.status, error: run.error } };
+          const error = await decodeError(this.client.codec, run.error, { kind: "workflow.error", runId: run.id });
+          return { success: false, cause: "run_terminated", state: { status: run.status, error } };
         }
         const left = deadline - Date.now();
         if (left <= 0) return timedOut(run, status, timeoutMs ?? 0);

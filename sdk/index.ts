@@ -10,6 +10,8 @@ export { client, type Client, type ClientOptions, type QueueOptions, type Schedu
 export {
   schedule, removedSchedule, Schedule, RemovedSchedule, type ScheduleOptions,
 } from "./definitions/schedule.js";
+export type { Codec, PayloadContext } from "./codec/codec.js";
+export { aesGcmCodec, type AesGcmCodecOptions } from "./codec/aes-gcm.js";
 export { RunHandle, type WaitResult } from "./handle.js";
 export { worker, type WorkerOptions, type WorkerHandle, type WorkerDefinition } from "./worker/worker.js";
 export { dashboard, type Dashboard, type DashboardOptions } from "./dashboard/server.js";

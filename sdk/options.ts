@@ -125,7 +125,9 @@ export const relayRules: Rules = {
   checkMs: number,
   aliveMs: number,
 };
-export const clientRules: Rules = { url: string, max: number, logger, stallMs: number };
+const codec = rule("a codec, an object with encode and decode functions (e.g. aesGcmCodec(…))", (v) =>
+  isObject(v) && typeof v.encode === "function" && typeof v.decode === "function");
+export const clientRules: Rules = { url: string, max: number, logger, stallMs: number, codec };
 export const startRules: Rules = {
   idempotencyKey: string,
   queue: string,

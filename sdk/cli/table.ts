@@ -1,15 +1,20 @@
 // Plain-text tables and values for the CLI's human output (`--json` prints the engine's JSON
 // instead). Columns are padded to their widest cell; long cells are cut with an ellipsis so one
 // row stays one line.
+import { describePayloads } from "../codec/codec.js";
 
 const MAX_CELL = 60;
 
-/** A cell as text: null/undefined as "-", objects as compact JSON, cut to MAX_CELL characters. */
+/**
+ * A cell as text: null/undefined as "-", objects as compact JSON, encoded payloads as what they
+ * are ("encrypted (key k1)", not their ciphertext), cut to MAX_CELL characters.
+ */
 export function cell(value: unknown): string {
-  const text = value === null || value === undefined ? "-"
-    : typeof value === "string" ? value
-    : typeof value === "number" || typeof value === "boolean" ? String(value)
-    : JSON.stringify(value);
+  const shown = describePayloads(value);
+  const text = shown === null || shown === undefined ? "-"
+    : typeof shown === "string" ? shown
+    : typeof shown === "number" || typeof shown === "boolean" ? String(shown)
+    : JSON.stringify(shown);
   const line = text.replace(/\s+/g, " ");
   return line.length > MAX_CELL ? `${line.slice(0, MAX_CELL - 1)}…` : line;
 }

@@ -2,6 +2,7 @@
 // (aiki.search_runs, count_runs, run_timeline, list_workers, list_queues). Each page marks the
 // parts that change with the runs as `data-live`; the browser script swaps them for a fresh
 // render when the server says something changed, so nothing is rendered in two places.
+import { describePayloads } from "../codec/codec.js";
 import type { RunStatus } from "../engine.js";
 import { Html, html } from "./html.js";
 import { css } from "./assets.js";
@@ -83,8 +84,9 @@ export function duration(ms: number | null | undefined): string {
   return `${Math.floor(ms / 3_600_000)} h ${Math.round((ms % 3_600_000) / 60_000)} min`;
 }
 
+/** A payload as indented JSON; encoded payloads as what they are ("encrypted (key k1)"), not their ciphertext. */
 function json(value: Json): string {
-  return JSON.stringify(value, null, 2) ?? "null";
+  return JSON.stringify(describePayloads(value), null, 2) ?? "null";
 }
 
 const badge = (status: string) => html`<span class="badge s-${status}" data-status="${status}">${status}</span>`;

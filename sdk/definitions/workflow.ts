@@ -1,7 +1,8 @@
 import type { Client } from "../client.js";
 import { toMilliseconds, type Duration } from "../duration.js";
+import { decodePayload, encodePayload, sameJson } from "../codec/payloads.js";
 import * as engine from "../engine.js";
-import { DefinitionError } from "../errors.js";
+import { DefinitionError, IdempotencyConflictError } from "../errors.js";
 import type { EventData, EventMap, EventWaitResult } from "./event.js";
 import { RunHandle, type WaitResult } from "../handle.js";
 import type { RetryPolicy } from "../retry.js";
@@ -104,8 +105,12 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
     const valid = validate(this.options.schema?.input, input, `input of workflow ${this.key}`);
     await client.ready();
     const queue = options.queue ?? this.options.queue ?? "default";
+    const codec = client.codec;
+    const stored = codec
+      ? await encodePayload(codec, valid, { kind: "workflow.input", workflow: this.name }, "workflow input")
+      : valid;
     const { run_id } = await traceStart({ workflow: this.name, version: this.version, queue }, (traceContext) =>
-      engine.startWorkflow(client.sql, this.name, this.version, valid, {
+      engine.startWorkflow(client.sql, this.name, this.version, stored, {
         idempotencyKey: options.idempotencyKey,
         queue,
         priority: options.priority,
@@ -116,8 +121,24 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
         retry: this.options.retry,
         maxLeaseExpiries: options.maxLeaseExpiries,
         traceContext,
-      }));
+      })).catch((error: unknown) => {
+        if (!(codec && error instanceof IdempotencyConflictError && options.idempotencyKey !== undefined)) throw error;
+        return this.sameStart(client, options.idempotencyKey, valid, error);
+      });
     return new RunHandle<O, E>(client, run_id, this.events);
+  }
+
+  /**
+   * With a codec, equal inputs encode differently (a fresh IV each time), so the engine sees a
+   * repeated start as another input (AK004): the run the key started is read back, and it is the
+   * same start if its version and decoded input equal this one's. One more query, only on a repeat.
+   */
+  private async sameStart(client: Client, idempotencyKey: string, input: unknown, conflict: IdempotencyConflictError) {
+    const run = await engine.findRun(client.sql, this.name, idempotencyKey);
+    if (run.version !== this.version) throw conflict;
+    const recorded = await decodePayload(client.codec, run.input, { kind: "workflow.input", workflow: this.name });
+    if (!sameJson(recorded, JSON.parse(JSON.stringify(input ?? null)))) throw conflict;
+    return { run_id: run.id, created: false };
   }
 
   /** Starts this workflow as a durable child step of `run` (replays return the same child). */

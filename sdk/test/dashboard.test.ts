@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { client, dashboard, event, task, workflow, type Client, type Dashboard } from "../index.js";
+import { aesGcmCodec, client, dashboard, event, task, workflow, type Client, type Dashboard } from "../index.js";
 import { environment, untilStatus, type Env } from "./support.js";
 
 const chromiumPath = "/usr/bin/chromium";
@@ -71,6 +71,13 @@ const reminder = workflow({ name: "reminder" }).v("1", {
 const greet = workflow({ name: "greet" }).v("1", {
   async handler(_run, name: string) {
     return `hello ${name}`;
+  },
+});
+
+const tokenizeCard = task({ name: "tokenize-card", handler: (input: { card: string }) => ({ token: `tok-${input.card}` }) });
+const tokenize = workflow({ name: "tokenize" }).v("1", {
+  async handler(run, input: { card: string }) {
+    return tokenizeCard.start(run, input);
   },
 });
 
@@ -280,6 +287,21 @@ describe("dashboard", () => {
     await page.goto(`${board.url}runs/${id}`);
     await waitText("#run .io", /<img src=x onerror=alert\(1\)>/);
     assert.equal(await page.locator("#run img, #run b:text('bold')").count(), 0);
+  });
+
+  it("shows encrypted payloads as such, never their ciphertext", async () => {
+    const secret = `SECRET${randomBytes(4).toString("hex")}`;
+    const sealed = client({ url: env.url, max: 2, logger: false, codec: aesGcmCodec({ keys: { k1: randomBytes(32) }, current: "k1" }) });
+    clients.push(sealed);
+    await env.spawn({ workflows: [tokenize] }, sealed);
+    const id = (await tokenize.start(sealed, { card: secret })).id;
+    await untilStatus(env.aiki, id, "completed");
+    await page.goto(`${board.url}runs/${id}`);
+    await waitText("#run .io", /Input\s*"encrypted \(key k1\)"/);
+    await waitText("#run .io", /Output\s*"encrypted \(key k1\)"/);
+    await waitText('tr[data-step="tokenize-card#1"]', /encrypted \(key k1\)/);
+    const text = await page.locator("#run").textContent();
+    assert.ok(!text!.includes(secret) && !text!.includes("enc:v1"), text!);
   });
 
   it("with a token, answers 401 without it, and keeps it in a cookie after ?token=", async () => {

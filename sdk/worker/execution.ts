@@ -31,6 +31,12 @@
 // value: its deferred steps are recorded, then aiki.continue_as_new ends the run as `continued`
 // and starts its successor with an empty journal (no replay of this run ever happens again).
 //
+// Codec. With the client's codec (sdk/codec), the claimed run's payloads are decoded once before
+// the handler starts, and steps the engine resolves later as they arrive; payloads are encoded
+// just before their write. A payload the worker cannot decode fails the run for good with a
+// CodecError (codec/payloads.ts). Without a codec nothing is awaited for it: a synchronous check
+// refuses encoded payloads the same way.
+//
 // End states: completed, continued, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
 // unreachable; the lease will expire and another worker replays the run).
@@ -44,9 +50,11 @@ import type { TaskOptions } from "../definitions/task.js";
 import { toMilliseconds, type Duration } from "../duration.js";
 import * as engine from "../engine.js";
 import {
-  AikiError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError, TaskFailedError,
+  AikiError, CodecError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError, TaskFailedError,
   serializeError, type SerializedError,
 } from "../errors.js";
+import type { Codec, PayloadContext } from "../codec/codec.js";
+import { assertPlainRun, assertPlainStep, decodePayload, decodeRun, decodeStep, encodeError, encodePayload } from "../codec/payloads.js";
 import { validate, type Schema } from "../schema.js";
 import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
@@ -79,6 +87,8 @@ export interface ExecutionSettings {
    * Default: false, so an execution outside a worker (a replay of a recorded run) traces nothing.
    */
   tracing?: boolean;
+  /** The client's codec: payloads are decoded and encoded with it (see "Codec"). Default: none. */
+  codec?: Codec;
 }
 
 /**
@@ -185,9 +195,11 @@ export class Execution {
 
   /** Runs the handler to its end or its next suspension; `done` tells which. */
   start(): Promise<ExecutionEnd> {
+    const codec = this.settings.codec;
     const handler = () => this.definition.options.handler(this.run, this.receivedInput());
+    const traced = () => this.trace ? this.trace.call(handler) : handler();
     Promise.resolve()
-      .then(() => this.trace ? this.trace.call(handler) : handler())
+      .then(() => codec ? decodeRun(codec, this.record).then(traced) : (assertPlainRun(this.record), traced()))
       .then((output) => this.onReturn(output), (error) => this.onThrow(error))
       .catch((error) => {
         // The engine refused even the run's failure: leave the run to lease expiry.
@@ -274,10 +286,16 @@ export class Execution {
             if (!(await afterFailure(started, started.error))) return never();
             continue;
           }
-          heartbeatDetails = started.details ?? undefined;
+          const detailsContext: PayloadContext = { kind: "task.heartbeat", runId: this.id, stepKey: key };
+          heartbeatDetails = (this.settings.codec && started.details != null
+            ? await this.decoded(() => decodePayload(this.settings.codec, started.details, detailsContext))
+            : started.details) ?? undefined;
           clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms, details) => {
-            engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
-              this.settings.inlineRetryMaxMs, details).catch((error) => this.settings.logger.warn(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
+            const codec = this.settings.codec;
+            (codec && details !== undefined ? encodePayload(codec, details, detailsContext, "heartbeat details") : Promise.resolve(details))
+              .then((stored) => engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
+                this.settings.inlineRetryMaxMs, stored))
+              .catch((error) => this.settings.logger.warn(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
           });
         }
         let output: O;
@@ -301,8 +319,11 @@ export class Execution {
         } catch (error) {
           span?.fail(error);
           if (this.ended) return never();
+          const stored = this.settings.codec
+            ? await this.storedError(error, { kind: "task.error", runId: this.id, stepKey: key })
+            : serializeError(error);
           const outcome = await this.write(() => engine.failStep(
-            this.settings.sql, this.id, this.leaseToken, key, options.name, serializeError(error),
+            this.settings.sql, this.id, this.leaseToken, key, options.name, stored,
             options.retry, error instanceof NonRetryableError, this.settings.inlineRetryMaxMs, attempts + 1));
           if (!(await afterFailure(outcome, serializeError(error)))) return never();
           continue;
@@ -313,6 +334,7 @@ export class Execution {
         if (this.ended) return never();
         const deferred = this.defer(key, options.name, output);
         if (deferred) return deferred.output as O;
+        if (this.settings.codec) return await this.completeEncoded(key, options.name, output) as O;
         const recorded = await this.write(() => this.completeStep(key, "task", options.name, output));
         return recorded.output as O;
       }
@@ -473,8 +495,14 @@ export class Execution {
     if (this.diverged({ key: first.key, kind: "child", name: first.workflow })) return;
     if (!(await this.recordDeferred())) return;
     try {
-      const ids = await this.write(() => engine.startChildren(
-        this.settings.sql, this.id, this.leaseToken, batch.map((c) => c.start)));
+      const codec = this.settings.codec;
+      const starts = codec
+        ? await Promise.all(batch.map(async ({ start }) => ({
+            ...start,
+            input: await encodePayload(codec, start.input, { kind: "workflow.input", workflow: start.workflow }, `input of child workflow ${start.workflow}`),
+          })))
+        : batch.map((c) => c.start);
+      const ids = await this.write(() => engine.startChildren(this.settings.sql, this.id, this.leaseToken, starts));
       batch.forEach((c, i) => c.resolve(ids[i]!));
     } catch (error) {
       for (const c of batch) c.reject(error);
@@ -506,6 +534,8 @@ export class Execution {
         this.end("suspended");
         return;
       }
+      const decoded = this.decodeSteps(result.resolved);
+      if (!(typeof decoded === "boolean" ? decoded : await decoded)) return;
       for (const step of result.resolved) {
         this.replay.learn(step);
         const wait = this.waits.get(step.key);
@@ -539,22 +569,89 @@ export class Execution {
     }
     // Large results, NUL and lone surrogates (jsonb refuses both) take the path that reports errors.
     if (json === undefined || json.length > 65_536 || json.includes("\\u0000") || json.includes("\\ud")) return undefined;
-    const step: StepWrite = { key, kind: "task", name, output: asJsonb(JSON.parse(json)) };
+    // With a codec the journal holds the result's JSON text, encoded: a replay sees JSON.parse of
+    // it. The code gets its own copy, as what it does to it must not reach the encoding.
+    const codec = this.settings.codec;
+    const step: StepWrite = { key, kind: "task", name, output: codec ? JSON.parse(json) : asJsonb(JSON.parse(json)) };
     this.deferred.push(step);
     setImmediate(() => void this.recordDeferred());
-    return { output: step.output };
+    return { output: codec ? JSON.parse(json) : step.output };
   }
 
   /** Records the deferred steps, after any such write in flight; false once the run is over. */
   private async recordDeferred(): Promise<boolean> {
     if (this.deferred.length > 0) {
       const steps = this.deferred.splice(0);
+      const write = (stored: StepWrite[]) => this.write(() => this.settings.recorder!.completeSteps(this.id, this.leaseToken, stored));
       this.deferredWrite = this.deferredWrite
-        .then(() => this.write(() => this.settings.recorder!.completeSteps(this.id, this.leaseToken, steps)))
+        .then(() => this.settings.codec ? this.storedSteps(steps).then(write) : write(steps))
         .catch((error) => void this.failRun(error));
     }
     await this.deferredWrite;
     return !this.ended && !this.settled;
+  }
+
+  /** Task results as the journal stores them: encoded with the codec. */
+  private storedSteps(steps: StepWrite[]): Promise<StepWrite[]> {
+    const codec = this.settings.codec!;
+    return Promise.all(steps.map(async (s) => ({
+      ...s,
+      output: await encodePayload(codec, s.output, { kind: "task.output", runId: this.id, stepKey: s.key }, `output of task ${s.name} (step ${s.key})`),
+    })));
+  }
+
+  /**
+   * Records a task result encoded, and returns what the code gets: the result as JSON, as a
+   * replay decodes it, or the journal's first record of the step (decoded) if it differs.
+   */
+  private async completeEncoded(key: string, name: string, output: unknown): Promise<unknown> {
+    const context: PayloadContext = { kind: "task.output", runId: this.id, stepKey: key };
+    const stored = await encodePayload(this.settings.codec!, output, context, `output of task ${name} (step ${key})`);
+    const recorded = await this.write(() => this.completeStep(key, "task", name, stored));
+    const envelope = recorded.output as { iv?: unknown } | null;
+    if (envelope?.iv !== undefined && envelope.iv === (stored as { iv?: unknown }).iv) return JSON.parse(JSON.stringify(output ?? null));
+    return this.decoded(() => decodePayload(this.settings.codec, recorded.output, context));
+  }
+
+  /**
+   * An error as the journal stores it (codec/payloads.ts, "Errors"). A codec that fails to
+   * encode it leaves the CodecError to be stored instead: it names no user data.
+   */
+  private async storedError(error: unknown, context: PayloadContext & { kind: "workflow.error" | "task.error" }): Promise<SerializedError> {
+    try {
+      return await encodeError(this.settings.codec!, serializeError(error), error, context);
+    } catch (failure) {
+      return serializeError(failure);
+    }
+  }
+
+  /** A decode whose CodecError fails the run (for good) instead of reaching the handler. */
+  private async decoded<T>(decode: () => Promise<T>): Promise<T> {
+    try {
+      return await decode();
+    } catch (error) {
+      void this.failRun(error);
+      return never();
+    }
+  }
+
+  /**
+   * Decodes steps the engine resolved, or without a codec checks them synchronously; false if
+   * the run failed on one.
+   */
+  private decodeSteps(steps: engine.StepRecord[]): boolean | Promise<boolean> {
+    const codec = this.settings.codec;
+    const failed = (error: unknown) => {
+      void this.failRun(error);
+      return false;
+    };
+    if (codec) return Promise.all(steps.map((step) => decodeStep(codec, this.id, step))).then(() => true, failed);
+    try {
+      for (const step of steps) assertPlainStep(this.id, step);
+      return true;
+    } catch (error) {
+      return failed(error);
+    }
   }
 
   private completeStep(key: string, kind: "task" | "value", name: string, output: unknown): Promise<engine.StepRecord> {
@@ -612,11 +709,19 @@ export class Execution {
     this.settings.onSettled?.();
     await this.deferredWrite;
     if (this.ended) return;
-    const steps = this.deferred.splice(0);
+    let steps = this.deferred.splice(0);
     try {
+      const codec = this.settings.codec;
+      if (codec) {
+        [valid, steps] = await Promise.all([
+          encodePayload(codec, valid, { kind: "workflow.output", runId: this.id }, `output of workflow ${this.definition.key}`),
+          this.storedSteps(steps),
+        ]);
+      }
+      const output = valid;
       await this.write(() => this.settings.recorder
-        ? this.settings.recorder.completeRun(this.id, this.leaseToken, valid, steps)
-        : engine.completeRun(this.settings.sql, this.id, this.leaseToken, valid));
+        ? this.settings.recorder.completeRun(this.id, this.leaseToken, output, steps)
+        : engine.completeRun(this.settings.sql, this.id, this.leaseToken, output));
     } catch (error) {
       // The engine refused the output (e.g. AK007, over the size limit): the run fails with that.
       this.settled = false;
@@ -637,7 +742,11 @@ export class Execution {
     this.settled = true;
     this.settings.onSettled?.();
     try {
-      await this.write(() => engine.continueAsNew(this.settings.sql, this.id, this.leaseToken, input, next.version));
+      const codec = this.settings.codec;
+      const stored = codec
+        ? await encodePayload(codec, input, { kind: "workflow.input", workflow: this.definition.name }, `input of workflow ${this.definition.key} (continued as new)`)
+        : input;
+      await this.write(() => engine.continueAsNew(this.settings.sql, this.id, this.leaseToken, stored, next.version));
     } catch (error) {
       // The engine refused the input (e.g. AK007, over the size limit): the run fails with that.
       this.settled = false;
@@ -658,9 +767,11 @@ export class Execution {
     this.settings.onSettled?.();
     await this.recordDeferred();
     if (this.ended) return;
-    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError || this.invalidInput;
-    const outcome = await this.write(() => engine.failRun(
-      this.settings.sql, this.id, this.leaseToken, serializeError(error), nonRetryable));
+    const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError || error instanceof CodecError ||
+      this.invalidInput;
+    const stored = this.settings.codec ? await this.storedError(error, { kind: "workflow.error", runId: this.id }) : serializeError(error);
+    if (this.ended) return;
+    const outcome = await this.write(() => engine.failRun(this.settings.sql, this.id, this.leaseToken, stored, nonRetryable));
     const what = `run ${this.id} (${this.definition.key}) failed: ${describe(error)}`;
     if (outcome.status === "failed") this.settings.logger.error(what);
     else this.settings.logger.warn(`${what}; the run will be retried`);

@@ -370,6 +370,7 @@ class Worker implements WorkerHandle {
       onSettled: releaseSlot,
       onDue: (at) => this.dueAt(at),
       tracing: true,
+      codec: this.client.codec,
     });
     const older = this.leases.get(record.id);
     if (older !== undefined) this.executions.get(older)?.execution.end("lost");
