@@ -15,5 +15,6 @@ export { relay, type RelayOptions, type RelayHandle, type RelayStats } from "./r
 export type { Duration } from "./duration.js";
 export type { RetryPolicy } from "./retry.js";
 export type { Schema } from "./schema.js";
-export type { RunStatus, RunRecord, RunSummary, StepRecord } from "./engine.js";
+export { replay, type ReplayResult, type ReplayEnd } from "./replayer/replay.js";
+export type { RunStatus, RunRecord, RunSummary, RunTimeline, StepRecord } from "./engine.js";
 export * from "./errors.js";
