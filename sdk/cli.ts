@@ -4,6 +4,7 @@
 //   aiki bundle [--out FILE]    print or write aiki.sql (bundle.ts); --check fails when it is stale
 //   aiki relay --redis URL      relay wake-ups into Redis Streams until SIGINT/SIGTERM (relay/)
 //   aiki runs|workers|queues|purge …   see and steer runs (cli/runs.ts)
+//   aiki replay --module F --workflow N@V   check a module's code against runs in flight (cli/replay.ts)
 //   aiki help [command]         usage; also `aiki <command> --help`
 //   aiki --version              the package's and the engine's versions
 //
@@ -21,6 +22,7 @@ import { packageSchemaVersion } from "./db/version.js";
 import { SchemaVersionError } from "./errors.js";
 import { dashboardHelp, runDashboard } from "./dashboard/command.js";
 import { operatorCommand, operatorHelp } from "./cli/runs.js";
+import { replayCommand, replayHelp } from "./cli/replay.js";
 
 const packageRoot = fileURLToPath(new URL("../", import.meta.url));
 const packagedBundle = resolve(packageRoot, "aiki.sql");
@@ -64,6 +66,7 @@ Commands:
   workers            Registered workers, alive or not, and the runs they hold
   queues             Queues: runs per status, oldest pending, limits, paused
   purge              Delete runs finished before a time, in batches
+  replay             Check a module's workflow code against the runs in flight, without side effects
   dashboard          Serve the web dashboard (runs, a run's timeline, workers, queues)
   help [command]     Show this help, or a command's (also: aiki <command> --help)
 
@@ -78,6 +81,7 @@ ${operatorHelp.runs}
 ${operatorHelp.workers}
 ${operatorHelp.queues}
 ${operatorHelp.purge}
+${replayHelp}
 ${dashboardHelp}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
@@ -270,6 +274,8 @@ export async function main(argv: string[]): Promise<number> {
       case "purge":
         await operatorCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, command, args);
         return 0;
+      case "replay":
+        return await replayCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, args);
       case "help":
       case "--help":
       case "-h": {
@@ -277,6 +283,7 @@ export async function main(argv: string[]): Promise<number> {
         if (topic === undefined) process.stdout.write(usage);
         else if (topic === "migrate" || topic === "bundle" || topic === "relay") process.stdout.write(`Usage: ${help[topic]}`);
         else if (topic === "dashboard") process.stdout.write(`Usage: ${dashboardHelp}`);
+        else if (topic === "replay") process.stdout.write(`Usage: ${replayHelp}`);
         else if (operatorHelp[args.join(" ")]) process.stdout.write(`Usage: ${operatorHelp[args.join(" ")]}`);
         else throw new CliError(`no help on ${JSON.stringify(args.join(" "))}: \`aiki help\` lists the commands`, 2);
         return 0;
