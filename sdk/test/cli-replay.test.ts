@@ -6,7 +6,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { replay } from "../index.js";
 import { shipping } from "./fixtures/replay-shipping.js";
 import { environment, until, type Env } from "./support.js";
@@ -28,9 +31,13 @@ const inFlight: string[] = [];
 const completed: string[] = [];
 
 function aiki(args: string[]): Promise<Result> {
+  return node([cli, ...args], root);
+}
+
+function node(args: string[], cwd: string): Promise<Result> {
   return new Promise((resolve) => {
     const childEnv = { ...process.env, DATABASE_URL: env.url };
-    execFile(process.execPath, ["--import", tsx, cli, ...args], { env: childEnv, cwd: root }, (error, stdout, stderr) => {
+    execFile(process.execPath, ["--import", tsx, ...args], { env: childEnv, cwd }, (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, stdout, stderr });
     });
   });
@@ -118,6 +125,35 @@ describe("aiki runs show --json", () => {
       const result = await replay(shipping, JSON.parse(shown.stdout));
       assert.equal(result.orderChecked, true);
       assert.equal(result.end, completed.includes(id) ? "returned" : "journal-end");
+    }
+  });
+});
+
+describe("README", () => {
+  it("runs the replayer example of \"Checking a deploy with the replayer\" as written", async () => {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Checking a deploy with the replayer"));
+    const example = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+    assert.ok(example, "the section has a ```ts example");
+    const dir = mkdtempSync(join(tmpdir(), "aiki-replay-readme-"));
+    try {
+      // The example's imports, pointed at this repository: the package, and a module of workflows.
+      writeFileSync(join(dir, "package.json"), `{ "type": "module" }\n`);
+      writeFileSync(join(dir, "example.ts"), example
+        .replace(`from "aiki"`, `from ${JSON.stringify(pathToFileURL(join(root, "sdk/index.ts")).href)}`)
+        .replace(`from "./workflows.js"`, `from "./workflows.ts"`));
+      for (const [id, module] of [[completed[0]!, unchanged], [inFlight[0]!, reordered]] as const) {
+        const shown = await aiki(["runs", "show", id, "--json"]);
+        writeFileSync(join(dir, "run.json"), shown.stdout);
+        writeFileSync(join(dir, "workflows.ts"),
+          `export { ${module === unchanged ? "shipping" : "shippingReordered"} as orderV1 } from ${JSON.stringify(pathToFileURL(join(root, module)).href)};\n`);
+        const result = await node(["example.ts"], dir);
+        assert.equal(result.code, 0, result.stderr);
+        if (module === unchanged) assert.equal(result.stdout, `run ${id} follows the code: returned\n`);
+        else assert.match(result.stdout, /step: 'reserve#1',\s+recorded: \{ kind: 'task', name: 'reserve' \},\s+call: \{ key: 'pack#1', kind: 'task', name: 'pack' \}/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
