@@ -8,7 +8,7 @@ import { InvalidInputError, NonDeterminismError, replay, task, workflow, type Di
 import * as engine from "../engine.js";
 import { charge, label, notify, pack, reserve, shipping, sideEffects, type Order } from "./fixtures/replay-shipping.js";
 import { shippingReordered } from "./fixtures/replay-shipping-reordered.js";
-import { environment, rejects, until, type Env } from "./support.js";
+import { environment, gate, rejects, unique, until, type Env } from "./support.js";
 
 let env: Env;
 /** 100 runs of replay-shipping@1: a third sleeping, a third waiting for `shipped`, a third completed. */
@@ -163,6 +163,55 @@ describe("replay of changed code", () => {
     });
     const waiting = runs.find((r) => r.state === "waiting")!;
     assert.equal((await replay(longer, await exported(waiting.id))).end, "journal-end");
+  });
+});
+
+describe("replay of concurrent calls and children", () => {
+  it("passes calls recorded in another order than the code made them: a task left running while others complete", async () => {
+    const slowGate = gate();
+    const slow = task({ name: "slow", handler: async () => (await slowGate.wait(), "slow") });
+    const fast = task({ name: "fast", handler: () => "fast" });
+    const then = task({ name: "then", handler: (x: string) => `${x}+then` });
+    const wf = workflow({ name: unique("concurrent") }).v("1", {
+      async handler(run) {
+        const running = slow.start(run, null);
+        const at = await run.now();
+        const quick = await fast.start(run, null);
+        const both = await Promise.all([running, then.start(run, quick)]);
+        return { at: at.toISOString(), both };
+      },
+    });
+    const worker = await env.spawn({ workflows: [wf] });
+    const handle = await wf.start(env.aiki, null);
+    await until("then#1 recorded while slow#1 runs", async () =>
+      (await handle.get()).journal?.some((s) => s.key === "then#1") || undefined);
+    slowGate.open();
+    await handle.result({ timeout: 15_000 });
+    await worker.stop();
+    const run = await exported(handle.id) as { timeline: { key: string; completed_at: string }[] };
+    const byTime = [...run.timeline].sort((a, b) => Date.parse(a.completed_at) - Date.parse(b.completed_at)).map((s) => s.key);
+    assert.deepEqual(byTime, ["now#1", "fast#1", "then#1", "slow#1"], "recorded in another order than made (slow#1 first)");
+    assert.deepEqual(await replay(wf, run), { runId: handle.id, status: "completed", end: "returned", steps: 4, orderChecked: true });
+  });
+
+  it("passes a parent that started a child and waited for it", async () => {
+    const child = workflow({ name: unique("child") }).v("1", { handler: async (_run, n: number) => n * 2 });
+    const parent = workflow({ name: unique("parent") }).v("1", {
+      async handler(run, n: number) {
+        const started = await child.startAsChild(run, n);
+        const outcome = await started.waitForStatus("completed");
+        return outcome.success ? outcome.state.output : null;
+      },
+    });
+    const worker = await env.spawn({ workflows: [parent, child] });
+    const handle = await parent.start(env.aiki, 21);
+    assert.equal(await handle.result({ timeout: 15_000 }), 42);
+    await worker.stop();
+    assert.equal((await replay(parent, await exported(handle.id))).end, "returned");
+    const orphan = workflow({ name: parent.name }).v("1", { handler: async () => 42 });
+    assert.deepEqual(await divergence(orphan, await exported(handle.id)), {
+      runId: handle.id, step: `${child.name}#1`, recorded: { kind: "child", name: child.name }, call: null,
+    });
   });
 });
 
