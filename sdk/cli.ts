@@ -5,6 +5,7 @@
 //   aiki relay --redis URL      relay wake-ups into Redis Streams until SIGINT/SIGTERM (relay/)
 //   aiki runs|workers|queues|purge …   see and steer runs (cli/runs.ts)
 //   aiki schedules list|pause|resume|trigger   see and steer schedules (cli/schedules.ts)
+//   aiki replay --module F --workflow N@V   check a module's code against runs in flight (cli/replay.ts)
 //   aiki help [command]         usage; also `aiki <command> --help`
 //   aiki --version              the package's and the engine's versions
 //
@@ -23,6 +24,7 @@ import { SchemaVersionError } from "./errors.js";
 import { dashboardHelp, runDashboard } from "./dashboard/command.js";
 import { operatorCommand, operatorHelp } from "./cli/runs.js";
 import { schedulesCommand, schedulesHelp } from "./cli/schedules.js";
+import { replayCommand, replayHelp } from "./cli/replay.js";
 
 const packageRoot = fileURLToPath(new URL("../", import.meta.url));
 const packagedBundle = resolve(packageRoot, "aiki.sql");
@@ -68,6 +70,7 @@ Commands:
                      sets concurrency and rate limits
   schedules <verb>   Schedules: list, pause, resume, trigger
   purge              Delete runs finished before a time, in batches
+  replay             Check a module's workflow code against the runs in flight, without side effects
   dashboard          Serve the web dashboard (runs, a run's timeline, workers, queues)
   help [command]     Show this help, or a command's (also: aiki <command> --help)
 
@@ -84,6 +87,7 @@ ${operatorHelp.queues}
 ${operatorHelp["queues set"]}
 ${operatorHelp.purge}
 ${schedulesHelp.schedules}
+${replayHelp}
 ${dashboardHelp}`;
 
 /** An error the user can fix: printed as one line, with the exit code it carries. */
@@ -279,6 +283,8 @@ export async function main(argv: string[]): Promise<number> {
       case "schedules":
         await schedulesCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, args);
         return 0;
+      case "replay":
+        return await replayCommand({ databaseUrl, describeDatabaseError, fail: (m, c) => new CliError(m, c) }, args);
       case "help":
       case "--help":
       case "-h": {
@@ -286,6 +292,7 @@ export async function main(argv: string[]): Promise<number> {
         if (topic === undefined) process.stdout.write(usage);
         else if (topic === "migrate" || topic === "bundle" || topic === "relay") process.stdout.write(`Usage: ${help[topic]}`);
         else if (topic === "dashboard") process.stdout.write(`Usage: ${dashboardHelp}`);
+        else if (topic === "replay") process.stdout.write(`Usage: ${replayHelp}`);
         else if (operatorHelp[args.join(" ")]) process.stdout.write(`Usage: ${operatorHelp[args.join(" ")]}`);
         else if (schedulesHelp[args.join(" ")]) process.stdout.write(`Usage: ${schedulesHelp[args.join(" ")]}`);
         else throw new CliError(`no help on ${JSON.stringify(args.join(" "))}: \`aiki help\` lists the commands`, 2);

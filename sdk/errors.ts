@@ -22,7 +22,25 @@ export class IdempotencyConflictError extends AikiError {}
 /** AK005: the run's status does not allow this act (e.g. an event to a finished run). */
 export class InvalidTransitionError extends AikiError {}
 /** AK006: the workflow code asks for a different step than its journal recorded. */
-export class NonDeterminismError extends AikiError {}
+export class NonDeterminismError extends AikiError {
+  /** Where the code left the journal, when the replayer found it (sdk/replayer/). */
+  readonly divergence: Divergence | undefined;
+  constructor(code: string, message: string, options?: { cause?: unknown; divergence?: Divergence }) {
+    super(code, message, options);
+    this.divergence = options?.divergence;
+  }
+}
+
+/** A replay's first departure from a run's journal (NonDeterminismError.divergence). */
+export interface Divergence {
+  runId: string;
+  /** The key of the journal entry the code departed from; null past the end of a finished run. */
+  step: string | null;
+  /** What the journal recorded at `step`. */
+  recorded: { kind: string; name: string } | null;
+  /** What the code does there instead: a durable call, or null when it returned or threw. */
+  call: { key: string; kind: string; name: string } | null;
+}
 /** AK007: a JSON payload is over the engine's size limit. */
 export class PayloadTooLargeError extends AikiError {}
 /** AK008: a journal write would take the run past its step or byte limit; the worker fails the run. */

@@ -20,7 +20,8 @@ export { relay, type RelayOptions, type RelayHandle, type RelayStats } from "./r
 export type { Duration } from "./duration.js";
 export type { RetryPolicy } from "./retry.js";
 export type { Schema } from "./schema.js";
+export { replay, type ReplayResult, type ReplayEnd } from "./replayer/replay.js";
 export type {
-  RunStatus, RunRecord, RunSummary, StepRecord, ScheduleInfo, TriggerResult, OverlapPolicy,
+  RunStatus, RunRecord, RunSummary, RunTimeline, StepRecord, ScheduleInfo, TriggerResult, OverlapPolicy,
 } from "./engine.js";
 export * from "./errors.js";

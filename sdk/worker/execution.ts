@@ -106,11 +106,18 @@ function asJsonb(value: unknown): unknown {
 /** Names the engine accepts (aiki._check_name); others take the undeferred path and its error. */
 const STEP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:\/-]{0,127}$/;
 
-const EXECUTION = Symbol("aiki.execution");
+/** Where a workflow's `run` object keeps what serves its durable calls (an Execution, or the replayer's DryRun). */
+export const EXECUTION = Symbol("aiki.execution");
 const MISMATCH = Symbol("aiki.mismatch");
 
-export function executionOf(run: WorkflowRun<any>): Execution {
-  const execution = (run as unknown as { [EXECUTION]?: Execution })[EXECUTION];
+/** The durable calls definitions make through a `run` (task.ts, workflow.ts). */
+export interface DurableCalls {
+  task<I, O>(options: TaskOptions<I, O>, input: I): Promise<O>;
+  startChild<O>(child: WorkflowVersion<any, O, any>, input: unknown, options: ChildStartOptions): Promise<ChildRunHandle<O>>;
+}
+
+export function executionOf(run: WorkflowRun<any>): DurableCalls {
+  const execution = (run as unknown as { [EXECUTION]?: DurableCalls })[EXECUTION];
   if (!execution) throw new InvalidInputError("AK003", "durable calls need the `run` passed to a workflow handler");
   return execution;
 }
@@ -132,7 +139,7 @@ interface QueuedChild {
   reject(error: unknown): void;
 }
 
-export class Execution {
+export class Execution implements DurableCalls {
   readonly done: Promise<ExecutionEnd>;
   readonly abort = new AbortController();
   readonly run: WorkflowRun<any>;
@@ -358,14 +365,7 @@ export class Execution {
     const key = this.replay.nextKey(name);
     const step = this.recorded(key, "event", name);
     if (step === MISMATCH) return never();
-    const schema = this.definition.events[name]?.schema;
-    // Event data is checked on receipt too (aiki.send_event from SQL bypasses the SDK's check):
-    // data that does not fit fails the wait, and the handler never sees it.
-    const toResult = (s: engine.StepRecord): EventWaitResult<T> => {
-      const output = s.output as { timeout?: boolean; data?: T } | null;
-      if (output?.timeout) return { timeout: true };
-      return { timeout: false, data: validate(schema, output?.data, `event ${name} received by run ${this.id}`) as T };
-    };
+    const toResult = (s: engine.StepRecord) => eventWaitResult<T>(s, this.definition, this.id);
     if (step?.status === "completed") return Promise.resolve(step).then(toResult);
     return this.openWait({ key, kind: "event", name, timeout_ms: timeoutMs }).then(toResult);
   }
@@ -395,16 +395,7 @@ export class Execution {
     const key = this.replay.nextKey(`${childKey}/wait`);
     const step = this.recorded(key, "wait_child", name);
     if (step === MISMATCH) return never<never>();
-    // A typed child's result is checked on receipt: a run completed from SQL may hold anything.
-    const toResult = (s: engine.StepRecord) => {
-      const outcome = s.output as { status: engine.RunStatus; output: O; error: unknown };
-      const output = outcome.status === "completed"
-        ? validate(schema, outcome.output, `output of child run ${childId} (workflow ${name})`)
-        : outcome.output;
-      return outcome.status === expected
-        ? { success: true as const, state: { status: outcome.status, output } }
-        : { success: false as const, cause: "run_terminated" as const, state: { status: outcome.status, error: outcome.error } };
-    };
+    const toResult = (s: engine.StepRecord) => childWaitResult<O>(s, childId, name, expected, schema);
     if (step?.status === "completed") return Promise.resolve(step).then(toResult);
     return this.openWait({ key, kind: "wait_child", name, child_id: childId }).then(toResult);
   }
@@ -824,12 +815,35 @@ function attemptTiming(options: TaskOptions<any, any>): AttemptTiming | undefine
   };
 }
 
+/**
+ * What an event wait's journal entry hands the code. Event data is checked on receipt too
+ * (aiki.send_event from SQL bypasses the SDK's check): data that does not fit fails the wait,
+ * and the handler never sees it.
+ */
+export function eventWaitResult<T>(step: engine.StepRecord, definition: WorkflowVersion, runId: string): EventWaitResult<T> {
+  const output = step.output as { timeout?: boolean; data?: T } | null;
+  if (output?.timeout) return { timeout: true };
+  const schema = definition.events[step.name]?.schema;
+  return { timeout: false, data: validate(schema, output?.data, `event ${step.name} received by run ${runId}`) as T };
+}
+
+/** What a child wait's journal entry hands the code; a typed child's result is checked on receipt (a run completed from SQL may hold anything). */
+export function childWaitResult<O>(step: engine.StepRecord, childId: string, name: string, expected: engine.RunStatus, schema: Schema<O> | undefined) {
+  const outcome = step.output as { status: engine.RunStatus; output: O; error: unknown };
+  const output = outcome.status === "completed"
+    ? validate(schema, outcome.output, `output of child run ${childId} (workflow ${name})`)
+    : outcome.output;
+  return outcome.status === expected
+    ? { success: true as const, state: { status: outcome.status, output } }
+    : { success: false as const, cause: "run_terminated" as const, state: { status: outcome.status, error: outcome.error } };
+}
+
 /** `Name: message` of an error, for log lines. */
 function describe(error: unknown): string {
   const { name, message } = serializeError(error);
   return `${name}: ${message}`;
 }
 
-function taskFailed(name: string, error: SerializedError | null): TaskFailedError {
+export function taskFailed(name: string, error: SerializedError | null): TaskFailedError {
   return new TaskFailedError(`task ${name} failed: ${error?.message ?? "unknown error"}`, error ?? { name: "Error", message: "unknown" });
 }

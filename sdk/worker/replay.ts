@@ -79,10 +79,15 @@ export class Replay {
    * entry: undefined if so, else the non-determinism message naming the first entry missed.
    */
   divergence(call: DurableCall | undefined): string | undefined {
-    const missed = this.journal.get(this.unreached.values().next().value ?? "");
+    const missed = this.firstUnreached();
     if (!missed) return undefined;
     const now = call ? `the code now calls ${call.kind} '${call.name}' (step '${call.key}') instead` : "the code returned without reaching it";
     return `non-determinism at step '${missed.key}' of run ${this.runId}: the journal recorded ${missed.kind} '${missed.name}', ` +
       `${now}. Deploy changed workflow code as a new version.`;
+  }
+
+  /** The first journal entry (in journal order) the code has not reached, if any. */
+  firstUnreached(): StepRecord | undefined {
+    return this.journal.get(this.unreached.values().next().value ?? "");
   }
 }
