@@ -375,6 +375,163 @@ $aiki_0007_operators$;
 end
 $aiki_bundle$;
 
+-- migration 0008_schedules
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0008_schedules') then
+    execute $aiki_0008_schedules$-- 0008_schedules: cron and interval schedules, fired by the workers' claims (sql/72_schedules.sql).
+--
+-- One row per schedule. `next_fire_at` is the schedule's cursor: its next cron fire not yet
+-- handled. `due_at` is when a claim must look at the schedule: the next fire, or earlier, the
+-- moment the run a `buffer_one` schedule waits for finished (aiki._finish sets it then). The
+-- claim's probe reads the earliest `due_at` of the unpaused schedules: one lookup of
+-- schedules_due, the partial index below, so the claim pays one index probe for any number of
+-- schedules that are not due. A paused schedule keeps its row and leaves the index.
+--
+--   overlap          skip | buffer_one | allow | cancel_previous (when the previous run of the
+--                    schedule is unfinished at a fire)
+--   catchup_ms       after downtime, fires missed by at most this long start too; the most
+--                    recent missed fire always starts (0: only that one)
+--   buffered_at      buffer_one: the fire that waits for the previous run to finish
+--   last_fire_at     the latest fire handled (started, skipped or buffered); last_run_id the
+--                    latest run a fire started
+--   last_error       why the latest fire could not start its run (the claim goes on)
+--   retry            the run retry policy of the runs it starts (aiki._check_retry's form)
+
+create table aiki.schedules (
+  name          text not null,
+  next_fire_at  timestamptz not null,
+  due_at        timestamptz not null,
+  buffered_at   timestamptz,
+  last_fire_at  timestamptz,
+  last_run_id   uuid,
+  created_at    timestamptz not null,
+  updated_at    timestamptz not null,
+  catchup_ms    bigint not null default 0,
+  priority      integer not null default 0,
+  paused        boolean not null default false,
+  workflow      text not null,
+  version       text not null,
+  cron          text not null,
+  timezone      text not null,
+  overlap       text not null,
+  queue         text not null,
+  last_error    text,
+  input         jsonb,
+  retry         jsonb not null,
+  constraint schedules_pkey primary key (name),
+  constraint schedules_overlap check (overlap in ('skip', 'buffer_one', 'allow', 'cancel_previous'))
+);
+
+revoke all on aiki.schedules from public;
+
+create index schedules_due on aiki.schedules (due_at) where not paused;
+$aiki_0008_schedules$;
+    insert into aiki.migrations (name) values ('0008_schedules');
+  end if;
+end
+$aiki_bundle$;
+
+-- migration 0009_continue_rate
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0009_continue_rate') then
+    execute $aiki_0009_continue_rate$-- 0009_continue_rate: continue-as-new chains and queue rate limits (issue 12 §2, §3).
+--
+-- runs.continued_from / continued_to / chain_id: continue_as_new (sql/10_runs.sql) ends a run
+-- with the terminal status `continued` and starts its successor with an empty journal. The two
+-- are linked both ways (continued_to on the predecessor, continued_from on the successor), and
+-- every run of a chain carries chain_id, the id of the chain's first run (the one a parent, a
+-- handle or an idempotency key names). Null on runs that never continued, so ordinary runs pay
+-- only their null bitmap.
+--
+-- runs_chain_latest: the newest run of each chain (the one not continued yet), found by chain id
+-- in one index probe: find_run by idempotency key, a parent's wait on a chain, cancel and
+-- send_event on a continued run all need it. At most one entry per chain.
+--
+-- The `continued` status is terminal, so runs_terminal_has_finished_at gains it. A value added
+-- to an enum cannot be used in the transaction that adds it (55P04, unsafe use of new value),
+-- and the migrator runs every migration and function file in one transaction: the constraint
+-- compares the status as text, and the functions name the value only in PL/pgSQL bodies, which
+-- are parsed when first run.
+--
+-- queues.rate_limit / rate_window_ms / rate_per_key and aiki.queue_rates: at most rate_limit
+-- runs of the queue (per concurrency key with rate_per_key) start per window of rate_window_ms,
+-- windows aligned to the Unix epoch. queue_rates counts the starts of the current window, one
+-- row per queue and bucket (the concurrency key, '' for the whole queue or unkeyed runs); the
+-- claim resets a row when its window has passed. See aiki._claim_limited (sql/20_claim.sql).
+
+alter type aiki.run_status add value if not exists 'continued';
+
+alter table aiki.runs
+  add column continued_from uuid,
+  add column continued_to uuid,
+  add column chain_id uuid;
+
+alter table aiki.runs drop constraint runs_terminal_has_finished_at;
+alter table aiki.runs add constraint runs_terminal_has_finished_at
+  check ((status::text in ('completed', 'failed', 'cancelled', 'continued')) = (finished_at is not null));
+
+create index runs_chain_latest on aiki.runs (chain_id)
+  where chain_id is not null and continued_to is null;
+
+alter table aiki.queues
+  add column rate_limit integer,
+  add column rate_window_ms bigint,
+  add column rate_per_key boolean not null default false,
+  add constraint queues_rate_limit_whole
+    check ((rate_limit is null) = (rate_window_ms is null) and coalesce(rate_limit, 1) > 0 and coalesce(rate_window_ms, 1) > 0);
+
+create table aiki.queue_rates (
+  window_end  timestamptz not null,  -- when the counted window ends and its starts stop counting
+  started     integer not null,
+  queue       text not null,
+  bucket      text not null,         -- the concurrency key with rate_per_key, else ''
+  constraint queue_rates_pkey primary key (queue, bucket)
+);
+
+revoke all on aiki.queue_rates from public;
+$aiki_0009_continue_rate$;
+    insert into aiki.migrations (name) values ('0009_continue_rate');
+  end if;
+end
+$aiki_bundle$;
+
+-- migration 0010_test_clock
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0010_test_clock') then
+    execute $aiki_0010_test_clock$-- 0010_test_clock: the clock of a test database (the `aiki/testing` kit, issue 13).
+--
+-- A database created by the test kit runs on a test clock: `alter database … set
+-- aiki.test_clock = on` makes every session of it (client pools, worker pools, the LISTEN
+-- connection) read aiki.now() from this table's one row, which only aiki.advance_clock moves
+-- (sql/85_test_clock.sql). Created here with no shift; in a database that never runs on a test
+-- clock it stays so and nothing reads it.
+--
+--   shift_us   how far the test clock runs ahead of the transaction time, in microseconds (an
+--              integer, not an interval, so that adding it never goes through calendar days
+--              and the session's time zone)
+--   frozen_at  while an advance steps through due times, the clock stands at this time, so
+--              that what the woken runs do happens at their due time exactly; null: it flows
+create table aiki.test_clock (
+  one        boolean not null default true,
+  shift_us   bigint not null default 0,
+  frozen_at  timestamptz,
+  constraint test_clock_pkey primary key (one),
+  constraint test_clock_one_row check (one),
+  constraint test_clock_forward check (shift_us >= 0)
+);
+
+insert into aiki.test_clock default values;
+
+revoke all on aiki.test_clock from public;
+$aiki_0010_test_clock$;
+    insert into aiki.migrations (name) values ('0010_test_clock');
+  end if;
+end
+$aiki_bundle$;
+
 -- migration 0011_trace_context
 do $aiki_bundle$
 begin
@@ -404,14 +561,15 @@ $aiki_bundle$;
 -- this folder, each taking the run's row lock before it moves the run between states:
 --
 --   scheduled ─┐
---              ├─> pending ─> running ─┬─> completed | failed | cancelled
+--              ├─> pending ─> running ─┬─> completed | failed | cancelled | continued
 --   retrying ──┘      ^                ├─> sleeping ─┐
 --                     │                ├─> waiting  ─┤  (timer, event, child, resume)
 --                     └────────────────┴─> paused   ─┘
 --
 -- Workers claim pending runs (claim.sql), replay the handler against the run's journal
 -- (steps), append to the journal under their lease token (steps.sql), and suspend the run when
--- the code waits (waits.sql). `available_at` is the single time column that drives claiming;
+-- the code waits (waits.sql). `continued` ends a run that handed its work to a successor run
+-- (continue_as_new, runs.sql). `available_at` is the single time column that drives claiming;
 -- timers are promoted to pending by whichever worker claims next, so no daemon is needed.
 --
 -- Lock order, everywhere: a parent run before its children, a run before its steps and events.
@@ -420,7 +578,7 @@ $aiki_bundle$;
 --
 -- SQLSTATE catalogue (mapped one-for-one to error classes in sdk/errors.ts)
 --   AK001 lease_lost          the caller's lease token is stale, expired, or the run left `running`
---   AK002 not_found           no run with that id / idempotency key
+--   AK002 not_found           no run with that id / idempotency key, no schedule with that name
 --   AK003 invalid_input       a name, version, duration, option or payload is malformed
 --   AK004 idempotency_conflict same idempotency key, different workflow version or input
 --   AK005 invalid_transition  the run's status does not allow this act (e.g. send to a finished run)
@@ -430,17 +588,38 @@ $aiki_bundle$;
 --                             aiki._max_journal_bytes(); the worker fails the run with it
 --   AK009 inbox_full          a run holds aiki._max_inbox_events() events no wait has taken yet
 
+-- The test clock's time in this transaction (aiki.test_clock, sql/85_test_clock.sql): where an
+-- advance holds it, else the transaction time plus its shift; in a database no test kit made,
+-- the transaction time. aiki.now() reads it only in a session on a test clock. Security
+-- definer: a client or worker reads the clock, never the table. Callable by all three roles, as
+-- aiki.now() is (the executor checks the right to call every function of an inlined
+-- expression, whichever CASE branch runs).
+create or replace function aiki.test_clock_now() returns timestamptz
+language sql stable parallel safe security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((select coalesce(frozen_at, now() + shift_us * interval '1 microsecond') from aiki.test_clock), now())
+$$;
+
 -- The one clock. Tests set `aiki.fake_now` per session to move time; production reads the
 -- transaction timestamp, so every statement of a transaction agrees on "now".
 -- Only a superuser or a member of aiki_admin may move it (session_user: security-definer callers
 -- run as the owner): a client or worker with its own clock could wake sleeps early, expire other
 -- workers' leases and fail runs past fake deadlines. Unset, the role check is never evaluated.
+-- A database the test kit made runs on a test clock (`alter database … set aiki.test_clock =
+-- on`, so every session of it, pooled or not, has the setting from its start): the time of
+-- aiki.test_clock_now(), which only aiki.advance_clock moves (an admin's verb). A session that
+-- turns the setting on elsewhere reads the transaction timestamp, as nothing moves it there.
+-- Kept a single CASE expression without a subquery, so the planner inlines it into the claim's
+-- `available_at <= aiki.now()`; the production path costs two setting look-ups.
 create or replace function aiki.now() returns timestamptz
 language sql stable parallel safe
 as $$
   select case when current_setting('aiki.fake_now', true) <> ''
                and pg_has_role(session_user, 'aiki_admin', 'member')
               then current_setting('aiki.fake_now', true)::timestamptz
+              when current_setting('aiki.test_clock', true) = 'on'
+              then aiki.test_clock_now()
               else now() end
 $$;
 
@@ -718,13 +897,23 @@ $$;
 
 
 -- functions 10_runs
--- aiki engine: runs — start, read, list, and the operator verbs cancel, pause and resume.
+-- aiki engine: runs — start, read, list, continue as new, and the operator verbs cancel, pause
+-- and resume.
 --
--- start_workflow is the only way a top-level run comes to exist (children: children.sql).
+-- start_workflow is the only way a top-level run comes to exist (children: children.sql;
+-- successors: continue_as_new).
 -- Every terminal transition goes through _finish, which also delivers the outcome to a parent
 -- that waits for it. Every way out of `running` goes through _leave_running. Readers get a run as
 -- JSON from _run_json, the same shape claim returns, without the lease token (only the worker
 -- that claimed the run gets it: with it, any worker role could write the run's journal).
+--
+-- Continue-as-new chains. continue_as_new ends a run as `continued` (terminal) and starts its
+-- successor with a new input and an empty journal, so a loop that runs for months keeps each
+-- journal small. The runs of a chain link both ways (continued_to, continued_from) and share
+-- chain_id, the first run's id. The first run stands for the chain: its idempotency key finds
+-- the chain's newest run (find_run), a parent waiting on it is woken when the chain's last run
+-- ends, with that run's outcome, and its status notifications (aiki_status) name the chain's end
+-- too. Events, cancel, pause and resume sent to a continued run act on the chain's newest run.
 
 -- JSON view of one run; with p_journal, its steps by creation time, then key (steps written in
 -- one transaction share a time; the SDK looks steps up by key, so the order is for readers);
@@ -895,8 +1084,45 @@ begin
 end
 $$;
 
+-- The newest run of p_run's continue-as-new chain: p_run itself unless it was continued. One
+-- probe of runs_chain_latest, which holds one run per chain.
+create or replace function aiki._chain_latest(p_run aiki.runs) returns aiki.runs
+language plpgsql stable
+as $$
+declare
+  v_latest aiki.runs;
+begin
+  if p_run.continued_to is null then
+    return p_run;
+  end if;
+  select * into v_latest from aiki.runs where chain_id = p_run.chain_id and continued_to is null;
+  if not found then
+    return p_run;
+  end if;
+  return v_latest;
+end
+$$;
+
+-- A run as get_run and find_run answer: _run_json with the journal, `unserved`, and its chain
+-- links: continued_from, continued_to (null outside a chain), latest_id (the chain's newest run;
+-- the run's own id outside a chain).
+create or replace function aiki._run_view(p_run aiki.runs) returns jsonb
+language plpgsql stable
+as $$
+begin
+  return aiki._run_json(p_run, true, false)
+         || jsonb_build_object(
+              'unserved', aiki._unserved(p_run.workflow, p_run.version, p_run.queue, p_run.status, aiki.now()),
+              'continued_from', p_run.continued_from,
+              'continued_to', p_run.continued_to,
+              'latest_id', (aiki._chain_latest(p_run)).id);
+end
+$$;
+
 -- One run with its journal, and `unserved`: true while it is pending and no live worker serves
--- its workflow version and queue (aiki._unserved). Raises AK002 when there is no such run.
+-- its workflow version and queue (aiki._unserved); continued_from, continued_to and latest_id
+-- link it to its continue-as-new chain (_run_view). A continued run is read as it ended, not
+-- followed. Raises AK002 when there is no such run.
 create or replace function aiki.get_run(p_run_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -908,12 +1134,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
-  return aiki._run_json(v_run, true, false)
-         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
+  return aiki._run_view(v_run);
 end
 $$;
 
--- The run a workflow's idempotency key names, as get_run returns it. Raises AK002 when none.
+-- The run a workflow's idempotency key names, as get_run returns it: for a chain of runs
+-- continued as new, its newest run (the first one holds the key). Raises AK002 when none.
 create or replace function aiki.find_run(p_workflow text, p_idempotency_key text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -927,8 +1153,7 @@ begin
       message = format('no run of workflow %s has idempotency key %s',
                        coalesce(quote_literal(p_workflow), 'null'), coalesce(quote_literal(p_idempotency_key), 'null'));
   end if;
-  return aiki._run_json(v_run, true, false)
-         || jsonb_build_object('unserved', aiki._unserved(v_run.workflow, v_run.version, v_run.queue, v_run.status, aiki.now()));
+  return aiki._run_view(aiki._chain_latest(v_run));
 end
 $$;
 
@@ -1042,7 +1267,7 @@ language plpgsql
 as $$
 declare
   v_now timestamptz := aiki.now();
-  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled');
+  v_terminal boolean := p_status in ('completed', 'failed', 'cancelled', 'continued');
 begin
   update aiki.runs
      set status = p_status, available_at = p_available_at, updated_at = v_now,
@@ -1060,7 +1285,9 @@ end
 $$;
 
 -- Moves a run to a terminal status. Caller holds the parent's lock (if any), then the run's.
--- p_journal_steps, p_journal_bytes: as _leave_running.
+-- p_journal_steps, p_journal_bytes: as _leave_running. The last run of a continue-as-new chain
+-- ends the chain: its parent's wait names the chain's first run (chain_id), and so do the status
+-- waiters that hold the first run's handle.
 drop function if exists aiki._finish(aiki.runs, aiki.run_status, jsonb, jsonb);
 create or replace function aiki._finish(
   p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb,
@@ -1071,8 +1298,14 @@ as $$
 begin
   perform aiki._leave_running(p_run, p_status, null, p_output, p_error, p_journal_steps, p_journal_bytes);
   perform aiki._notify_status(p_run.id, p_status);
+  if p_run.chain_id is not null and p_run.chain_id <> p_run.id then
+    perform aiki._notify_status(p_run.chain_id, p_status);
+  end if;
   if p_run.parent_id is not null then
-    perform aiki._deliver_to_parent(p_run.parent_id, p_run.id, p_status, p_output, p_error);
+    perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_status, p_output, p_error);
+  elsif p_run.idempotency_key like 'schedule:%' then
+    -- A schedule's run: a buffer_one fire may wait for it (sql/72_schedules.sql).
+    perform aiki._schedule_run_finished(p_run);
   end if;
 end
 $$;
@@ -1098,7 +1331,55 @@ begin
 end
 $$;
 
--- Cancels a run and, top-down, all its unfinished descendants. A worker running one of them
+-- Locks run p_run_id for an operator act, or, when it continued as new, the chain's newest run
+-- (which may itself continue while we wait for its lock). Lock order: each run of a chain has
+-- the same parent, locked first by _lock_run; a chain's runs are locked oldest first, as
+-- continue_as_new holds the predecessor while it creates the successor. AK002 when missing.
+create or replace function aiki._lock_run_latest(p_run_id uuid) returns aiki.runs
+language plpgsql
+as $$
+declare
+  v_run aiki.runs;
+  v_latest aiki.runs;
+begin
+  v_run := aiki._lock_run(p_run_id);
+  while v_run.status = 'continued' loop
+    v_latest := aiki._chain_latest(v_run);
+    exit when v_latest.id = v_run.id;
+    v_run := aiki._lock_run(v_latest.id);
+  end loop;
+  return v_run;
+end
+$$;
+
+-- Cancels the unfinished descendants of run p_run_id with p_error, top-down. Each leaves through
+-- _leave_running, so a running one frees its queue's slot. Caller holds the run's lock.
+create or replace function aiki._cancel_descendants(p_run_id uuid, p_error jsonb) returns void
+language plpgsql
+as $$
+declare
+  v_descendant aiki.runs;
+begin
+  -- Locked parent-before-child (ordered by depth) to keep the global lock order.
+  for v_descendant in
+    with recursive tree (id, depth) as (
+      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
+      union all
+      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+    )
+    select r.* from aiki.runs r join tree t on t.id = r.id
+    where r.status not in ('completed', 'failed', 'cancelled', 'continued')
+    order by t.depth
+    for update of r
+  loop
+    perform aiki._leave_running(v_descendant, 'cancelled', null, null, p_error);
+    perform aiki._notify_status(v_descendant.id, 'cancelled');
+  end loop;
+end
+$$;
+
+-- Cancels a run and, top-down, all its unfinished descendants. A continued run (continue_as_new)
+-- stands for its chain: the chain's newest run is cancelled. A worker running one of them
 -- learns it on its next write (AK001). A parent waiting for the run is woken with status
 -- `cancelled`. Every cancelled run that was running frees its slot (_slot_freed), so runs its
 -- concurrency key or queue limit kept back are claimable at once. Idempotent on a cancelled run;
@@ -1110,35 +1391,17 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_run aiki.runs;
-  v_descendant aiki.runs;
   v_error jsonb := jsonb_build_object('name', 'Cancelled', 'message', coalesce(left(p_reason, 2000), 'cancelled'));
 begin
-  v_run := aiki._lock_run(p_run_id);
+  v_run := aiki._lock_run_latest(p_run_id);
   if v_run.status = 'cancelled' then
     return v_run.status;
   end if;
   if v_run.status in ('completed', 'failed') then
     raise exception using errcode = 'AK005',
-      message = format('run %s is already %s and cannot be cancelled', p_run_id, v_run.status);
+      message = format('run %s is already %s and cannot be cancelled', v_run.id, v_run.status);
   end if;
-
-  -- Descendants are locked parent-before-child (ordered by depth) to keep the global lock order.
-  -- Each leaves through _leave_running, so a running one frees its queue's slot.
-  for v_descendant in
-    with recursive tree (id, depth) as (
-      select r.id, 1 from aiki.runs r where r.parent_id = p_run_id
-      union all
-      select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
-    )
-    select r.* from aiki.runs r join tree t on t.id = r.id
-    where r.status not in ('completed', 'failed', 'cancelled')
-    order by t.depth
-    for update of r
-  loop
-    perform aiki._leave_running(v_descendant, 'cancelled', null, null, v_error);
-    perform aiki._notify_status(v_descendant.id, 'cancelled');
-  end loop;
-
+  perform aiki._cancel_descendants(v_run.id, v_error);
   perform aiki._finish(v_run, 'cancelled', null, v_error);
   return 'cancelled';
 end
@@ -1149,7 +1412,8 @@ $$;
 -- A scheduled start or a run retry's delay is in no journal step, so a replay could not wait for
 -- it again: a paused `scheduled` or `retrying` run keeps its available_at for resume (paused runs
 -- are no timers, so nothing promotes it meanwhile). A paused running run frees its slot: runs its
--- concurrency key or queue limit kept back are woken (_slot_freed).
+-- concurrency key or queue limit kept back are woken (_slot_freed). A continued run stands for
+-- its chain: the chain's newest run is paused.
 create or replace function aiki.pause(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1157,15 +1421,15 @@ as $$
 declare
   v_run aiki.runs;
 begin
-  v_run := aiki._lock_run(p_run_id);
+  v_run := aiki._lock_run_latest(p_run_id);
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
-      message = format('run %s is already %s and cannot be paused', p_run_id, v_run.status);
+      message = format('run %s is already %s and cannot be paused', v_run.id, v_run.status);
   end if;
   if v_run.status <> 'paused' then
     perform aiki._leave_running(v_run, 'paused',
       case when v_run.status in ('scheduled', 'retrying') then v_run.available_at end);
-    perform aiki._notify_status(p_run_id, 'paused');
+    perform aiki._notify_status(v_run.id, 'paused');
   end if;
   return 'paused';
 end
@@ -1174,7 +1438,8 @@ $$;
 -- Releases a paused run to be claimed now. Its replay re-suspends on waits still open, so
 -- resume need not know what the run waited for. A run paused before its scheduled start or
 -- retry time (see pause) goes back to `scheduled`/`retrying` until then instead of starting
--- early, and tells the workers when (_notify_due). Returns the new status. AK005 unless the run is paused.
+-- early, and tells the workers when (_notify_due). Returns the new status. A continued run stands
+-- for its chain: the chain's newest run is resumed. AK005 unless the run is paused.
 create or replace function aiki.resume(p_run_id uuid) returns aiki.run_status
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1183,7 +1448,8 @@ declare
   v_run aiki.runs;
   v_status aiki.run_status;
 begin
-  v_run := aiki._lock_run(p_run_id);
+  v_run := aiki._lock_run_latest(p_run_id);
+  p_run_id := v_run.id;
   if v_run.status <> 'paused' then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s, not paused; only a paused run can be resumed', p_run_id, v_run.status);
@@ -1204,6 +1470,57 @@ begin
   end if;
   perform aiki._notify_status(p_run_id, v_status);
   return v_status;
+end
+$$;
+
+-- Ends run p_run_id, leased by the caller, as `continued` and starts its successor in the same
+-- transaction: the same workflow (at p_version, or the run's version when null), queue, priority,
+-- concurrency key, retry policy, lease-expiry bound, deadline (a run timeout bounds the whole
+-- chain) and parent link, with input p_input, attempt 1 and an empty journal, pending at once
+-- (its queue is notified, as for a start). Returns the successor's id. The two are linked both
+-- ways (continued_to, continued_from) and share chain_id (see the header): the first run's
+-- idempotency key finds the successor, a parent waiting on the chain is woken only when its last
+-- run ends. Events the run received but no wait took yet move to the successor, in order. The
+-- run's unfinished descendants are cancelled, as when it is cancelled: nothing could wait for
+-- them any more. The successor keeps the run's trace context, so a chain stays one trace.
+-- Locks the parent (if any), then the run (_lock_lease).
+-- AK001 on a lost lease, AK003 on a bad version, AK007 on an oversized input.
+create or replace function aiki.continue_as_new(
+  p_run_id uuid, p_lease_token uuid, p_input jsonb default 'null', p_version text default null)
+returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_run aiki.runs;
+  v_now timestamptz := aiki.now();
+  v_next uuid := aiki._uuidv7();
+  v_chain uuid;
+begin
+  perform aiki._check_payload('workflow input', p_input);
+  if p_version is not null then
+    perform aiki._check_version(p_version);
+  end if;
+  v_run := aiki._lock_lease(p_run_id, p_lease_token, true);
+  v_chain := coalesce(v_run.chain_id, v_run.id);
+  perform aiki._cancel_descendants(v_run.id, jsonb_build_object(
+    'name', 'Cancelled', 'message', format('parent run %s continued as new run %s', v_run.id, v_next)));
+
+  insert into aiki.runs (
+    id, parent_id, available_at, deadline_at, created_at, updated_at, priority, max_lease_expiries,
+    status, workflow, version, queue, concurrency_key, parent_step_key, retry, input,
+    continued_from, chain_id, trace_context)
+  values (
+    v_next, v_run.parent_id, v_now, v_run.deadline_at, v_now, v_now, v_run.priority, v_run.max_lease_expiries,
+    'pending', v_run.workflow, coalesce(p_version, v_run.version), v_run.queue, v_run.concurrency_key,
+    v_run.parent_step_key, v_run.retry, coalesce(p_input, 'null'), v_run.id, v_chain, v_run.trace_context);
+  update aiki.events set run_id = v_next where run_id = v_run.id and consumed_by is null;
+
+  perform aiki._leave_running(v_run, 'continued', null);
+  update aiki.runs set continued_to = v_next, chain_id = v_chain where id = v_run.id;
+  perform aiki._notify_status(v_run.id, 'continued');
+  perform aiki._notify_queue(v_run.queue);
+  return v_next;
 end
 $$;
 
@@ -1229,10 +1546,11 @@ $$;
 -- those wake when a slot frees (_slot_freed notifies), and the worker knows the notification
 -- that brought it was no false alarm.
 --
--- Concurrency limits. A queue without a concurrency limit claims its unkeyed runs on the fast
--- path: one SKIP LOCKED statement and no other coordination. Runs with a concurrency key, and
--- every run of a queue with a limit, are claimed on the slow path under a per-queue advisory
--- lock, because "how many are running" must not change between counting and leasing.
+-- Concurrency and rate limits. A queue without a concurrency or rate limit claims its unkeyed
+-- runs on the fast path: one SKIP LOCKED statement and no other coordination. Runs with a
+-- concurrency key, and every run of a queue with a limit, are claimed on the slow path under a
+-- per-queue advisory lock, because "how many are running" and "how many started in this window"
+-- must not change between counting and leasing.
 
 -- Promotes up to p_limit due timers to pending and returns their ids; the caller notifies the
 -- queues of those it does not lease itself. Runs past their deadline, and expired leases that
@@ -1307,10 +1625,26 @@ $$;
 
 -- The slow path of claim for one queue, under the queue's advisory lock: picks up to p_want
 -- pending runs in claim order such that the queue's concurrency limit and, per concurrency key,
--- the queue's key limit hold. With p_keyed_only, unkeyed runs are left to the fast path.
--- Scans every pending run of the queue (the window needs them all): O(backlog), which is why
--- unlimited queues keep unkeyed runs off this path. `skipped`: a chosen run was locked by another
--- transaction and passed over; `held`: pending runs remain that the limits keep back.
+-- the queue's key limit hold, and then its rate limit. With p_keyed_only, unkeyed runs are left
+-- to the fast path. Scans every pending run of the queue (the window needs them all):
+-- O(backlog), which is why unlimited queues keep unkeyed runs off this path. `skipped`: a chosen
+-- run was locked by another transaction and passed over; `held`: pending runs remain that the
+-- concurrency limits keep back.
+--
+-- Rate limits (see sql/70_queues.sql) count first leases only: runs never started are ranked
+-- per bucket (the concurrency key with rate_per_key, else the queue) after the concurrency
+-- limits have filtered them, and a bucket gives at most rate_limit less what its window already
+-- started. The counter lives in aiki.queue_rates, one row per bucket, updated here under the
+-- advisory lock that also serializes the counting, so two claims never exceed the limit. When a
+-- bucket's window is full, its never-started pending runs go back to `scheduled` with
+-- available_at at the window's end (SKIP LOCKED: a run another transaction holds stays pending
+-- and is pushed by a later claim): they are timers then, so the claim's next_due_at and the
+-- relay's next_due name the window's end and no worker claims in vain before it.
+-- Why fixed windows, not a sliding log of start times: the counter is one row per bucket, read
+-- and written once per claim whatever the limit, where a log holds up to rate_limit rows per
+-- bucket to count and prune; a window's end is a pure function of the clock, so held runs know
+-- when to come back. The price: starts may bunch at a window's edge (up to 2 x rate_limit within
+-- less than one window across it). Exact per window, which the tests assert.
 drop function if exists aiki._claim_limited(text, text[], integer, timestamptz, boolean);
 create or replace function aiki._claim_limited(
   p_queue text, p_workflows text[], p_want integer, p_now timestamptz, p_keyed_only boolean,
@@ -1321,6 +1655,8 @@ declare
   v_queue aiki.queues;
   v_want integer := p_want;
   v_chosen uuid[];
+  v_window_end timestamptz;
+  v_pushed integer;
 begin
   perform pg_advisory_xact_lock(hashtextextended('aiki.claim:' || p_queue, 0));
   select * into v_queue from aiki.queues where name = p_queue;
@@ -1328,6 +1664,12 @@ begin
     v_want := least(v_want, v_queue.concurrency_limit
                             - (select count(*) from aiki.runs where status = 'running' and queue = p_queue));
   end if;
+  if v_queue.rate_limit is not null then
+    v_window_end := date_bin(v_queue.rate_window_ms * interval '1 millisecond', p_now, timestamptz 'epoch')
+                    + v_queue.rate_window_ms * interval '1 millisecond';
+  end if;
+  -- Under a rate limit every run the concurrency limits let through is a candidate (limit null
+  -- is no limit), and the rate filter below takes the first p_want the window allows.
   v_chosen := case when v_want <= 0 then '{}' else array(
       select c.id from (
         select p.id, p.priority, p.available_at, p.concurrency_key,
@@ -1344,12 +1686,59 @@ begin
                             and x.concurrency_key = c.concurrency_key)
             <= coalesce(v_queue.key_concurrency_limit, 1)
       order by c.priority desc, c.available_at
-      limit v_want) end;
+      limit case when v_queue.rate_limit is null then v_want end) end;
+  if v_queue.rate_limit is not null and cardinality(v_chosen) > 0 then
+    v_chosen := array(
+      select d.id from (
+        select u.id, u.ord, r.started_at, b.bucket,
+               row_number() over (partition by b.bucket, r.started_at is null order by u.ord) as rate_rank
+        from unnest(v_chosen) with ordinality u(id, ord)
+        join aiki.runs r on r.id = u.id
+        cross join lateral (select case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end) b(bucket)
+      ) d
+      where d.started_at is not null
+         or d.rate_rank + coalesce((select q.started from aiki.queue_rates q
+                                     where q.queue = p_queue and q.bucket = d.bucket
+                                       and q.window_end = v_window_end), 0)
+            <= v_queue.rate_limit
+      order by d.ord
+      limit v_want);
+  end if;
   ids := array(
     select r.id from aiki.runs r
     where r.id = any(v_chosen) and r.status = 'pending'
     for update skip locked);
   skipped := cardinality(ids) < cardinality(v_chosen);
+
+  if v_queue.rate_limit is not null then
+    -- Count this claim's first leases; a row of a past window starts over.
+    insert into aiki.queue_rates as q (queue, bucket, window_end, started)
+    select p_queue, case when v_queue.rate_per_key then coalesce(r.concurrency_key, '') else '' end,
+           v_window_end, count(*)
+      from aiki.runs r where r.id = any(ids) and r.started_at is null
+     group by 2
+    on conflict (queue, bucket) do update
+      set started = case when q.window_end = excluded.window_end then q.started + excluded.started
+                         else excluded.started end,
+          window_end = excluded.window_end;
+    -- Push back what a full window holds, so nobody claims it before the window ends.
+    with doomed as (
+      select p.id from aiki.runs p
+      where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
+        and p.started_at is null and not (p.id = any(ids))
+        and (case when v_queue.rate_per_key then coalesce(p.concurrency_key, '') else '' end) in (
+              select q.bucket from aiki.queue_rates q
+               where q.queue = p_queue and q.window_end = v_window_end and q.started >= v_queue.rate_limit)
+      for update skip locked)
+    update aiki.runs r
+       set status = 'scheduled', available_at = v_window_end, updated_at = p_now
+      from doomed where r.id = doomed.id;
+    get diagnostics v_pushed = row_count;
+    if v_pushed > 0 then
+      perform aiki._notify_due(p_queue, v_window_end);
+    end if;
+  end if;
+
   held := cardinality(v_chosen) < p_want and exists (
     select 1 from aiki.runs p
     where p.status = 'pending' and p.queue = p_queue and p.available_at <= p_now
@@ -1473,6 +1862,8 @@ declare
   v_held boolean := false;
   v_next timestamptz;
   v_promoted uuid[] := '{}';
+  v_fire_due timestamptz;
+  v_fire_left boolean := false;
 begin
   perform aiki._check_key('worker id', p_worker);
   if p_limit is null or p_limit not between 1 and 1000 then
@@ -1504,13 +1895,19 @@ begin
       order by available_at limit 1) <= v_now then
     v_promoted := aiki._promote_due(v_now, greatest(p_limit, 100));
   end if;
+  -- Schedules (sql/72_schedules.sql): the earliest due one, one probe of schedules_due. Due ones
+  -- start their runs here, before the leasing, so this claim may take them.
+  v_fire_due := (select due_at from aiki.schedules where not paused order by due_at limit 1);
+  if v_fire_due <= v_now then
+    select f.next_at, f.left_due into v_fire_due, v_fire_left from aiki._fire_schedules(v_now) f;
+  end if;
 
   foreach v_queue in array p_queues loop
     v_want := p_limit - cardinality(v_ids);
     exit when v_want <= 0;
     select * into v_settings from aiki.queues where name = v_queue;
     continue when v_settings.paused;
-    if v_settings.concurrency_limit is null then
+    if v_settings.concurrency_limit is null and v_settings.rate_limit is null then
       v_got := array(
         select id from aiki.runs
         where status = 'pending' and queue = v_queue and available_at <= v_now
@@ -1535,7 +1932,8 @@ begin
         select 1 from aiki.runs where status = 'pending' and queue = v_queue and concurrency_key is not null);
     end if;
     select v_ids || l.ids, v_skipped or l.skipped, v_held or l.held into v_ids, v_skipped, v_held
-      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now, v_settings.concurrency_limit is null) l;
+      from aiki._claim_limited(v_queue, p_workflows, v_want, v_now,
+                                v_settings.concurrency_limit is null and v_settings.rate_limit is null) l;
   end loop;
 
   -- A lease never outlives the run's deadline, so the deadline is enforced by lease expiry.
@@ -1609,7 +2007,9 @@ begin
      where status in ('scheduled', 'sleeping', 'waiting', 'retrying', 'running') and available_at > v_now
        and not (id = any(v_ids));
   end if;
-  return v_result || jsonb_build_object('next_due_at', v_next, 'skipped', v_skipped, 'held', v_held);
+  -- The next fire of a schedule counts as a timer; one left due is a skip (_fire_schedules).
+  return v_result || jsonb_build_object('next_due_at', least(v_next, v_fire_due),
+                                        'skipped', v_skipped or v_fire_left, 'held', v_held);
 end
 $$;
 
@@ -2569,7 +2969,9 @@ begin
       v_output := 'null';
     end if;
   elsif p_step.kind = 'wait_child' then
+    -- A child that continued as new is waited for until its chain's newest run ends.
     select * into v_child from aiki.runs where id = p_step.child_id;
+    v_child := aiki._chain_latest(v_child);
     if v_child.status in ('completed', 'failed', 'cancelled') then
       v_output := jsonb_build_object('status', v_child.status, 'output', v_child.output, 'error', v_child.error);
     end if;
@@ -2757,8 +3159,8 @@ $$;
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
--- repeated idempotency key). Wakes the run when a wait took it. AK002 for a missing run, AK005
--- for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
+-- repeated idempotency key). Wakes the run when a wait took it. Sent to a run that continued as
+-- new, the event goes to the chain's newest run. AK002 for a missing run, AK005 for a finished one, AK003/AK007 on bad input, AK009 when the event would be buffered in a
 -- full inbox. Called by clients and workers.
 create or replace function aiki.send_event(
   p_run_id uuid, p_event text, p_data jsonb default 'null', p_idempotency_key text default null)
@@ -2781,6 +3183,12 @@ begin
   if not found then
     raise exception using errcode = 'AK002', message = format('run %s not found', p_run_id);
   end if;
+  -- A continued run passes the event on to its chain's newest run (see continue_as_new), which
+  -- may itself continue while we wait for its lock.
+  while v_run.status = 'continued' and (aiki._chain_latest(v_run)).id <> v_run.id loop
+    select * into v_run from aiki.runs where id = (aiki._chain_latest(v_run)).id for update;
+  end loop;
+  p_run_id := v_run.id;
   if v_run.status in ('completed', 'failed', 'cancelled') then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
@@ -2933,15 +3341,32 @@ $$;
 -- functions 70_queues
 -- aiki engine: queues — optional per-queue settings, enforced by claim.
 --
---   set_queue     concurrency limit (running runs in the queue) and per-key limit
+--   set_queue     concurrency limit (running runs in the queue), per-key limit, rate limit
 --   pause_queue   claim skips the queue; runs keep arriving and wait
 --   resume_queue  claim serves it again; wakes its workers
 --
 -- A queue needs no row to be used: without one it is unlimited, unpaused, and runs sharing a
 -- concurrency key run one at a time.
+--
+-- Rate limits. At most rate_limit runs of the queue *start* per window of rate_window_ms; with
+-- rate_per_key, at most that many per concurrency key (unkeyed runs share one allowance). A run
+-- starts when it is leased for the first time (started_at is set): resuming after a sleep, a wait
+-- or a retry, or a lease taken over from a crashed worker, is no new start; the successor of a
+-- continue_as_new is a new run and starts anew. Windows are fixed and aligned to the Unix epoch
+-- (a 60 s window runs from each minute's :00), so every claim agrees on them without state. The
+-- claim enforces the limit (aiki._claim_limited): runs the window holds back go back to
+-- `scheduled` until the window ends, so no worker polls for them.
 
+-- Sets a queue's limits, replacing every limit the row held (a limit not given is removed); the
+-- paused flag is kept. p_concurrency_limit: running runs of the queue at once (null: no limit).
+-- p_key_concurrency_limit: running runs per concurrency key. p_rate_limit and p_rate_window_ms,
+-- both or neither: at most p_rate_limit starts per window of p_rate_window_ms (1 ms - 366 days),
+-- per concurrency key with p_rate_per_key. Notifies the queue (a raised limit may free runs).
+-- AK003 on a bad name or limit, nothing written. Admin only.
+drop function if exists aiki.set_queue(text, integer, integer);
 create or replace function aiki.set_queue(
-  p_name text, p_concurrency_limit integer default null, p_key_concurrency_limit integer default 1)
+  p_name text, p_concurrency_limit integer default null, p_key_concurrency_limit integer default 1,
+  p_rate_limit integer default null, p_rate_window_ms bigint default null, p_rate_per_key boolean default false)
 returns aiki.queues
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -2959,11 +3384,30 @@ begin
       message = format('invalid key concurrency limit %s', coalesce(p_key_concurrency_limit::text, 'null')),
       hint = 'use 1-1000000';
   end if;
-  insert into aiki.queues (name, concurrency_limit, key_concurrency_limit, updated_at)
-  values (p_name, p_concurrency_limit, p_key_concurrency_limit, aiki.now())
+  if p_rate_limit is not null and p_rate_limit not between 1 and 1000000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid rate limit %s', p_rate_limit), hint = 'use 1-1000000 starts per window, or null for none';
+  end if;
+  if (p_rate_limit is null) <> (p_rate_window_ms is null)
+     or p_rate_window_ms not between 1 and 31622400000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid rate window %s ms for rate limit %s',
+                       coalesce(p_rate_window_ms::text, 'null'), coalesce(p_rate_limit::text, 'null')),
+      hint = 'give a rate limit and a window of 1 ms to 366 days together, or neither';
+  end if;
+  if p_rate_per_key is null or (p_rate_per_key and p_rate_limit is null) then
+    raise exception using errcode = 'AK003',
+      message = format('invalid rate per key %s', coalesce(p_rate_per_key::text, 'null')),
+      hint = 'rate per key needs a rate limit';
+  end if;
+  insert into aiki.queues (name, concurrency_limit, key_concurrency_limit, rate_limit, rate_window_ms, rate_per_key, updated_at)
+  values (p_name, p_concurrency_limit, p_key_concurrency_limit, p_rate_limit, p_rate_window_ms, p_rate_per_key, aiki.now())
   on conflict (name) do update
     set concurrency_limit = excluded.concurrency_limit,
         key_concurrency_limit = excluded.key_concurrency_limit,
+        rate_limit = excluded.rate_limit,
+        rate_window_ms = excluded.rate_window_ms,
+        rate_per_key = excluded.rate_per_key,
         updated_at = excluded.updated_at
   returning * into v_queue;
   perform aiki._notify_queue(p_name);
@@ -2999,6 +3443,864 @@ begin
   returning * into v_queue;
   perform aiki._notify_queue(p_name);
   return v_queue;
+end
+$$;
+
+
+-- functions 72_schedules
+-- aiki engine: schedules — cron and interval schedules, evaluated in Postgres, fired by claims.
+--
+--   create_schedule   define a schedule (idempotent: the same definition again returns it)
+--   update_schedule   change some of its fields (null keeps a field)
+--   delete_schedule   remove it; the runs it started stay
+--   pause_schedule    stop firing; resume_schedule fires again from the next fire after now
+--   trigger_schedule  fire now, under the schedule's overlap policy
+--   get_schedule, list_schedules   read them
+--   cron_fires        the next fire times of a cron expression in a zone (a preview)
+--
+-- No daemon. Every claim probes the earliest `due_at` of the unpaused schedules (one lookup of
+-- the partial index schedules_due); when it has passed, the claim fires a bounded batch of due
+-- schedules, locked FOR UPDATE SKIP LOCKED, before it leases runs, and its `next_due_at` includes
+-- the next fire, so an idle worker sleeps until then. A claim fires the schedules of every queue,
+-- as it promotes the timers of every queue: any live worker keeps every schedule on time, and the
+-- run it starts wakes the workers of its queue (_insert_run notifies). Each fire starts its run
+-- through _insert_run with the idempotency key `schedule:<name>:<fire time, UTC, ms>`, so a fire
+-- never starts twice, whichever claims race for it.
+--
+-- Cron. Five fields (minute hour day-of-month month day-of-week) or six (seconds first); `*`,
+-- values, names (JAN-DEC, SUN-SAT), ranges `a-b`, steps `*/n`, `a/n`, `a-b/n`, lists `a,b`;
+-- day-of-week 0-7 (0 and 7 are Sunday). When both day fields are restricted (neither starts with
+-- `*`), a day matches either (Vixie cron); otherwise both must. Macros @yearly (@annually),
+-- @monthly, @weekly, @daily (@midnight), @hourly. `@every <n>s|m|h|d…` fires at fixed intervals
+-- counted from the Unix epoch (so `@every 30s` fires at :00 and :30 of every minute), whatever
+-- the zone.
+--
+-- Time zones. Fire times are local times of the schedule's IANA zone, converted with Postgres's
+-- zone data. A local time a spring-forward gap skips fires once, at the first instant after the
+-- gap (02:30 on a day Berlin jumps from 02:00 to 03:00 fires at 03:00 CEST; every skipped time
+-- of that gap fires at that one instant, once). A local time a fall-back repeats fires once, at
+-- its first occurrence (02:30 on a day Berlin goes back from 03:00 to 02:00 fires at 02:30 CEST,
+-- not again at 02:30 CET).
+--
+-- Overlap: what a fire does while the previous run of the schedule is unfinished.
+--   skip             nothing (the fire is counted as handled)
+--   buffer_one       keeps the fire (only the first such one) and starts it when that run ends:
+--                    aiki._finish marks the schedule due then, and the next claim starts it
+--   allow            starts a run anyway
+--   cancel_previous  cancels the previous run, then starts a run
+-- Catch-up: a schedule whose fires were missed (no worker claimed) starts the most recent missed
+-- fire only, unless its catch-up window lets the fires missed by at most that long start too, at
+-- most 100 per claim (the next claim goes on). Fires that fall while a schedule is paused are
+-- dropped: resume fires from the next fire after now.
+--
+-- Locks: a schedule's row, then its runs. Deciding buffer_one or cancel_previous needs the
+-- previous run's lock, so the run cannot end unseen meanwhile; a claim takes it SKIP LOCKED and
+-- leaves the schedule due for the next claim when the run is busy. _finish, holding a run, takes
+-- its schedule's row SKIP LOCKED: it never waits while holding a run, so the two cannot deadlock,
+-- and a schedule it skips is one a claim (or trigger_schedule) holds, which re-reads the run
+-- under its lock. cancel_previous cancels through aiki.cancel, which waits for the locks of the
+-- previous run's unfinished descendants (held briefly by their workers' writes).
+
+-- The UTC offset of the zone at an instant.
+create or replace function aiki._tz_offset(p_tz text, p_at timestamptz) returns interval
+language sql stable parallel safe
+as $$ select (p_at at time zone p_tz) - (p_at at time zone 'UTC') $$;
+
+-- The first instant in (p_lo, p_hi] at which the zone's offset differs from its offset at p_lo,
+-- found by bisection over whole seconds (zone transitions fall on whole seconds). The caller
+-- knows there is exactly one transition in the span.
+create or replace function aiki._tz_next_change(p_tz text, p_lo timestamptz, p_hi timestamptz) returns timestamptz
+language plpgsql stable
+as $$
+declare
+  v_offset interval := aiki._tz_offset(p_tz, p_lo);
+  v_lo bigint := floor(extract(epoch from p_lo))::bigint;
+  v_hi bigint := ceil(extract(epoch from p_hi))::bigint;
+  v_mid bigint;
+begin
+  while v_hi - v_lo > 1 loop
+    v_mid := (v_lo + v_hi) / 2;
+    if aiki._tz_offset(p_tz, to_timestamp(v_mid)) = v_offset then
+      v_lo := v_mid;
+    else
+      v_hi := v_mid;
+    end if;
+  end loop;
+  return to_timestamp(v_hi);
+end
+$$;
+
+-- The instant a local time of the zone fires at: its first occurrence when a fall-back repeats
+-- it, the first instant after the gap when a spring-forward skips it (see the header). Away from
+-- a transition (the offsets a day before and after agree) one conversion decides.
+create or replace function aiki._local_to_instant(p_local timestamp, p_tz text) returns timestamptz
+language plpgsql stable
+as $$
+declare
+  v_guess timestamptz := p_local at time zone p_tz;
+  v_before interval := aiki._tz_offset(p_tz, v_guess - interval '1 day');
+  v_after interval := aiki._tz_offset(p_tz, v_guess + interval '1 day');
+  v_at timestamptz;
+  v_first timestamptz;
+begin
+  if v_before = v_after then
+    return (p_local - v_before) at time zone 'UTC';
+  end if;
+  foreach v_at in array array[(p_local - v_before) at time zone 'UTC', (p_local - v_after) at time zone 'UTC'] loop
+    if (v_at at time zone p_tz) = p_local then
+      v_first := least(v_first, v_at);
+    end if;
+  end loop;
+  return coalesce(v_first, aiki._tz_next_change(p_tz, v_guess - interval '1 day', v_guess + interval '1 day'));
+end
+$$;
+
+-- One cron field as its sorted values, or AK003 naming the field and its text.
+create or replace function aiki._cron_field(
+  p_cron text, p_field text, p_text text, p_min integer, p_max integer, p_names text[])
+returns integer[]
+language plpgsql immutable
+as $$
+declare
+  v_item text;
+  v_parts text[];
+  v_bounds integer[];
+  v_step integer;
+  v_values integer[] := '{}';
+  v_i integer;
+begin
+  foreach v_item in array string_to_array(p_text, ',') loop
+    v_parts := regexp_match(v_item, '^(\*|\?|[A-Za-z0-9]{1,3})(?:-([A-Za-z0-9]{1,3}))?(?:/([0-9]{1,2}))?$');
+    v_bounds := null;
+    if v_parts is not null and not (v_parts[1] in ('*', '?') and v_parts[2] is not null) then
+      v_bounds := array[p_min, p_max];
+      if v_parts[1] not in ('*', '?') then
+        for v_i in 1..2 loop
+          continue when v_parts[v_i] is null;
+          v_bounds[v_i] := case when v_parts[v_i] ~ '^[0-9]+$' then v_parts[v_i]::integer
+                                else p_min - 1 + array_position(p_names, upper(v_parts[v_i])) end;
+        end loop;
+        if v_parts[2] is null and v_parts[3] is null then
+          v_bounds[2] := v_bounds[1];
+        end if;
+      end if;
+      v_step := coalesce(v_parts[3]::integer, 1);
+      if v_bounds[1] is null or v_bounds[2] is null or v_bounds[1] < p_min or v_bounds[2] > p_max
+         or v_bounds[1] > v_bounds[2] or v_step < 1 then
+        v_bounds := null;
+      end if;
+    end if;
+    if v_bounds is null then
+      raise exception using errcode = 'AK003',
+        message = format('invalid cron %s field %s in %s', p_field, quote_literal(p_text), quote_literal(p_cron)),
+        hint = format('use %s-%s%s, * , lists a,b, ranges a-b and steps */n or a-b/n', p_min, p_max,
+                      case when p_names is not null then format(' or %s-%s', p_names[1], p_names[cardinality(p_names)]) else '' end);
+    end if;
+    v_values := v_values || array(select generate_series(v_bounds[1], v_bounds[2], v_step));
+  end loop;
+  return array(select distinct v from unnest(v_values) v order by v);
+end
+$$;
+
+-- A cron expression parsed: {"every": seconds} for @every, else the values of each field
+-- {"s", "m", "h", "dom", "mon", "dow"} (Sunday 0) with "dom_star"/"dow_star" (the field starts
+-- with `*` or `?`, for the day-matching rule). AK003 naming the field and value when malformed.
+create or replace function aiki._cron_parse(p_cron text) returns jsonb
+language plpgsql immutable
+as $$
+declare
+  v_text text := lower(btrim(p_cron));
+  v_fields text[];
+  v_seconds bigint;
+  v_i integer;
+begin
+  if p_cron is null or length(p_cron) > 200 or v_text = '' then
+    raise exception using errcode = 'AK003',
+      message = format('invalid cron expression %s', coalesce(quote_literal(left(p_cron, 200)), 'null')),
+      hint = 'use five fields (minute hour day-of-month month day-of-week), six with seconds first, @daily or @every 5m';
+  end if;
+  if v_text ~ '^@every\s' then
+    v_text := regexp_replace(v_text, '^@every\s+', '');
+    if v_text ~ '^([0-9]{1,8}[smhd])+$' then
+      select sum(m[1]::bigint * case m[2] when 's' then 1 when 'm' then 60 when 'h' then 3600 else 86400 end)
+        into v_seconds from regexp_matches(v_text, '([0-9]+)([smhd])', 'g') m;
+    end if;
+    if v_seconds is null or v_seconds not between 1 and 31622400 then
+      raise exception using errcode = 'AK003',
+        message = format('invalid cron interval %s in %s', quote_literal(v_text), quote_literal(p_cron)),
+        hint = 'use @every with whole seconds, minutes, hours or days from 1s to 366d, e.g. @every 30s or @every 1h30m';
+    end if;
+    return jsonb_build_object('every', v_seconds);
+  end if;
+  v_text := case v_text
+    when '@yearly' then '0 0 1 1 *' when '@annually' then '0 0 1 1 *'
+    when '@monthly' then '0 0 1 * *' when '@weekly' then '0 0 * * 0'
+    when '@daily' then '0 0 * * *' when '@midnight' then '0 0 * * *'
+    when '@hourly' then '0 * * * *' else btrim(p_cron) end;
+  if v_text ~ '^@' then
+    raise exception using errcode = 'AK003',
+      message = format('invalid cron macro %s', quote_literal(left(p_cron, 200))),
+      hint = 'use @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly or @every <interval>';
+  end if;
+  v_fields := regexp_split_to_array(v_text, '\s+');
+  if cardinality(v_fields) not in (5, 6) then
+    raise exception using errcode = 'AK003',
+      message = format('invalid cron expression %s: %s fields', quote_literal(p_cron), cardinality(v_fields)),
+      hint = 'use five fields (minute hour day-of-month month day-of-week) or six (seconds first)';
+  end if;
+  v_i := cardinality(v_fields) - 5;
+  return jsonb_build_object(
+    's', case when v_i = 1 then to_jsonb(aiki._cron_field(p_cron, 'second', v_fields[1], 0, 59, null)) else '[0]'::jsonb end,
+    'm', aiki._cron_field(p_cron, 'minute', v_fields[v_i + 1], 0, 59, null),
+    'h', aiki._cron_field(p_cron, 'hour', v_fields[v_i + 2], 0, 23, null),
+    'dom', aiki._cron_field(p_cron, 'day-of-month', v_fields[v_i + 3], 1, 31, null),
+    'mon', aiki._cron_field(p_cron, 'month', v_fields[v_i + 4], 1, 12,
+                            array['JAN','FEB','MAR','APR','MAY','JUN','JUL','AUG','SEP','OCT','NOV','DEC']),
+    'dow', (select jsonb_agg(distinct d % 7) from unnest(
+              aiki._cron_field(p_cron, 'day-of-week', v_fields[v_i + 5], 0, 7, array['SUN','MON','TUE','WED','THU','FRI','SAT'])) d),
+    'dom_star', v_fields[v_i + 3] ~ '^[*?]',
+    'dow_star', v_fields[v_i + 5] ~ '^[*?]');
+end
+$$;
+
+-- The smallest of the sorted p_values that is >= p_from, or null.
+create or replace function aiki._cron_first(p_values integer[], p_from integer) returns integer
+language plpgsql immutable
+as $$
+declare
+  v integer;
+begin
+  foreach v in array p_values loop
+    if v >= p_from then
+      return v;
+    end if;
+  end loop;
+  return null;
+end
+$$;
+
+-- The first local time at or after p_from (a whole second) that the parsed cron matches, or
+-- null within ten years (`0 0 30 2 *` never matches). Jumps to the next matching month, day,
+-- hour, minute and second in turn, so a year of a daily schedule costs a few steps per fire.
+create or replace function aiki._cron_match(p_spec jsonb, p_from timestamp) returns timestamp
+language plpgsql stable
+as $$
+declare
+  v_secs integer[] := array(select jsonb_array_elements_text(p_spec->'s')::integer);
+  v_mins integer[] := array(select jsonb_array_elements_text(p_spec->'m')::integer);
+  v_hours integer[] := array(select jsonb_array_elements_text(p_spec->'h')::integer);
+  v_doms integer[] := array(select jsonb_array_elements_text(p_spec->'dom')::integer);
+  v_months integer[] := array(select jsonb_array_elements_text(p_spec->'mon')::integer);
+  v_dows integer[] := array(select jsonb_array_elements_text(p_spec->'dow')::integer);
+  v_dom_star boolean := (p_spec->>'dom_star')::boolean;
+  v_dow_star boolean := (p_spec->>'dow_star')::boolean;
+  v_t timestamp := p_from;
+  v_dom_ok boolean;
+  v_dow_ok boolean;
+  v_now integer;
+  v_next integer;
+begin
+  while v_t < p_from + interval '10 years' loop
+    v_now := extract(month from v_t)::integer;
+    if not v_now = any(v_months) then
+      v_next := aiki._cron_first(v_months, v_now);
+      v_t := case when v_next is null then make_timestamp(extract(year from v_t)::integer + 1, v_months[1], 1, 0, 0, 0)
+                  else make_timestamp(extract(year from v_t)::integer, v_next, 1, 0, 0, 0) end;
+      continue;
+    end if;
+    v_dom_ok := extract(day from v_t)::integer = any(v_doms);
+    v_dow_ok := extract(dow from v_t)::integer = any(v_dows);
+    v_dom_ok := case when v_dom_star and v_dow_star then true
+                     when v_dom_star then v_dow_ok
+                     when v_dow_star then v_dom_ok
+                     else v_dom_ok or v_dow_ok end;
+    if not v_dom_ok then
+      v_t := date_trunc('day', v_t) + interval '1 day';
+      continue;
+    end if;
+    v_now := extract(hour from v_t)::integer;
+    v_next := aiki._cron_first(v_hours, v_now);
+    if v_next is null then
+      v_t := date_trunc('day', v_t) + interval '1 day';
+      continue;
+    elsif v_next > v_now then
+      v_t := date_trunc('day', v_t) + make_interval(hours => v_next);
+    end if;
+    v_now := extract(minute from v_t)::integer;
+    v_next := aiki._cron_first(v_mins, v_now);
+    if v_next is null then
+      v_t := date_trunc('hour', v_t) + interval '1 hour';
+      continue;
+    elsif v_next > v_now then
+      v_t := date_trunc('hour', v_t) + make_interval(mins => v_next);
+    end if;
+    v_now := floor(extract(second from v_t))::integer;
+    v_next := aiki._cron_first(v_secs, v_now);
+    if v_next is null then
+      v_t := date_trunc('minute', v_t) + interval '1 minute';
+      continue;
+    end if;
+    return date_trunc('minute', v_t) + make_interval(secs => v_next);
+  end loop;
+  return null;
+end
+$$;
+
+-- The first fire strictly after p_after of a parsed cron in zone p_tz, or null (never again).
+create or replace function aiki._cron_next(p_spec jsonb, p_tz text, p_after timestamptz) returns timestamptz
+language plpgsql stable
+as $$
+declare
+  v_every bigint := (p_spec->>'every')::bigint;
+  v_start timestamp;
+  v_local timestamp;
+  v_at timestamptz;
+begin
+  if v_every is not null then
+    return to_timestamp((floor(extract(epoch from p_after) / v_every)::bigint + 1) * v_every);
+  end if;
+  v_start := date_trunc('second', p_after at time zone p_tz) + interval '1 second';
+  for i in 1..10 loop
+    v_local := aiki._cron_match(p_spec, v_start);
+    if v_local is null then
+      return null;
+    end if;
+    v_at := aiki._local_to_instant(v_local, p_tz);
+    if v_at > p_after then
+      return v_at;
+    end if;
+    -- p_after lies in the second pass of a fall-back's repeated hour: every local time up to the
+    -- hour's end fired at its first occurrence, before p_after. Go on from the hour's end: the
+    -- local time of the transition, read in the offset before it.
+    v_start := greatest(v_local + interval '1 second',
+      date_trunc('second', (aiki._tz_next_change(p_tz, v_at, p_after) - interval '1 microsecond') at time zone p_tz)
+        + interval '1 second');
+  end loop;
+  return null;
+end
+$$;
+
+-- The latest fire at or before p_now of a schedule whose fire p_from (<= p_now) is due: looks
+-- for a fire in windows ending at p_now ten times longer each, then walks to the last one, so a
+-- week of missed per-second fires costs a few steps, not 600,000.
+create or replace function aiki._cron_latest(p_spec jsonb, p_tz text, p_from timestamptz, p_now timestamptz)
+returns timestamptz
+language plpgsql stable
+as $$
+declare
+  v_span interval := interval '1 second';
+  v_at timestamptz;
+  v_next timestamptz;
+begin
+  loop
+    v_at := aiki._cron_next(p_spec, p_tz, greatest(p_now - v_span, p_from - interval '1 microsecond'));
+    exit when v_at <= p_now or p_now - v_span < p_from;
+    v_span := v_span * 10;
+  end loop;
+  loop
+    v_next := aiki._cron_next(p_spec, p_tz, v_at);
+    exit when v_next is null or v_next > p_now;
+    v_at := v_next;
+  end loop;
+  return v_at;
+end
+$$;
+
+-- A fire time as the idempotency key of its run: `schedule:<name>:<UTC, milliseconds>`.
+create or replace function aiki._fire_key(p_name text, p_fire_at timestamptz) returns text
+language sql immutable parallel safe
+as $$ select 'schedule:' || p_name || ':' || to_char(p_fire_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
+
+-- A schedule as JSON, with the status of the latest run it started.
+create or replace function aiki._schedule_json(p_schedule aiki.schedules) returns jsonb
+language sql stable
+as $$
+  select jsonb_build_object(
+    'name', p_schedule.name, 'workflow', p_schedule.workflow, 'version', p_schedule.version,
+    'cron', p_schedule.cron, 'timezone', p_schedule.timezone, 'input', p_schedule.input,
+    'overlap', p_schedule.overlap, 'catchup_ms', p_schedule.catchup_ms,
+    'queue', p_schedule.queue, 'priority', p_schedule.priority, 'retry', p_schedule.retry,
+    'paused', p_schedule.paused,
+    'next_fire_at', case when not p_schedule.paused then p_schedule.next_fire_at end,
+    'last_fire_at', p_schedule.last_fire_at, 'last_run_id', p_schedule.last_run_id,
+    'last_run_status', (select r.status from aiki.runs r where r.id = p_schedule.last_run_id),
+    'buffered_at', p_schedule.buffered_at, 'last_error', p_schedule.last_error,
+    'created_at', p_schedule.created_at, 'updated_at', p_schedule.updated_at)
+$$;
+
+-- Raises AK003 unless p_timezone names a zone of Postgres's zone data (pg_timezone_names, which lists
+-- IANA names and aliases; abbreviations and POSIX offsets such as 'EST' or 'UTC+3' are refused).
+-- Reads the zone directory: for writes of schedules, never on a claim.
+create or replace function aiki._check_timezone(p_timezone text) returns text
+language plpgsql stable
+as $$
+begin
+  if p_timezone is null or not exists (select 1 from pg_timezone_names where name = p_timezone) then
+    raise exception using errcode = 'AK003',
+      message = format('invalid time zone %s', coalesce(quote_literal(left(p_timezone, 200)), 'null')),
+      hint = 'use an IANA zone name from pg_timezone_names, e.g. Europe/Berlin or UTC';
+  end if;
+  return p_timezone;
+end
+$$;
+
+-- Checks a schedule's fields (AK003 naming the field and value) and returns its parsed cron.
+-- Also AK003 for a cron that never fires after p_now.
+create or replace function aiki._check_schedule(
+  p_name text, p_workflow text, p_version text, p_cron text, p_input jsonb, p_timezone text,
+  p_overlap text, p_catchup_ms bigint, p_queue text, p_priority integer, p_now timestamptz)
+returns jsonb
+language plpgsql stable
+as $$
+declare
+  v_spec jsonb;
+begin
+  perform aiki._check_name('schedule name', p_name);
+  perform aiki._check_name('workflow name', p_workflow);
+  perform aiki._check_version(p_version);
+  perform aiki._check_name('queue name', p_queue);
+  perform aiki._check_payload('schedule input', p_input);
+  perform aiki._check_timezone(p_timezone);
+  if p_overlap is null or p_overlap not in ('skip', 'buffer_one', 'allow', 'cancel_previous') then
+    raise exception using errcode = 'AK003',
+      message = format('invalid overlap policy %s', coalesce(quote_literal(left(p_overlap, 200)), 'null')),
+      hint = 'use skip, buffer_one, allow or cancel_previous';
+  end if;
+  if p_catchup_ms is null or p_catchup_ms not between 0 and 31622400000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid catch-up window %s ms', coalesce(p_catchup_ms::text, 'null')),
+      hint = 'use 0 (only the most recent missed fire) to 366 days, in milliseconds';
+  end if;
+  if p_priority is null or p_priority not between -1000000 and 1000000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
+      hint = 'use an integer between -1000000 and 1000000; higher runs first';
+  end if;
+  v_spec := aiki._cron_parse(p_cron);
+  if aiki._cron_next(v_spec, p_timezone, p_now) is null then
+    raise exception using errcode = 'AK003',
+      message = format('invalid cron expression %s: it never fires', quote_literal(p_cron)),
+      hint = 'check the day of month against the month';
+  end if;
+  return v_spec;
+end
+$$;
+
+-- Handles what is due of one schedule, whose row the caller holds: the buffered fire whose
+-- previous run ended, then the fires at or before p_now (catch-up rules in the header), or
+-- with p_manual_at, that one fire alone (trigger_schedule; the cursor stays). Applies the
+-- overlap policy to each fire and writes the schedule's row. Returns {"run_id": the latest run
+-- started or null, "action": started | skipped | buffered of the last fire, or null when only a
+-- buffered run was due}; null when the previous run was locked and p_manual_at is null (a claim
+-- must not wait): the schedule stays due for the next claim.
+create or replace function aiki._fire_schedule(p_schedule aiki.schedules, p_now timestamptz, p_manual_at timestamptz)
+returns jsonb
+language plpgsql
+as $$
+declare
+  v_s aiki.schedules := p_schedule;
+  v_spec jsonb;
+  v_fires timestamptz[] := '{}';
+  v_fire timestamptz;
+  v_latest timestamptz;
+  v_cursor timestamptz := p_schedule.next_fire_at;
+  v_open boolean := false;
+  v_action text;
+  v_run_id uuid;
+begin
+  if p_manual_at is not null then
+    v_fires := array[p_manual_at];
+  elsif v_s.next_fire_at <= p_now then
+    v_spec := aiki._cron_parse(v_s.cron);
+    v_latest := aiki._cron_latest(v_spec, v_s.timezone, v_s.next_fire_at, p_now);
+    v_cursor := null;
+    if v_s.catchup_ms > 0 then
+      v_fire := greatest(v_s.next_fire_at, p_now - v_s.catchup_ms * interval '1 millisecond');
+      if v_fire > v_s.next_fire_at then
+        v_fire := aiki._cron_next(v_spec, v_s.timezone, v_fire - interval '1 microsecond');
+      end if;
+      while v_fire < v_latest loop
+        if cardinality(v_fires) = 100 then
+          v_cursor := v_fire;
+          exit;
+        end if;
+        v_fires := v_fires || v_fire;
+        v_fire := aiki._cron_next(v_spec, v_s.timezone, v_fire);
+      end loop;
+    end if;
+    if v_cursor is null then
+      v_fires := v_fires || v_latest;
+      v_cursor := coalesce(aiki._cron_next(v_spec, v_s.timezone, v_latest), 'infinity');
+    end if;
+  end if;
+
+  if v_s.last_run_id is not null then
+    v_open := exists (select 1 from aiki.runs where id = v_s.last_run_id
+                       and status not in ('completed', 'failed', 'cancelled'));
+    -- A run that is open now may end before this transaction commits; deciding to buffer or to
+    -- cancel needs its lock (header). Ended is final: no lock needed.
+    if v_open and (v_s.overlap = 'cancel_previous' or v_s.overlap = 'buffer_one') then
+      if p_manual_at is not null then
+        perform 1 from aiki.runs where id = v_s.last_run_id for update;
+      else
+        perform 1 from aiki.runs where id = v_s.last_run_id for update skip locked;
+        if not found then
+          return null;
+        end if;
+      end if;
+      v_open := exists (select 1 from aiki.runs where id = v_s.last_run_id
+                         and status not in ('completed', 'failed', 'cancelled'));
+    end if;
+  end if;
+
+  if v_s.buffered_at is not null and not v_open then
+    select r.run_id into v_s.last_run_id
+      from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_s.buffered_at),
+                            v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
+    v_run_id := v_s.last_run_id;
+    v_s.buffered_at := null;
+    v_open := true;
+  end if;
+
+  foreach v_fire in array v_fires loop
+    if v_open and v_s.overlap = 'skip' then
+      v_action := 'skipped';
+    elsif v_open and v_s.overlap = 'buffer_one' then
+      v_action := 'buffered';
+      v_s.buffered_at := coalesce(v_s.buffered_at, v_fire);
+    else
+      if v_open and v_s.overlap = 'cancel_previous' then
+        perform aiki.cancel(v_s.last_run_id, format('cancelled by schedule %s, firing at %s', v_s.name, v_fire));
+      end if;
+      select r.run_id into v_s.last_run_id
+        from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_fire),
+                              v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
+      v_run_id := v_s.last_run_id;
+      v_action := 'started';
+      v_open := true;
+    end if;
+    v_s.last_fire_at := greatest(v_s.last_fire_at, v_fire);
+  end loop;
+
+  update aiki.schedules
+     set next_fire_at = v_cursor, due_at = v_cursor, buffered_at = v_s.buffered_at,
+         last_fire_at = v_s.last_fire_at, last_run_id = v_s.last_run_id, last_error = null,
+         updated_at = p_now
+   where name = v_s.name;
+  return jsonb_build_object('run_id', v_run_id, 'action', v_action);
+end
+$$;
+
+-- The claim's part (sql/20_claim.sql): fires up to 10 due schedules, each locked SKIP LOCKED, so
+-- two claims never handle one schedule at once. A fire that fails (its run cannot be inserted)
+-- is recorded in last_error and passed over, so one schedule never stops every claim. Returns
+-- next_at, the earliest due time after p_now of the unpaused schedules, and left_due, whether
+-- some are still due (locked by another claim, their previous run locked, or past the batch):
+-- the claim reports that as `skipped`, and the worker looks again shortly.
+create or replace function aiki._fire_schedules(p_now timestamptz, out next_at timestamptz, out left_due boolean)
+language plpgsql
+as $$
+declare
+  v_s aiki.schedules;
+  v_next timestamptz;
+  v_state text;
+  v_message text;
+begin
+  for v_s in
+    select * from aiki.schedules where not paused and due_at <= p_now
+     order by due_at limit 10 for update skip locked
+  loop
+    begin
+      perform aiki._fire_schedule(v_s, p_now, null);
+    exception when others then
+      get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+      begin
+        v_next := aiki._cron_next(aiki._cron_parse(v_s.cron), v_s.timezone, p_now);
+      exception when others then
+        v_next := null;
+      end;
+      update aiki.schedules
+         set next_fire_at = coalesce(v_next, 'infinity'), due_at = coalesce(v_next, 'infinity'),
+             last_error = format('%s: %s', v_state, v_message), updated_at = p_now
+       where name = v_s.name;
+    end;
+  end loop;
+  left_due := exists (select 1 from aiki.schedules where not paused and due_at <= p_now);
+  next_at := (select due_at from aiki.schedules where not paused and due_at > p_now order by due_at limit 1);
+end
+$$;
+
+-- Called by _finish for a run a schedule started (a top-level run with a `schedule:` key): when
+-- the schedule buffered a fire behind this run (buffer_one), marks it due now and wakes its
+-- queue's workers, whose next claim starts the buffered run. Holding the run, it takes the
+-- schedule SKIP LOCKED (header: a claim holding it re-reads the run under its lock).
+create or replace function aiki._schedule_run_finished(p_run aiki.runs) returns void
+language plpgsql
+as $$
+declare
+  -- Any start may use such a key; only one a fire wrote names a schedule.
+  v_name text := substring(p_run.idempotency_key from '^schedule:(.+):\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$');
+  v_queue text;
+begin
+  if v_name is null then
+    return;
+  end if;
+  select queue into v_queue from aiki.schedules
+   where name = v_name and last_run_id = p_run.id and buffered_at is not null
+     for update skip locked;
+  if found then
+    update aiki.schedules set due_at = least(due_at, aiki.now()), updated_at = aiki.now() where name = v_name;
+    perform aiki._notify_queue(v_queue);
+  end if;
+end
+$$;
+
+-- Creates a schedule that starts p_workflow@p_version with p_input at each fire of p_cron in
+-- p_timezone (an IANA name), on p_queue with p_priority and the run retry policy p_retry (as
+-- start_workflow's; null: never). First fire: the next after now.
+-- Idempotent: the same definition again returns the schedule unchanged; another definition under
+-- the name raises AK004 (use update_schedule). AK003 on bad input, naming field and value.
+-- Returns the schedule as JSON (get_schedule). Tells its queue's workers when it first fires.
+create or replace function aiki.create_schedule(
+  p_name text,
+  p_workflow text,
+  p_version text,
+  p_cron text,
+  p_input jsonb default 'null',
+  p_timezone text default 'UTC',
+  p_overlap text default 'skip',
+  p_catchup_ms bigint default 0,
+  p_queue text default 'default',
+  p_priority integer default 0,
+  p_retry jsonb default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_spec jsonb := aiki._check_schedule(p_name, p_workflow, p_version, p_cron, p_input, p_timezone,
+                                       p_overlap, p_catchup_ms, p_queue, p_priority, v_now);
+  v_next timestamptz := aiki._cron_next(v_spec, p_timezone, v_now);
+  v_retry jsonb := aiki._check_retry(p_retry);
+  v_s aiki.schedules;
+begin
+  insert into aiki.schedules (name, next_fire_at, due_at, created_at, updated_at, catchup_ms, priority,
+                              workflow, version, cron, timezone, overlap, queue, input, retry)
+  values (p_name, v_next, v_next, v_now, v_now, p_catchup_ms, p_priority,
+          p_workflow, p_version, p_cron, p_timezone, p_overlap, p_queue, p_input, v_retry)
+  on conflict (name) do nothing
+  returning * into v_s;
+  if found then
+    perform aiki._notify_due(p_queue, v_next);
+    return aiki._schedule_json(v_s);
+  end if;
+  select * into v_s from aiki.schedules where name = p_name;
+  if (v_s.workflow, v_s.version, v_s.cron, v_s.timezone, v_s.overlap, v_s.catchup_ms, v_s.queue, v_s.priority)
+     is distinct from (p_workflow, p_version, p_cron, p_timezone, p_overlap, p_catchup_ms, p_queue, p_priority)
+     or v_s.input is distinct from p_input or v_s.retry is distinct from v_retry then
+    raise exception using errcode = 'AK004',
+      message = format('schedule %s already exists with another definition', p_name),
+      hint = 'use update_schedule to change it, or delete_schedule first';
+  end if;
+  return aiki._schedule_json(v_s);
+end
+$$;
+
+-- Changes the given fields of a schedule (null keeps one; p_input 'null'::jsonb sets JSON null,
+-- p_retry '{"type": "never"}' removes a retry policy).
+-- A new cron or zone moves the next fire to the first after now. AK002 when there is no such
+-- schedule; AK003 on bad input, nothing written.
+create or replace function aiki.update_schedule(
+  p_name text,
+  p_workflow text default null,
+  p_version text default null,
+  p_cron text default null,
+  p_input jsonb default null,
+  p_timezone text default null,
+  p_overlap text default null,
+  p_catchup_ms bigint default null,
+  p_queue text default null,
+  p_priority integer default null,
+  p_retry jsonb default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_s aiki.schedules;
+  v_spec jsonb;
+  v_next timestamptz;
+begin
+  perform aiki._check_name('schedule name', p_name);
+  select * into v_s from aiki.schedules where name = p_name for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
+  end if;
+  v_spec := aiki._check_schedule(p_name, coalesce(p_workflow, v_s.workflow), coalesce(p_version, v_s.version),
+    coalesce(p_cron, v_s.cron), coalesce(p_input, v_s.input), coalesce(p_timezone, v_s.timezone),
+    coalesce(p_overlap, v_s.overlap), coalesce(p_catchup_ms, v_s.catchup_ms), coalesce(p_queue, v_s.queue),
+    coalesce(p_priority, v_s.priority), v_now);
+  v_next := case when coalesce(p_cron, v_s.cron) = v_s.cron and coalesce(p_timezone, v_s.timezone) = v_s.timezone
+                 then v_s.next_fire_at
+                 else aiki._cron_next(v_spec, coalesce(p_timezone, v_s.timezone), v_now) end;
+  update aiki.schedules
+     set workflow = coalesce(p_workflow, workflow), version = coalesce(p_version, version),
+         cron = coalesce(p_cron, cron), input = coalesce(p_input, input),
+         timezone = coalesce(p_timezone, timezone), overlap = coalesce(p_overlap, overlap),
+         catchup_ms = coalesce(p_catchup_ms, catchup_ms), queue = coalesce(p_queue, queue),
+         priority = coalesce(p_priority, priority),
+         retry = case when p_retry is null then retry else aiki._check_retry(p_retry) end,
+         next_fire_at = v_next,
+         -- a buffered run's wake (due before the cursor) is kept
+         due_at = least(v_next, case when due_at < next_fire_at then due_at end),
+         updated_at = v_now
+   where name = p_name
+  returning * into v_s;
+  if not v_s.paused then
+    perform aiki._notify_due(v_s.queue, v_s.due_at);
+  end if;
+  return aiki._schedule_json(v_s);
+end
+$$;
+
+-- Removes a schedule; the runs it started stay. Returns whether there was one.
+create or replace function aiki.delete_schedule(p_name text) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform aiki._check_name('schedule name', p_name);
+  delete from aiki.schedules where name = p_name;
+  return found;
+end
+$$;
+
+-- Stops a schedule firing (claims pass over it; trigger_schedule still fires it). Idempotent.
+-- AK002 when there is no such schedule.
+create or replace function aiki.pause_schedule(p_name text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s aiki.schedules;
+begin
+  perform aiki._check_name('schedule name', p_name);
+  update aiki.schedules set paused = true, updated_at = aiki.now() where name = p_name returning * into v_s;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
+  end if;
+  return aiki._schedule_json(v_s);
+end
+$$;
+
+-- Lets a paused schedule fire again, from its first fire after now: fires missed while paused
+-- never start. A buffered fire is looked at by the next claim. Idempotent on a running
+-- schedule. AK002 when there is no such schedule.
+create or replace function aiki.resume_schedule(p_name text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_s aiki.schedules;
+  v_next timestamptz;
+begin
+  perform aiki._check_name('schedule name', p_name);
+  select * into v_s from aiki.schedules where name = p_name for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
+  end if;
+  if v_s.paused then
+    v_next := coalesce(aiki._cron_next(aiki._cron_parse(v_s.cron), v_s.timezone, v_now), 'infinity');
+    update aiki.schedules
+       set paused = false, next_fire_at = v_next,
+           due_at = case when buffered_at is not null then v_now else v_next end, updated_at = v_now
+     where name = p_name
+    returning * into v_s;
+    perform aiki._notify_due(v_s.queue, v_s.due_at);
+  end if;
+  return aiki._schedule_json(v_s);
+end
+$$;
+
+-- Fires a schedule now (paused or not), under its overlap policy; its regular fires go on as
+-- before. Waits for the schedule's row and, for buffer_one and cancel_previous, its previous
+-- run's. Returns {"fired_at", "action": started | skipped | buffered, "run_id": the run started
+-- (null when skipped or buffered), "schedule"}. Two triggers at one instant start one run. AK002
+-- when there is no such schedule.
+create or replace function aiki.trigger_schedule(p_name text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_now timestamptz := aiki.now();
+  v_fire timestamptz := date_trunc('milliseconds', v_now);
+  v_s aiki.schedules;
+  v_result jsonb;
+begin
+  perform aiki._check_name('schedule name', p_name);
+  select * into v_s from aiki.schedules where name = p_name for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
+  end if;
+  v_result := aiki._fire_schedule(v_s, v_now, v_fire);
+  select * into v_s from aiki.schedules where name = p_name;
+  return jsonb_build_object('fired_at', v_fire, 'action', v_result->'action',
+                            'run_id', case when v_result->>'action' = 'started' then v_result->'run_id' end,
+                            'schedule', aiki._schedule_json(v_s));
+end
+$$;
+
+-- One schedule as JSON. AK002 when there is no such schedule.
+create or replace function aiki.get_schedule(p_name text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s aiki.schedules;
+begin
+  select * into v_s from aiki.schedules where name = p_name;
+  if not found then
+    raise exception using errcode = 'AK002',
+      message = format('schedule %s not found', coalesce(quote_literal(left(p_name, 200)), 'null'));
+  end if;
+  return aiki._schedule_json(v_s);
+end
+$$;
+
+-- Every schedule as JSON (get_schedule's shape), by name.
+create or replace function aiki.list_schedules() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(jsonb_agg(aiki._schedule_json(s) order by s.name), '[]'::jsonb) from aiki.schedules s
+$$;
+
+-- The next p_count (1-1000) fire times after p_after (default: now) of a cron expression in a
+-- zone, as a schedule would fire them: a preview, and what the tests count. AK003 on a bad
+-- expression, zone or count.
+create or replace function aiki.cron_fires(
+  p_cron text, p_timezone text default 'UTC', p_after timestamptz default null, p_count integer default 10)
+returns setof timestamptz
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_spec jsonb := aiki._cron_parse(p_cron);
+  v_at timestamptz := coalesce(p_after, aiki.now());
+begin
+  perform aiki._check_timezone(p_timezone);
+  if p_count is null or p_count not between 1 and 1000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid count %s', coalesce(p_count::text, 'null')), hint = 'use 1-1000';
+  end if;
+  for i in 1..p_count loop
+    v_at := aiki._cron_next(v_spec, p_timezone, v_at);
+    exit when v_at is null;
+    return next v_at;
+  end loop;
 end
 $$;
 
@@ -3349,7 +4651,8 @@ $$;
 -- Every queue that has unfinished runs or settings (aiki.queues), by name: {name, counts:
 -- {pending, running, scheduled, sleeping, waiting, retrying, paused}, oldest_pending_at (the
 -- available_at of its longest-claimable pending run), oldest_pending_age_ms, concurrency_limit
--- (null: none), key_concurrency_limit, paused}. A queue whose runs are all finished is not
+-- (null: none), key_concurrency_limit, rate_limit and rate_window_ms (null: none), rate_per_key,
+-- paused}. A queue whose runs are all finished is not
 -- listed unless it has settings. Reads unfinished runs only (runs_status_created).
 create or replace function aiki.list_queues() returns jsonb
 language sql stable security definer
@@ -3379,6 +4682,9 @@ as $$
            'oldest_pending_age_ms', greatest(0, floor(extract(epoch from aiki.now() - l.oldest_pending_at) * 1000))::bigint,
            'concurrency_limit', q.concurrency_limit,
            'key_concurrency_limit', coalesce(q.key_concurrency_limit, 1),
+           'rate_limit', q.rate_limit,
+           'rate_window_ms', q.rate_window_ms,
+           'rate_per_key', coalesce(q.rate_per_key, false),
            'paused', coalesce(q.paused, false))
          order by coalesce(l.queue, q.name)), '[]'::jsonb)
   from live l
@@ -3402,6 +4708,10 @@ $$;
 -- is finished (or purged), the child goes with the rest. A child whose parent was purged still
 -- runs, times out and can be cancelled: it reads its parent row only when it finishes, and
 -- tolerates its absence.
+--
+-- A continued run (continue_as_new) is kept while its chain's newest run is unfinished or newer
+-- than the cutoff: the chain's first run holds the idempotency key that finds the chain, and a
+-- parent or handle names the chain by it.
 
 -- Deletes up to p_batch_size runs finished before p_finished_before, and up to p_batch_size of
 -- their steps, events and past attempts; returns how many rows it deleted (all four tables).
@@ -3430,6 +4740,9 @@ begin
     select r.id from aiki.runs r
     where r.finished_at < p_finished_before
       and not exists (select 1 from aiki.runs p where p.id = r.parent_id and p.finished_at is null)
+      and not exists (select 1 from aiki.runs l
+                      where r.continued_to is not null and l.chain_id = r.chain_id and l.continued_to is null
+                        and (l.finished_at is null or l.finished_at >= p_finished_before))
     order by r.finished_at
     limit p_batch_size
     for update of r skip locked) doomed;
@@ -3458,6 +4771,146 @@ end
 $$;
 
 
+-- functions 85_test_clock
+-- aiki engine: the test clock — time that a test moves on demand (the `aiki/testing` kit).
+--
+--   advance_clock     move the clock of a test database forward, one due time at a time
+--   test_clock_state  what the engine still has to do before the clock may move
+--   (test_clock_now, the clock's time, is in 00_core.sql beside aiki.now)
+--
+-- The model. A database runs on a test clock when its database-level setting says so
+-- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
+-- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
+-- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
+-- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
+-- production path of aiki.now() never reads the table.
+--
+-- A jump must look to the engine as if the time had passed with everyone idle:
+--   * no run is `running` while the clock moves, or its lease would expire under the worker
+--     executing it and a second worker would execute it again; advance_clock locks the runs
+--     table against writes (claims included) and moves nothing while a run is running;
+--   * timers fire in order, each at its own time: a jump stops at the first due time on its way
+--     and holds the clock there (`frozen_at`), so a run woken then sets its next timer from that
+--     very time, not from the jump's end, nor a few milliseconds after it; the caller settles
+--     the engine and calls again, and the jump that reaches its target lets the clock flow on;
+--   * the live workers stay alive: their last_seen moves with the clock, else every worker would
+--     look dead (its runs `unserved`) until its next heartbeat;
+--   * whoever has runs due is woken: the queues of runs due at the new time are notified on
+--     `aiki_wake`, as every function that makes a run claimable does.
+-- The clock never goes back. Only a superuser or aiki_admin may move it (90_security.sql), and
+-- only in a database on a test clock.
+
+-- Whether this database runs on a test clock by its own setting (pg_db_role_setting), not by a
+-- session's: a session may set aiki.test_clock anywhere, but only the database owner can make
+-- every session of the database start with it.
+create or replace function aiki._on_test_clock() returns boolean
+language sql stable
+as $$
+  select exists (
+    select 1 from pg_catalog.pg_db_role_setting s
+      join pg_catalog.pg_database d on d.oid = s.setdatabase
+     where d.datname = current_database() and s.setrole = 0
+       and 'aiki.test_clock=on' = any (s.setconfig))
+$$;
+
+-- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
+-- run falls due (a scheduled start, a sleep, a wait's timeout, a retry) or a schedule fires, so
+-- that timers fire in order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
+-- reached, the clock stands at the due time (let the woken runs settle, then call again);
+-- reached, it flows on from p_to. A p_to not after the clock's time leaves the time as it is
+-- (flowing again, if it stood), with reached true. While a run is running nothing moves:
+-- {"moved": false, "now", "running": n} (wait for the workers, then call again). Notifies the
+-- queues of the runs and schedules due at the new time.
+-- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
+-- claims and starts until commit; two advances queue up), then the clock's row.
+-- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
+create or replace function aiki.advance_clock(p_to timestamptz)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_from timestamptz;
+  v_to timestamptz;
+  v_running integer;
+begin
+  if not aiki._on_test_clock() then
+    raise exception using errcode = 'AK005',
+      message = format('database %s does not run on a test clock', current_database()),
+      hint = format('alter database %I set aiki.test_clock = on (the test kit does), then reconnect', current_database());
+  end if;
+  if p_to is null then
+    raise exception using errcode = 'AK003', message = 'invalid clock target null: give a time';
+  end if;
+  lock table aiki.runs in share row exclusive mode;
+  perform 1 from aiki.test_clock for update;
+  v_from := aiki.test_clock_now();
+  select count(*) into v_running from aiki.runs where status = 'running';
+  if v_running > 0 then
+    return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
+  end if;
+  -- Schedules' fires are due times too: a claim fires them (sql/72_schedules.sql).
+  v_to := least(p_to,
+                (select min(available_at) from aiki.runs
+                  where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from),
+                (select min(due_at) from aiki.schedules where not paused and due_at > v_from));
+  v_to := greatest(v_to, v_from);
+  -- Reached: flow on from v_to (the shift is v_to less the transaction time). Short of it: stand.
+  update aiki.test_clock
+     set shift_us = case when v_to >= p_to
+                         then ((extract(epoch from v_to) - extract(epoch from now())) * 1000000)::bigint
+                         else shift_us end,
+         frozen_at = case when v_to >= p_to then null else v_to end;
+  update aiki.workers
+     set last_seen = last_seen + (extract(epoch from v_to) - extract(epoch from v_from)) * interval '1 second'
+   where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
+  perform aiki._notify_queue(q.queue) from (
+    select queue from aiki.runs
+     where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to
+    union
+    select queue from aiki.schedules where not paused and due_at <= v_to) q;
+  return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
+end
+$$;
+
+-- What keeps the engine of a test database busy at the test clock's time: {"now", "busy":
+-- [{"id", "workflow", "version", "queue", "status"}, … up to 20], "next_due_at"}. Busy runs are
+-- running ones and ones claimable now (pending, or a timer due) that a live worker serves on an
+-- unpaused queue, and, while any worker lives, unpaused schedules due now (id `schedule:<name>`,
+-- status `due`): the engine is settled when there are none. next_due_at is the earliest time a
+-- run or a schedule falls due later (null: none). Reads only. Admin only.
+create or replace function aiki.test_clock_state()
+returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with clock as (select aiki.test_clock_now() as now)
+  select jsonb_build_object(
+    'now', clock.now,
+    'busy', coalesce((
+      select jsonb_agg(jsonb_build_object('id', b.id, 'workflow', b.workflow, 'version', b.version,
+                                          'queue', b.queue, 'status', b.status))
+        from (select r.id::text as id, r.workflow, r.version, r.queue, r.status::text as status from aiki.runs r
+               where r.status = 'running'
+                  or (r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                      and r.available_at <= clock.now
+                      and not aiki._unserved(r.workflow, r.version, r.queue, 'pending', clock.now)
+                      and not exists (select 1 from aiki.queues q where q.name = r.queue and q.paused))
+               union all
+              -- A due schedule, while any worker lives: its next claim fires it.
+              select 'schedule:' || s.name, s.workflow, s.version, s.queue, 'due' from aiki.schedules s
+               where not s.paused and s.due_at <= clock.now
+                 and exists (select 1 from aiki.workers w
+                              where w.last_seen + w.stale_after_ms * interval '1 millisecond' > clock.now)
+               order by 1 limit 20) b), '[]'),
+    'next_due_at', least((select min(r.available_at) from aiki.runs r
+                           where r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                             and r.available_at > clock.now),
+                         (select min(s.due_at) from aiki.schedules s where not s.paused and s.due_at > clock.now)))
+  from clock
+$$;
+
+
 -- functions 90_security
 -- aiki engine: security — who may call what.
 --
@@ -3467,13 +4920,17 @@ $$;
 --
 --   aiki_client  start_workflow, send_event, cancel, pause, resume, retry_run, get_run, find_run,
 --                list_runs, search_runs, count_runs, run_timeline, list_workers, list_queues,
---                schema_version
+--                now, test_clock_now, schema_version, get_schedule, list_schedules, cron_fires,
+--                and the schedule acts a client may take on runs too: pause_schedule,
+--                resume_schedule, trigger_schedule (a fire starts a run, as start_workflow does)
 --   aiki_worker  everything a client may, plus register_worker, unregister_worker, claim,
 --                heartbeat, release, complete_step, start_attempt,
 --                fail_step, suspend, sleep, wait_event, wait_child, start_child(ren),
---                complete_run, fail_run, record, next_due
+--                complete_run, continue_as_new, fail_run, record, next_due, and create_schedule,
+--                update_schedule, delete_schedule: worker({ schedules }) makes the database
+--                match its code at start-up, and a worker may start any run anyway
 --   aiki_admin   everything a worker may, plus set_queue, pause_queue, resume_queue,
---                purge_runs, and reading the tables directly
+--                purge_runs, advance_clock, test_clock_state, and reading the tables directly
 
 revoke all on all functions in schema aiki from public;
 grant usage on schema aiki to aiki_client, aiki_worker, aiki_admin;
@@ -3481,6 +4938,7 @@ grant usage on type aiki.run_status, aiki.step_kind, aiki.step_status to aiki_cl
 
 grant execute on function
   aiki.now(),
+  aiki.test_clock_now(),
   aiki.schema_version(),
   aiki.start_workflow(text, text, jsonb, text, text, integer, timestamptz, bigint, text, bigint, jsonb, integer, jsonb),
   aiki.send_event(uuid, text, jsonb, text),
@@ -3495,7 +4953,13 @@ grant execute on function
   aiki.count_runs(jsonb),
   aiki.run_timeline(uuid),
   aiki.list_workers(),
-  aiki.list_queues()
+  aiki.list_queues(),
+  aiki.get_schedule(text),
+  aiki.list_schedules(),
+  aiki.cron_fires(text, text, timestamptz, integer),
+  aiki.pause_schedule(text),
+  aiki.resume_schedule(text),
+  aiki.trigger_schedule(text)
 to aiki_client, aiki_worker, aiki_admin;
 
 grant execute on function
@@ -3514,16 +4978,22 @@ grant execute on function
   aiki.start_children(uuid, uuid, jsonb),
   aiki.start_child(uuid, uuid, text, text, text, jsonb, jsonb),
   aiki.complete_run(uuid, uuid, jsonb),
+  aiki.continue_as_new(uuid, uuid, jsonb, text),
   aiki.record(jsonb),
   aiki.fail_run(uuid, uuid, jsonb, boolean),
-  aiki.next_due(text[], timestamptz)
+  aiki.next_due(text[], timestamptz),
+  aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb),
+  aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb),
+  aiki.delete_schedule(text)
 to aiki_worker, aiki_admin;
 
 grant execute on function
-  aiki.set_queue(text, integer, integer),
+  aiki.set_queue(text, integer, integer, integer, bigint, boolean),
   aiki.pause_queue(text),
   aiki.resume_queue(text),
-  aiki.purge_runs(timestamptz, integer)
+  aiki.purge_runs(timestamptz, integer),
+  aiki.advance_clock(timestamptz),
+  aiki.test_clock_state()
 to aiki_admin;
 
 grant select on all tables in schema aiki to aiki_admin;

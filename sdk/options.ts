@@ -173,4 +173,4 @@ function describe(value: unknown): string {
   if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${String(value)}`;
   return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }
-export const testEnvRules: Rules = { url: string, logger, settleTimeout: duration };
+export const testEnvRules: Rules = { url: string, logger, settleTimeout: duration, codec };

@@ -583,7 +583,8 @@ $$;
 -- idempotency key finds the successor, a parent waiting on the chain is woken only when its last
 -- run ends. Events the run received but no wait took yet move to the successor, in order. The
 -- run's unfinished descendants are cancelled, as when it is cancelled: nothing could wait for
--- them any more. Locks the parent (if any), then the run (_lock_lease).
+-- them any more. The successor keeps the run's trace context, so a chain stays one trace.
+-- Locks the parent (if any), then the run (_lock_lease).
 -- AK001 on a lost lease, AK003 on a bad version, AK007 on an oversized input.
 create or replace function aiki.continue_as_new(
   p_run_id uuid, p_lease_token uuid, p_input jsonb default 'null', p_version text default null)
@@ -609,11 +610,11 @@ begin
   insert into aiki.runs (
     id, parent_id, available_at, deadline_at, created_at, updated_at, priority, max_lease_expiries,
     status, workflow, version, queue, concurrency_key, parent_step_key, retry, input,
-    continued_from, chain_id)
+    continued_from, chain_id, trace_context)
   values (
     v_next, v_run.parent_id, v_now, v_run.deadline_at, v_now, v_now, v_run.priority, v_run.max_lease_expiries,
     'pending', v_run.workflow, coalesce(p_version, v_run.version), v_run.queue, v_run.concurrency_key,
-    v_run.parent_step_key, v_run.retry, coalesce(p_input, 'null'), v_run.id, v_chain);
+    v_run.parent_step_key, v_run.retry, coalesce(p_input, 'null'), v_run.id, v_chain, v_run.trace_context);
   update aiki.events set run_id = v_next where run_id = v_run.id and consumed_by is null;
 
   perform aiki._leave_running(v_run, 'continued', null);

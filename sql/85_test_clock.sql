@@ -40,13 +40,13 @@ as $$
 $$;
 
 -- Moves the test clock forward toward p_to: to p_to, or to the first time before it at which a
--- run falls due (a scheduled start, a sleep, a wait's timeout, a retry), so that timers fire in
--- order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
+-- run falls due (a scheduled start, a sleep, a wait's timeout, a retry) or a schedule fires, so
+-- that timers fire in order. Returns {"moved": true, "now", "reached"}: the new time, and whether it is p_to. Not
 -- reached, the clock stands at the due time (let the woken runs settle, then call again);
 -- reached, it flows on from p_to. A p_to not after the clock's time leaves the time as it is
 -- (flowing again, if it stood), with reached true. While a run is running nothing moves:
 -- {"moved": false, "now", "running": n} (wait for the workers, then call again). Notifies the
--- queues of the runs due at the new time.
+-- queues of the runs and schedules due at the new time.
 -- Locks aiki.runs in share row exclusive mode (waits for transactions writing runs, blocks
 -- claims and starts until commit; two advances queue up), then the clock's row.
 -- Raises AK005 in a database not on a test clock, AK003 on a null p_to. Admin only.
@@ -75,9 +75,12 @@ begin
   if v_running > 0 then
     return jsonb_build_object('moved', false, 'now', v_from, 'running', v_running);
   end if;
-  select least(p_to, min(available_at)) into v_to from aiki.runs
-   where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from;
-  v_to := greatest(coalesce(v_to, p_to), v_from);
+  -- Schedules' fires are due times too: a claim fires them (sql/72_schedules.sql).
+  v_to := least(p_to,
+                (select min(available_at) from aiki.runs
+                  where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at > v_from),
+                (select min(due_at) from aiki.schedules where not paused and due_at > v_from));
+  v_to := greatest(v_to, v_from);
   -- Reached: flow on from v_to (the shift is v_to less the transaction time). Short of it: stand.
   update aiki.test_clock
      set shift_us = case when v_to >= p_to
@@ -88,8 +91,10 @@ begin
      set last_seen = last_seen + (extract(epoch from v_to) - extract(epoch from v_from)) * interval '1 second'
    where last_seen + stale_after_ms * interval '1 millisecond' > v_from;
   perform aiki._notify_queue(q.queue) from (
-    select distinct queue from aiki.runs
-     where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to) q;
+    select queue from aiki.runs
+     where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to
+    union
+    select queue from aiki.schedules where not paused and due_at <= v_to) q;
   return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
 end
 $$;
@@ -97,8 +102,9 @@ $$;
 -- What keeps the engine of a test database busy at the test clock's time: {"now", "busy":
 -- [{"id", "workflow", "version", "queue", "status"}, … up to 20], "next_due_at"}. Busy runs are
 -- running ones and ones claimable now (pending, or a timer due) that a live worker serves on an
--- unpaused queue: the engine is settled when there are none. next_due_at is the earliest time
--- a run falls due later (null: none). Reads only. Admin only.
+-- unpaused queue, and, while any worker lives, unpaused schedules due now (id `schedule:<name>`,
+-- status `due`): the engine is settled when there are none. next_due_at is the earliest time a
+-- run or a schedule falls due later (null: none). Reads only. Admin only.
 create or replace function aiki.test_clock_state()
 returns jsonb
 language sql stable security definer
@@ -110,15 +116,22 @@ as $$
     'busy', coalesce((
       select jsonb_agg(jsonb_build_object('id', b.id, 'workflow', b.workflow, 'version', b.version,
                                           'queue', b.queue, 'status', b.status))
-        from (select r.id, r.workflow, r.version, r.queue, r.status from aiki.runs r
+        from (select r.id::text as id, r.workflow, r.version, r.queue, r.status::text as status from aiki.runs r
                where r.status = 'running'
                   or (r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
                       and r.available_at <= clock.now
                       and not aiki._unserved(r.workflow, r.version, r.queue, 'pending', clock.now)
                       and not exists (select 1 from aiki.queues q where q.name = r.queue and q.paused))
-               order by r.id limit 20) b), '[]'),
-    'next_due_at', (select min(r.available_at) from aiki.runs r
-                     where r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
-                       and r.available_at > clock.now))
+               union all
+              -- A due schedule, while any worker lives: its next claim fires it.
+              select 'schedule:' || s.name, s.workflow, s.version, s.queue, 'due' from aiki.schedules s
+               where not s.paused and s.due_at <= clock.now
+                 and exists (select 1 from aiki.workers w
+                              where w.last_seen + w.stale_after_ms * interval '1 millisecond' > clock.now)
+               order by 1 limit 20) b), '[]'),
+    'next_due_at', least((select min(r.available_at) from aiki.runs r
+                           where r.status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying')
+                             and r.available_at > clock.now),
+                         (select min(s.due_at) from aiki.schedules s where not s.paused and s.due_at > clock.now)))
   from clock
 $$;

@@ -6,7 +6,7 @@
 create schema aiki;
 grant usage on schema aiki to aiki_admin, aiki_client, aiki_worker;
 
-create type aiki.run_status as enum ('scheduled', 'pending', 'running', 'sleeping', 'waiting', 'retrying', 'paused', 'completed', 'failed', 'cancelled');
+create type aiki.run_status as enum ('scheduled', 'pending', 'running', 'sleeping', 'waiting', 'retrying', 'paused', 'completed', 'failed', 'cancelled', 'continued');
 grant usage on type aiki.run_status to aiki_admin, aiki_client, aiki_worker, public;
 
 create type aiki.step_kind as enum ('task', 'sleep', 'event', 'child', 'wait_child', 'value');
@@ -36,14 +36,27 @@ create table aiki.migrations (
 );
 grant select on table aiki.migrations to aiki_admin;
 
+create table aiki.queue_rates (
+  window_end timestamp with time zone not null,
+  started integer not null,
+  queue text not null,
+  bucket text not null,
+  constraint queue_rates_pkey PRIMARY KEY (queue, bucket)
+);
+grant select on table aiki.queue_rates to aiki_admin;
+
 create table aiki.queues (
   name text not null,
   concurrency_limit integer,
   key_concurrency_limit integer not null default 1,
   paused boolean not null default false,
   updated_at timestamp with time zone not null,
+  rate_limit integer,
+  rate_window_ms bigint,
+  rate_per_key boolean not null default false,
   constraint queues_limits_positive CHECK (((COALESCE(concurrency_limit, 1) > 0) AND (key_concurrency_limit > 0))),
-  constraint queues_pkey PRIMARY KEY (name)
+  constraint queues_pkey PRIMARY KEY (name),
+  constraint queues_rate_limit_whole CHECK ((((rate_limit IS NULL) = (rate_window_ms IS NULL)) AND (COALESCE(rate_limit, 1) > 0) AND (COALESCE(rate_window_ms, (1)::bigint) > 0)))
 );
 grant select on table aiki.queues to aiki_admin;
 
@@ -87,13 +100,42 @@ create table aiki.runs (
   error jsonb,
   journal_steps integer not null default 0,
   journal_bytes bigint not null default 0,
+  continued_from uuid,
+  continued_to uuid,
+  chain_id uuid,
   trace_context jsonb,
   constraint runs_child_has_step_key CHECK (((parent_id IS NULL) = (parent_step_key IS NULL))),
   constraint runs_lease_only_while_running CHECK (((status = 'running'::aiki.run_status) = (lease_token IS NOT NULL))),
   constraint runs_pkey PRIMARY KEY (id),
-  constraint runs_terminal_has_finished_at CHECK (((status = ANY (ARRAY['completed'::aiki.run_status, 'failed'::aiki.run_status, 'cancelled'::aiki.run_status])) = (finished_at IS NOT NULL)))
+  constraint runs_terminal_has_finished_at CHECK ((((status)::text = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text, 'continued'::text])) = (finished_at IS NOT NULL)))
 ) with (fillfactor=85, autovacuum_vacuum_scale_factor=0.02, autovacuum_analyze_scale_factor=0.02);
 grant select on table aiki.runs to aiki_admin;
+
+create table aiki.schedules (
+  name text not null,
+  next_fire_at timestamp with time zone not null,
+  due_at timestamp with time zone not null,
+  buffered_at timestamp with time zone,
+  last_fire_at timestamp with time zone,
+  last_run_id uuid,
+  created_at timestamp with time zone not null,
+  updated_at timestamp with time zone not null,
+  catchup_ms bigint not null default 0,
+  priority integer not null default 0,
+  paused boolean not null default false,
+  workflow text not null,
+  version text not null,
+  cron text not null,
+  timezone text not null,
+  overlap text not null,
+  queue text not null,
+  last_error text,
+  input jsonb,
+  retry jsonb not null,
+  constraint schedules_overlap CHECK ((overlap = ANY (ARRAY['skip'::text, 'buffer_one'::text, 'allow'::text, 'cancel_previous'::text]))),
+  constraint schedules_pkey PRIMARY KEY (name)
+);
+grant select on table aiki.schedules to aiki_admin;
 
 create table aiki.steps (
   run_id uuid not null,
@@ -116,6 +158,16 @@ create table aiki.steps (
 ) with (fillfactor=90);
 grant select on table aiki.steps to aiki_admin;
 
+create table aiki.test_clock (
+  one boolean not null default true,
+  shift_us bigint not null default 0,
+  frozen_at timestamp with time zone,
+  constraint test_clock_forward CHECK ((shift_us >= 0)),
+  constraint test_clock_one_row CHECK (one),
+  constraint test_clock_pkey PRIMARY KEY (one)
+);
+grant select on table aiki.test_clock to aiki_admin;
+
 create table aiki.workers (
   id text not null,
   started_at timestamp with time zone not null,
@@ -137,6 +189,8 @@ CREATE INDEX events_unconsumed ON aiki.events USING btree (run_id, name, id) WHE
 
 CREATE INDEX runs_by_workflow ON aiki.runs USING btree (workflow, created_at);
 
+CREATE INDEX runs_chain_latest ON aiki.runs USING btree (chain_id) WHERE ((chain_id IS NOT NULL) AND (continued_to IS NULL));
+
 CREATE INDEX runs_children ON aiki.runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
 CREATE INDEX runs_created ON aiki.runs USING btree (created_at, id);
@@ -157,10 +211,18 @@ CREATE INDEX runs_status_created ON aiki.runs USING btree (status, created_at, i
 
 CREATE INDEX runs_timers ON aiki.runs USING btree (available_at) WHERE (status = ANY (ARRAY['scheduled'::aiki.run_status, 'sleeping'::aiki.run_status, 'waiting'::aiki.run_status, 'retrying'::aiki.run_status, 'running'::aiki.run_status]));
 
+CREATE INDEX schedules_due ON aiki.schedules USING btree (due_at) WHERE (NOT paused);
+
 CREATE INDEX steps_waiting ON aiki.steps USING btree (run_id, kind, child_id) WHERE (status = 'waiting'::aiki.step_status);
 
 create function aiki._archive_attempt(p_run aiki.runs, p_status aiki.run_status, p_error jsonb) returns integer
   language plpgsql volatile;
+
+create function aiki._cancel_descendants(p_run_id uuid, p_error jsonb) returns void
+  language plpgsql volatile;
+
+create function aiki._chain_latest(p_run aiki.runs) returns aiki.runs
+  language plpgsql stable;
 
 create function aiki._check_determinism(p_step aiki.steps, p_kind aiki.step_kind, p_name text) returns void
   language plpgsql immutable;
@@ -186,6 +248,12 @@ create function aiki._check_retry(p_policy jsonb) returns jsonb
 create function aiki._check_run_id(p_run_id uuid) returns uuid
   language plpgsql immutable;
 
+create function aiki._check_schedule(p_name text, p_workflow text, p_version text, p_cron text, p_input jsonb, p_timezone text, p_overlap text, p_catchup_ms bigint, p_queue text, p_priority integer, p_now timestamp with time zone) returns jsonb
+  language plpgsql stable;
+
+create function aiki._check_timezone(p_timezone text) returns text
+  language plpgsql stable;
+
 create function aiki._check_trace_context(p_value jsonb) returns jsonb
   language plpgsql immutable;
 
@@ -204,10 +272,37 @@ create function aiki._claim_limited(p_queue text, p_workflows text[], p_want int
 create function aiki._count_cap() returns integer
   language sql immutable parallel safe;
 
+create function aiki._cron_field(p_cron text, p_field text, p_text text, p_min integer, p_max integer, p_names text[]) returns integer[]
+  language plpgsql immutable;
+
+create function aiki._cron_first(p_values integer[], p_from integer) returns integer
+  language plpgsql immutable;
+
+create function aiki._cron_latest(p_spec jsonb, p_tz text, p_from timestamp with time zone, p_now timestamp with time zone) returns timestamp with time zone
+  language plpgsql stable;
+
+create function aiki._cron_match(p_spec jsonb, p_from timestamp without time zone) returns timestamp without time zone
+  language plpgsql stable;
+
+create function aiki._cron_next(p_spec jsonb, p_tz text, p_after timestamp with time zone) returns timestamp with time zone
+  language plpgsql stable;
+
+create function aiki._cron_parse(p_cron text) returns jsonb
+  language plpgsql immutable;
+
 create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
   language plpgsql volatile;
 
 create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
+  language plpgsql volatile;
+
+create function aiki._fire_key(p_name text, p_fire_at timestamp with time zone) returns text
+  language sql immutable parallel safe;
+
+create function aiki._fire_schedule(p_schedule aiki.schedules, p_now timestamp with time zone, p_manual_at timestamp with time zone) returns jsonb
+  language plpgsql volatile;
+
+create function aiki._fire_schedules(p_now timestamp with time zone, OUT next_at timestamp with time zone, OUT left_due boolean) returns record
   language plpgsql volatile;
 
 create function aiki._insert_run(p_workflow text, p_version text, p_input jsonb, p_idempotency_key text, p_queue text, p_priority integer, p_start_at timestamp with time zone, p_delay_ms bigint, p_concurrency_key text, p_timeout_ms bigint, p_retry jsonb, p_max_lease_expiries integer, p_parent_id uuid, p_parent_step_key text, p_trace_context jsonb DEFAULT NULL::jsonb, OUT run_id uuid, OUT created boolean) returns record
@@ -219,10 +314,16 @@ create function aiki._json_whole(p_what text, p_value jsonb) returns bigint
 create function aiki._leave_running(p_run aiki.runs, p_status aiki.run_status, p_available_at timestamp with time zone, p_output jsonb DEFAULT NULL::jsonb, p_error jsonb DEFAULT NULL::jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void
   language plpgsql volatile;
 
+create function aiki._local_to_instant(p_local timestamp without time zone, p_tz text) returns timestamp with time zone
+  language plpgsql stable;
+
 create function aiki._lock_lease(p_run_id uuid, p_lease_token uuid, p_lock_parent boolean) returns aiki.runs
   language plpgsql volatile;
 
 create function aiki._lock_run(p_run_id uuid) returns aiki.runs
+  language plpgsql volatile;
+
+create function aiki._lock_run_latest(p_run_id uuid) returns aiki.runs
   language plpgsql volatile;
 
 create function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step_kind, p_name text) returns aiki.steps
@@ -252,6 +353,9 @@ create function aiki._notify_queue(p_queue text) returns void
 create function aiki._notify_status(p_run_id uuid, p_status aiki.run_status) returns void
   language sql volatile;
 
+create function aiki._on_test_clock() returns boolean
+  language sql stable;
+
 create function aiki._promote_due(p_now timestamp with time zone, p_limit integer) returns uuid[]
   language plpgsql volatile;
 
@@ -276,6 +380,15 @@ create function aiki._run_filter(p_filter jsonb, p_allow_status boolean) returns
 create function aiki._run_json(p_run aiki.runs, p_journal boolean, p_lease boolean) returns jsonb
   language plpgsql stable;
 
+create function aiki._run_view(p_run aiki.runs) returns jsonb
+  language plpgsql stable;
+
+create function aiki._schedule_json(p_schedule aiki.schedules) returns jsonb
+  language sql stable;
+
+create function aiki._schedule_run_finished(p_run aiki.runs) returns void
+  language plpgsql volatile;
+
 create function aiki._slot_freed(p_run aiki.runs) returns void
   language plpgsql volatile;
 
@@ -285,6 +398,12 @@ create function aiki._step_json(p_step aiki.steps) returns jsonb
 create function aiki._try_resolve(p_step aiki.steps, p_now timestamp with time zone) returns aiki.steps
   language plpgsql volatile;
 
+create function aiki._tz_next_change(p_tz text, p_lo timestamp with time zone, p_hi timestamp with time zone) returns timestamp with time zone
+  language plpgsql stable;
+
+create function aiki._tz_offset(p_tz text, p_at timestamp with time zone) returns interval
+  language sql stable parallel safe;
+
 create function aiki._unserved(p_workflow text, p_version text, p_queue text, p_status aiki.run_status, p_now timestamp with time zone) returns boolean
   language sql stable;
 
@@ -293,6 +412,10 @@ create function aiki._uuidv7() returns uuid
 
 create function aiki._wake(p_run_id uuid) returns void
   language plpgsql volatile;
+
+create function aiki.advance_clock(p_to timestamp with time zone) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.advance_clock(timestamp with time zone) to aiki_admin;
 
 create function aiki.cancel(p_run_id uuid, p_reason text DEFAULT NULL::text) returns aiki.run_status
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -310,9 +433,25 @@ create function aiki.complete_step(p_run_id uuid, p_lease_token uuid, p_step_key
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.complete_step(uuid, uuid, text, text, text, jsonb) to aiki_admin, aiki_worker;
 
+create function aiki.continue_as_new(p_run_id uuid, p_lease_token uuid, p_input jsonb DEFAULT 'null'::jsonb, p_version text DEFAULT NULL::text) returns uuid
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.continue_as_new(uuid, uuid, jsonb, text) to aiki_admin, aiki_worker;
+
 create function aiki.count_runs(p_filter jsonb DEFAULT '{}'::jsonb) returns jsonb
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.count_runs(jsonb) to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.create_schedule(p_name text, p_workflow text, p_version text, p_cron text, p_input jsonb DEFAULT 'null'::jsonb, p_timezone text DEFAULT 'UTC'::text, p_overlap text DEFAULT 'skip'::text, p_catchup_ms bigint DEFAULT 0, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_retry jsonb DEFAULT NULL::jsonb) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.create_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb) to aiki_admin, aiki_worker;
+
+create function aiki.cron_fires(p_cron text, p_timezone text DEFAULT 'UTC'::text, p_after timestamp with time zone DEFAULT NULL::timestamp with time zone, p_count integer DEFAULT 10) returns SETOF timestamp with time zone
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.cron_fires(text, text, timestamp with time zone, integer) to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.delete_schedule(p_name text) returns boolean
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.delete_schedule(text) to aiki_admin, aiki_worker;
 
 create function aiki.fail_run(p_run_id uuid, p_lease_token uuid, p_error jsonb, p_non_retryable boolean DEFAULT false) returns jsonb
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -330,6 +469,10 @@ create function aiki.get_run(p_run_id uuid) returns jsonb
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.get_run(uuid) to aiki_admin, aiki_client, aiki_worker;
 
+create function aiki.get_schedule(p_name text) returns jsonb
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.get_schedule(text) to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.heartbeat(p_worker text, p_lease_ms integer DEFAULT 30000, p_lease_tokens uuid[] DEFAULT NULL::uuid[]) returns TABLE(run_id uuid, lease_token uuid, lease_expires_at timestamp with time zone)
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.heartbeat(text, integer, uuid[]) to aiki_admin, aiki_worker;
@@ -341,6 +484,10 @@ grant execute on function aiki.list_queues() to aiki_admin, aiki_client, aiki_wo
 create function aiki.list_runs(p_workflow text DEFAULT NULL::text, p_status aiki.run_status DEFAULT NULL::aiki.run_status, p_created_after timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_created_before timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_limit integer DEFAULT 100, p_before_id uuid DEFAULT NULL::uuid) returns TABLE(id uuid, workflow text, version text, status aiki.run_status, queue text, parent_id uuid, attempt integer, created_at timestamp with time zone, finished_at timestamp with time zone, unserved boolean)
   language plpgsql stable security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.list_runs(text, aiki.run_status, timestamp with time zone, timestamp with time zone, integer, uuid) to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.list_schedules() returns jsonb
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.list_schedules() to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.list_workers() returns jsonb
   language sql stable security definer set search_path = pg_catalog, pg_temp;
@@ -361,6 +508,10 @@ grant execute on function aiki.pause(uuid) to aiki_admin, aiki_client, aiki_work
 create function aiki.pause_queue(p_name text) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.pause_queue(text) to aiki_admin;
+
+create function aiki.pause_schedule(p_name text) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.pause_schedule(text) to aiki_admin, aiki_client, aiki_worker;
 
 create function aiki.purge_runs(p_finished_before timestamp with time zone, p_batch_size integer DEFAULT 1000) returns integer
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -386,6 +537,10 @@ create function aiki.resume_queue(p_name text) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.resume_queue(text) to aiki_admin;
 
+create function aiki.resume_schedule(p_name text) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.resume_schedule(text) to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.retry_run(p_run_id uuid) returns aiki.run_status
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.retry_run(uuid) to aiki_admin, aiki_client, aiki_worker;
@@ -406,9 +561,9 @@ create function aiki.send_event(p_run_id uuid, p_event text, p_data jsonb DEFAUL
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.send_event(uuid, text, jsonb, text) to aiki_admin, aiki_client, aiki_worker;
 
-create function aiki.set_queue(p_name text, p_concurrency_limit integer DEFAULT NULL::integer, p_key_concurrency_limit integer DEFAULT 1) returns aiki.queues
+create function aiki.set_queue(p_name text, p_concurrency_limit integer DEFAULT NULL::integer, p_key_concurrency_limit integer DEFAULT 1, p_rate_limit integer DEFAULT NULL::integer, p_rate_window_ms bigint DEFAULT NULL::bigint, p_rate_per_key boolean DEFAULT false) returns aiki.queues
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
-grant execute on function aiki.set_queue(text, integer, integer) to aiki_admin;
+grant execute on function aiki.set_queue(text, integer, integer, integer, bigint, boolean) to aiki_admin;
 
 create function aiki.sleep(p_run_id uuid, p_lease_token uuid, p_step_key text, p_name text, p_duration_ms bigint) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
@@ -434,9 +589,25 @@ create function aiki.suspend(p_run_id uuid, p_lease_token uuid, p_waits jsonb) r
   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.suspend(uuid, uuid, jsonb) to aiki_admin, aiki_worker;
 
+create function aiki.test_clock_now() returns timestamp with time zone
+  language sql stable parallel safe security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.test_clock_now() to aiki_admin, aiki_client, aiki_worker;
+
+create function aiki.test_clock_state() returns jsonb
+  language sql stable security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.test_clock_state() to aiki_admin;
+
+create function aiki.trigger_schedule(p_name text) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.trigger_schedule(text) to aiki_admin, aiki_client, aiki_worker;
+
 create function aiki.unregister_worker(p_worker text) returns void
   language sql volatile security definer set search_path = pg_catalog, pg_temp;
 grant execute on function aiki.unregister_worker(text) to aiki_admin, aiki_worker;
+
+create function aiki.update_schedule(p_name text, p_workflow text DEFAULT NULL::text, p_version text DEFAULT NULL::text, p_cron text DEFAULT NULL::text, p_input jsonb DEFAULT NULL::jsonb, p_timezone text DEFAULT NULL::text, p_overlap text DEFAULT NULL::text, p_catchup_ms bigint DEFAULT NULL::bigint, p_queue text DEFAULT NULL::text, p_priority integer DEFAULT NULL::integer, p_retry jsonb DEFAULT NULL::jsonb) returns jsonb
+  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp;
+grant execute on function aiki.update_schedule(text, text, text, text, jsonb, text, text, bigint, text, integer, jsonb) to aiki_admin, aiki_worker;
 
 create function aiki.wait_child(p_run_id uuid, p_lease_token uuid, p_step_key text, p_child_id uuid) returns jsonb
   language sql volatile security definer set search_path = pg_catalog, pg_temp;

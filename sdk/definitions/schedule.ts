@@ -7,7 +7,8 @@
 import type { Client } from "../client.js";
 import { toMilliseconds, type Duration } from "../duration.js";
 import * as engine from "../engine.js";
-import { IdempotencyConflictError } from "../errors.js";
+import { IdempotencyConflictError, RunNotFoundError } from "../errors.js";
+import { decodePayload, encodePayload, sameJson } from "../codec/payloads.js";
 import { check, scheduleRules } from "../options.js";
 import { validate } from "../schema.js";
 import type { WorkflowVersion } from "./workflow.js";
@@ -65,6 +66,21 @@ export class Schedule<I = any> {
   async apply(client: Client): Promise<engine.ScheduleInfo> {
     await client.ready();
     const definition = this.definition();
+    if (client.codec) {
+      // A codec encodes equal inputs differently (a fresh IV each time), so the engine would see
+      // every start-up as a change: when the schedule there holds this input, its ciphertext is
+      // kept, and the engine compares the rest as without a codec.
+      const codec = client.codec;
+      const context = { kind: "workflow.input", workflow: definition.workflow } as const;
+      const there = await engine.getSchedule(client.sql, this.name).catch((error: unknown) => {
+        if (error instanceof RunNotFoundError) return undefined;
+        throw error;
+      });
+      const plain = JSON.parse(JSON.stringify(definition.input ?? null));
+      definition.input = there && sameJson(await decodePayload(codec, there.input, context), plain)
+        ? there.input
+        : await encodePayload(codec, definition.input, context, `input of schedule ${this.name}`);
+    }
     try {
       return await engine.createSchedule(client.sql, definition);
     } catch (error) {

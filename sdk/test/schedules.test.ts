@@ -4,8 +4,9 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  DefinitionError, InvalidInputError, RunNotFoundError, removedSchedule, schedule, workflow, type ScheduleOptions,
+  aesGcmCodec, DefinitionError, InvalidInputError, RunNotFoundError, removedSchedule, schedule, workflow, type ScheduleOptions,
 } from "../index.js";
+import { testEnv, type TestEnv } from "../testing/index.js";
 import { environment, unique, until, type Env } from "./support.js";
 
 let env: Env;
@@ -142,5 +143,45 @@ describe("schedules in the SDK", () => {
       },
     });
     assert.throws(() => schedule({ name: "typed", workflow: typed, cron: "@daily", input: "seven" as any }), /input of schedule typed/);
+  });
+});
+
+describe("schedules under the test kit, with a codec", () => {
+  const key = Buffer.alloc(32, 7);
+  let kit: TestEnv;
+  before(async () => {
+    kit = await testEnv({ url: process.env.AIKI_TEST_ADMIN_URL, codec: aesGcmCodec({ keys: { k1: key }, current: "k1" }) });
+  });
+  after(() => kit.close());
+
+  it("advance() stops at every fire: three days of `0 9 * * *` in Europe/Berlin start three runs at 09:00 local", async () => {
+    const digest = workflow({ name: "digest" }).v("1", {
+      async handler(run, input: { list: string }) {
+        return { list: input.list, at: (await run.now()).toISOString() };
+      },
+    });
+    const daily = schedule({ name: "daily-digest", workflow: digest, cron: "0 9 * * *", timezone: "Europe/Berlin", input: { list: "secret-list" } });
+    await kit.worker({ workflows: [digest], schedules: [daily] });
+    const start = await kit.now();
+    await kit.advance({ days: 3 });
+
+    const runs = await kit.client.sql<{ id: string; status: string; input: unknown }[]>`
+      select id, status::text, input from aiki.runs where workflow = 'digest' order by created_at`;
+    assert.equal(runs.length, 3);
+    for (const run of runs) {
+      assert.equal(run.status, "completed");
+      assert.ok(!JSON.stringify(run.input).includes("secret-list"), "the run's input is stored encrypted");
+      const output = await kit.result(digest.handle(kit.client, run.id));
+      assert.equal(output.list, "secret-list");
+      const berlin = new Intl.DateTimeFormat("en-GB", { timeZone: "Europe/Berlin", hour: "2-digit", minute: "2-digit", hour12: false });
+      assert.equal(berlin.format(new Date(output.at)), "09:00", `ran at 09:00 Berlin time: ${output.at}`);
+      assert.ok(new Date(output.at) > start);
+    }
+
+    // Applying the same schedule again writes nothing, though its input encrypts differently.
+    const before = await kit.client.schedules.get("daily-digest");
+    assert.ok(!JSON.stringify(before.input).includes("secret-list"), "the schedule's input is stored encrypted");
+    const again = await daily.apply(kit.client);
+    assert.equal(again.updated_at, before.updated_at);
   });
 });

@@ -7,12 +7,13 @@ import { fromDatabaseError } from "../errors.js";
 import { packageSchemaVersion } from "../db/version.js";
 import type { RunStatus } from "../engine.js";
 
+/** A run the engine still has to run, or a due schedule (id `schedule:<name>`, status `due`). */
 export interface BusyRun {
   id: string;
   workflow: string;
   version: string;
   queue: string;
-  status: RunStatus;
+  status: RunStatus | "due";
 }
 
 export interface TestClockState {

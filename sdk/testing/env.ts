@@ -23,6 +23,7 @@
 import postgres from "postgres";
 import { randomBytes } from "node:crypto";
 import { client as createClient, type Client } from "../client.js";
+import type { Codec } from "../codec/codec.js";
 import { migrate } from "../db/migrate.js";
 import type { EventData, EventMap } from "../definitions/event.js";
 import { toMilliseconds, type Duration } from "../duration.js";
@@ -47,6 +48,8 @@ export interface TestEnvOptions {
   logger?: Logger | false;
   /** How long settle(), advance(), send() and result() wait for the workers. Default: 10 s. */
   settleTimeout?: Duration;
+  /** The codec of the env's client and workers (README, "Encrypted payloads"). Default: none. */
+  codec?: Codec;
 }
 
 export interface TestEnv {
@@ -119,7 +122,7 @@ export async function testEnv(options: TestEnvOptions = {}): Promise<TestEnv> {
     await server?.stop();
     throw error;
   }
-  return new Env(createClient({ url, logger: options.logger ?? false }), url, settleMs, async () => {
+  return new Env(createClient({ url, logger: options.logger ?? false, codec: options.codec }), url, settleMs, async () => {
     await drop();
     await server?.stop();
   });

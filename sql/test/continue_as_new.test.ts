@@ -46,6 +46,13 @@ describe("continue_as_new", () => {
     assert.deepEqual([read.status, read.continued_to, read.latest_id], ["continued", next, next]);
   });
 
+  it("hands the run's trace context to its successor, so a chain stays one trace", async () => {
+    const traceContext = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" };
+    const first = await startAndClaim(h.sql, { traceContext });
+    const next = await continueAsNew(h.sql, first, null);
+    assert.deepEqual((await claimOne(h.sql, { expect: next })).trace_context, traceContext);
+  });
+
   it("wakes the queue, like a start, and tells status waiters the run continued", async () => {
     const first = await startAndClaim(h.sql);
     const wake = await listen(h.db.sql, "aiki_wake");
