@@ -38,8 +38,8 @@ async function claimLatency(aiki: AikiSystem, samples: number): Promise<Percenti
 async function fillSchedules(aiki: AikiSystem, count: number): Promise<void> {
   const sql = aiki.client.sql;
   await sql`
-    insert into aiki.schedules (name, next_fire_at, due_at, created_at, updated_at, workflow, version, cron, timezone, overlap, queue, input)
-    select 'bench-' || i, f, f, now(), now(), 'one', '1', (i % 60) || ' ' || (i / 60 % 24) || ' * * *', 'Europe/Berlin', 'skip', 'default', '{"i": 0}'
+    insert into aiki.schedules (name, next_fire_at, due_at, created_at, updated_at, workflow, version, cron, timezone, overlap, queue, retry, input)
+    select 'bench-' || i, f, f, now(), now(), 'one', '1', (i % 60) || ' ' || (i / 60 % 24) || ' * * *', 'Europe/Berlin', 'skip', 'default', '{"type": "never"}', '{"i": 0}'
     from generate_series(1, ${count}::int) i, lateral (select now() + interval '1 day' + i * interval '1 second' as f) t`;
   await sql`vacuum analyze aiki.schedules`;
 }
