@@ -3929,8 +3929,9 @@ $$;
 -- with p_manual_at, that one fire alone (trigger_schedule; the cursor stays). Applies the
 -- overlap policy to each fire and writes the schedule's row. Returns {"run_id": the latest run
 -- started or null, "action": started | skipped | buffered of the last fire, or null when only a
--- buffered run was due}; null when the previous run was locked and p_manual_at is null (a claim
--- must not wait): the schedule stays due for the next claim.
+-- buffered run was due}; null when the previous run (the newest of its continue-as-new chain),
+-- or for cancel_previous one of its unfinished descendants, was locked and p_manual_at is null (a
+-- claim must not wait): the schedule stays due for the next claim.
 create or replace function aiki._fire_schedule(p_schedule aiki.schedules, p_now timestamptz, p_manual_at timestamptz)
 returns jsonb
 language plpgsql
