@@ -658,6 +658,50 @@ describe("firing through claims", () => {
       assert.deepEqual([await status(h.sql, first.id), await status(h.sql, child!)], ["cancelled", "cancelled"]);
     });
 
+    it("cancel_previous while a worker holds the newest run of the previous run's chain: the claim leaves the schedule due; released, the next claim cancels that run", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "cancel_previous" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      const next = await continueAsNew(first);
+      await claimOne(h.sql, { expect: next, leaseMs: 86400_000 });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T02:00:00Z");
+      await a.begin(async (tx) => {
+        await tx`select 1 from aiki.runs where id = ${next}::uuid for update`;
+        const c = await b.begin(async (btx) => {
+          await btx`set local lock_timeout = '5s'`;
+          return claim(btx as unknown as Sql, { queues: ["other"] });
+        });
+        assert.equal(c.skipped, true);
+        assert.deepEqual([(await schedule()).last_error, await status(h.sql, next)], [null, "running"]);
+      });
+      assert.equal((await claim(b, { queues: ["other"] })).skipped, false);
+      assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
+      assert.equal(await status(h.sql, next), "cancelled");
+    });
+
+    it("trigger_schedule (cancel_previous) waiting on a run that continues meanwhile cancels its successor", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "cancel_previous" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:30:00Z");
+      const pidB = await backendPid(b);
+      let successor = "";
+      let trigger!: ReturnType<typeof inFlight<{ t: any }[]>>;
+      await a.begin(async (tx) => {
+        const [row] = await tx<{ id: string }[]>`
+          select aiki.continue_as_new(${first.id}::uuid, ${first.lease_token}::uuid, 'null'::jsonb) as id`;
+        successor = row!.id;
+        trigger = inFlight(b<{ t: any }[]>`select aiki.trigger_schedule('tick') as t`);
+        await waitUntilBlocked(h.db.sql, pidB);
+      });
+      const settled = await trigger.promise;
+      assert.equal(settled.error, undefined);
+      assert.equal(settled.value![0]!.t.action, "started");
+      assert.deepEqual([await status(h.sql, first.id), await status(h.sql, successor)], ["continued", "cancelled"]);
+    });
+
     it("claims racing over 50 fire times start each fire exactly once", async () => {
       for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
       for (let i = 0; i < 5; i++) await create({ name: `s${i}`, cron: "* * * * *", overlap: "allow" });
