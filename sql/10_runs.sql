@@ -404,8 +404,9 @@ begin
   end if;
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_status, p_output, p_error);
-  elsif p_run.idempotency_key like 'schedule:%' then
-    -- A schedule's run: a buffer_one fire may wait for it (sql/72_schedules.sql).
+  elsif p_run.idempotency_key like 'schedule:%' or p_run.chain_id is not null then
+    -- A schedule's run, or the last of a chain whose first run may be one: a buffer_one fire may
+    -- wait for it (sql/72_schedules.sql). Other runs pay no query for it.
     perform aiki._schedule_run_finished(p_run);
   end if;
 end
@@ -523,7 +524,8 @@ declare
   v_run aiki.runs;
 begin
   v_run := aiki._lock_run_latest(p_run_id);
-  if v_run.status in ('completed', 'failed', 'cancelled') then
+  -- Still `continued` after _lock_run_latest: the chain's newest run was purged, the chain ended.
+  if v_run.status in ('completed', 'failed', 'cancelled', 'continued') then
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be paused', v_run.id, v_run.status);
   end if;

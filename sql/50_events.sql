@@ -5,7 +5,7 @@
 -- An event goes to the oldest open wait for its name (waits in creation order); with none open
 -- it is buffered and the next wait for that name takes it (per name, first sent, first
 -- received). A run buffers at most _max_inbox_events events. An idempotency key makes a resend
--- a no-op. Both send_event and every wait hold the run's lock, so an event sent
+-- a no-op, across a continue-as-new chain too (the key of an event any run of it received). Both send_event and every wait hold the run's lock, so an event sent
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
@@ -44,12 +44,18 @@ begin
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
   end if;
 
-  if p_idempotency_key is not null then
+  -- A key names one event of the chain: continue_as_new moves only the events no wait took, so
+  -- one taken by an earlier run of the chain is looked for there (runs_chain, every run of it).
+  if p_idempotency_key is not null and v_run.chain_id is null then
     select id into v_event_id from aiki.events
      where run_id = p_run_id and name = p_event and idempotency_key = p_idempotency_key;
-    if found then
-      return v_event_id;
-    end if;
+  elsif p_idempotency_key is not null then
+    select id into v_event_id from aiki.events
+     where run_id in (select id from aiki.runs where chain_id = v_run.chain_id)
+       and name = p_event and idempotency_key = p_idempotency_key;
+  end if;
+  if v_event_id is not null then
+    return v_event_id;
   end if;
 
   -- The oldest open wait for the name, in creation order (wait_seq; waits older than it have

@@ -48,8 +48,13 @@
 -- leaves the schedule due for the next claim when the run is busy. _finish, holding a run, takes
 -- its schedule's row SKIP LOCKED: it never waits while holding a run, so the two cannot deadlock,
 -- and a schedule it skips is one a claim (or trigger_schedule) holds, which re-reads the run
--- under its lock. cancel_previous cancels through aiki.cancel, which waits for the locks of the
--- previous run's unfinished descendants (held briefly by their workers' writes).
+-- under its lock. cancel_previous cancels through aiki.cancel, which locks the previous run's
+-- unfinished descendants: a claim takes those SKIP LOCKED first and leaves the schedule due when
+-- one is busy (held by its worker's write, or by another claim); trigger_schedule waits for them.
+--
+-- Continue-as-new: a schedule's run that continues as new hands the schedule to its successor.
+-- last_run_id keeps naming the chain's first run (which holds the fire's key); the previous run
+-- is the chain's newest (_chain_latest), and the chain's last run ending releases a buffered fire.
 
 -- The UTC offset of the zone at an instant.
 create or replace function aiki._tz_offset(p_tz text, p_at timestamptz) returns interval
@@ -373,7 +378,7 @@ as $$
     'paused', p_schedule.paused,
     'next_fire_at', case when not p_schedule.paused then p_schedule.next_fire_at end,
     'last_fire_at', p_schedule.last_fire_at, 'last_run_id', p_schedule.last_run_id,
-    'last_run_status', (select r.status from aiki.runs r where r.id = p_schedule.last_run_id),
+    'last_run_status', (select (aiki._chain_latest(r)).status from aiki.runs r where r.id = p_schedule.last_run_id),
     'buffered_at', p_schedule.buffered_at, 'last_error', p_schedule.last_error,
     'created_at', p_schedule.created_at, 'updated_at', p_schedule.updated_at)
 $$;
@@ -441,8 +446,9 @@ $$;
 -- with p_manual_at, that one fire alone (trigger_schedule; the cursor stays). Applies the
 -- overlap policy to each fire and writes the schedule's row. Returns {"run_id": the latest run
 -- started or null, "action": started | skipped | buffered of the last fire, or null when only a
--- buffered run was due}; null when the previous run was locked and p_manual_at is null (a claim
--- must not wait): the schedule stays due for the next claim.
+-- buffered run was due}; null when the previous run (the newest of its continue-as-new chain),
+-- or for cancel_previous one of its unfinished descendants, was locked and p_manual_at is null (a
+-- claim must not wait): the schedule stays due for the next claim.
 create or replace function aiki._fire_schedule(p_schedule aiki.schedules, p_now timestamptz, p_manual_at timestamptz)
 returns jsonb
 language plpgsql
@@ -455,6 +461,9 @@ declare
   v_latest timestamptz;
   v_cursor timestamptz := p_schedule.next_fire_at;
   v_open boolean := false;
+  v_prev aiki.runs;
+  v_locked boolean := false;
+  v_descendants uuid[];
   v_action text;
   v_run_id uuid;
 begin
@@ -484,22 +493,60 @@ begin
     end if;
   end if;
 
+  -- The previous run is the newest of its continue-as-new chain (last_run_id names the chain's
+  -- first run); a `continued` run whose successor is gone (purged) has ended.
   if v_s.last_run_id is not null then
-    v_open := exists (select 1 from aiki.runs where id = v_s.last_run_id
-                       and status not in ('completed', 'failed', 'cancelled'));
-    -- A run that is open now may end before this transaction commits; deciding to buffer or to
-    -- cancel needs its lock (header). Ended is final: no lock needed.
-    if v_open and (v_s.overlap = 'cancel_previous' or v_s.overlap = 'buffer_one') then
+    select * into v_prev from aiki.runs where id = v_s.last_run_id;
+    if found then
+      v_prev := aiki._chain_latest(v_prev);
+      v_open := v_prev.status not in ('completed', 'failed', 'cancelled', 'continued');
+    end if;
+    -- A run that is open now may end (or continue) before this transaction commits; deciding to
+    -- buffer or to cancel needs its lock (header). Ended is final: no lock needed. Locked, it may
+    -- turn out to have continued meanwhile: then its successor is the previous run, locked next
+    -- (a chain's runs oldest first, the engine's order).
+    while v_open and (v_s.overlap = 'cancel_previous' or v_s.overlap = 'buffer_one') and not v_locked loop
       if p_manual_at is not null then
-        perform 1 from aiki.runs where id = v_s.last_run_id for update;
+        select * into v_prev from aiki.runs where id = v_prev.id for update;
       else
-        perform 1 from aiki.runs where id = v_s.last_run_id for update skip locked;
+        select * into v_prev from aiki.runs where id = v_prev.id for update skip locked;
         if not found then
           return null;
         end if;
       end if;
-      v_open := exists (select 1 from aiki.runs where id = v_s.last_run_id
-                         and status not in ('completed', 'failed', 'cancelled'));
+      v_locked := v_prev.status is distinct from 'continued';
+      if not v_locked then
+        v_prev := aiki._chain_latest(v_prev);
+      end if;
+      v_open := coalesce(v_prev.status not in ('completed', 'failed', 'cancelled', 'continued'), false);
+    end loop;
+    -- cancel_previous cancels the run's unfinished descendants too, through aiki.cancel, which
+    -- waits for their locks. A claim must neither wait nor deadlock with another claim holding
+    -- runs it promoted: it takes them first, parent before child (the engine's order), SKIP
+    -- LOCKED, and leaves the schedule due when one is busy. Under the locks it holds, no
+    -- descendant can appear meanwhile.
+    if v_open and v_s.overlap = 'cancel_previous' and p_manual_at is null then
+      select coalesce(array_agg(q.id), '{}') into v_descendants from (
+        with recursive tree (id, depth) as (
+          select r.id, 1 from aiki.runs r where r.parent_id = v_prev.id
+          union all
+          select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+        )
+        select r.id from aiki.runs r join tree t on t.id = r.id
+         where r.status not in ('completed', 'failed', 'cancelled', 'continued')
+         order by t.depth
+         for update of r skip locked) q;
+      if exists (
+        with recursive tree (id) as (
+          select r.id from aiki.runs r where r.parent_id = v_prev.id
+          union all
+          select r.id from aiki.runs r join tree t on r.parent_id = t.id
+        )
+        select 1 from aiki.runs r join tree t on t.id = r.id
+         where r.status not in ('completed', 'failed', 'cancelled', 'continued')
+           and r.id <> all (v_descendants)) then
+        return null;
+      end if;
     end if;
   end if;
 
@@ -508,6 +555,7 @@ begin
       from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_s.buffered_at),
                             v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
     v_run_id := v_s.last_run_id;
+    v_prev.id := v_run_id;
     v_s.buffered_at := null;
     v_open := true;
   end if;
@@ -520,12 +568,13 @@ begin
       v_s.buffered_at := coalesce(v_s.buffered_at, v_fire);
     else
       if v_open and v_s.overlap = 'cancel_previous' then
-        perform aiki.cancel(v_s.last_run_id, format('cancelled by schedule %s, firing at %s', v_s.name, v_fire));
+        perform aiki.cancel(v_prev.id, format('cancelled by schedule %s, firing at %s', v_s.name, v_fire));
       end if;
       select r.run_id into v_s.last_run_id
         from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_fire),
                               v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
       v_run_id := v_s.last_run_id;
+      v_prev.id := v_run_id;
       v_action := 'started';
       v_open := true;
     end if;
@@ -580,23 +629,29 @@ begin
 end
 $$;
 
--- Called by _finish for a run a schedule started (a top-level run with a `schedule:` key): when
--- the schedule buffered a fire behind this run (buffer_one), marks it due now and wakes its
+-- Called by _finish for a run a schedule started (a top-level run with a `schedule:` key) or the
+-- last run of a top-level continue-as-new chain (whose first run may hold such a key): when the
+-- schedule buffered a fire behind this run (buffer_one), marks it due now and wakes its
 -- queue's workers, whose next claim starts the buffered run. Holding the run, it takes the
 -- schedule SKIP LOCKED (header: a claim holding it re-reads the run under its lock).
 create or replace function aiki._schedule_run_finished(p_run aiki.runs) returns void
 language plpgsql
 as $$
 declare
-  -- Any start may use such a key; only one a fire wrote names a schedule.
-  v_name text := substring(p_run.idempotency_key from '^schedule:(.+):\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$');
+  v_key text := p_run.idempotency_key;
+  v_name text;
   v_queue text;
 begin
+  if p_run.chain_id is not null and p_run.chain_id <> p_run.id then
+    select idempotency_key into v_key from aiki.runs where id = p_run.chain_id;
+  end if;
+  -- Any start may use such a key; only one a fire wrote names a schedule.
+  v_name := substring(v_key from '^schedule:(.+):\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$');
   if v_name is null then
     return;
   end if;
   select queue into v_queue from aiki.schedules
-   where name = v_name and last_run_id = p_run.id and buffered_at is not null
+   where name = v_name and last_run_id = coalesce(p_run.chain_id, p_run.id) and buffered_at is not null
      for update skip locked;
   if found then
     update aiki.schedules set due_at = least(due_at, aiki.now()), updated_at = aiki.now() where name = v_name;

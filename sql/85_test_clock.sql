@@ -8,7 +8,9 @@
 -- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
 -- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
 -- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
--- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
+-- flows at the wall clock's pace, `shift_us` from it, and advance_clock makes it jump. The shift
+-- is negative when the clock stood at a due time while the wall clock passed the next target
+-- (migration 0012: the clock flows on from that target, behind the wall clock). The
 -- production path of aiki.now() never reads the table.
 --
 -- A jump must look to the engine as if the time had passed with everyone idle:

@@ -21,6 +21,11 @@ async function continueAsNew(sql: Sql, r: Lease, input: unknown, version: string
   return row!.id;
 }
 
+async function eventRun(eventId: string): Promise<string> {
+  const [row] = await h.sql<{ run_id: string }[]>`select run_id from aiki.events where id = ${eventId}::bigint`;
+  return row!.run_id;
+}
+
 describe("continue_as_new", () => {
   it("ends the run as continued and starts its successor: new input, empty journal, same settings, linked both ways", async () => {
     const first = await startAndClaim(h.sql, {
@@ -136,6 +141,21 @@ describe("continue_as_new", () => {
     assert.deepEqual([await status(h.sql, first.id), await status(h.sql, next)], ["continued", "cancelled"]);
   });
 
+  it("an event key is one event across the chain: resent after the run that took it continued, it is not delivered again", async () => {
+    const first = await startAndClaim(h.sql);
+    const sent = await sendEvent(h.sql, first.id, "go", 1, "k1");
+    const taken = await suspend(h.sql, first, [{ key: "go#1", kind: "event", name: "go" }]);
+    assert.equal(taken.suspended, false, "the buffered event was taken at once; the run goes on");
+    const next = await continueAsNew(h.sql, first, null);
+    assert.equal(await sendEvent(h.sql, first.id, "go", 1, "k1"), sent);
+    assert.equal(await sendEvent(h.sql, next, "go", 1, "k1"), sent);
+    const [inbox] = await h.sql`select count(*)::int as n from aiki.events where run_id = ${next}::uuid`;
+    assert.equal(inbox!.n, 0);
+    // A key the chain has not seen still delivers, to the newest run.
+    const other = await sendEvent(h.sql, first.id, "go", 2, "k2");
+    assert.deepEqual(await eventRun(other), next);
+  });
+
   it("pause and resume of a continued run act on the chain's newest run", async () => {
     const first = await startAndClaim(h.sql);
     const next = await continueAsNew(h.sql, first, null);
@@ -144,6 +164,16 @@ describe("continue_as_new", () => {
     assert.deepEqual([await status(h.sql, first.id), await status(h.sql, next)], ["continued", "paused"]);
     const [r] = await h.sql`select aiki.resume(${first.id}::uuid) as s`;
     assert.deepEqual([r!.s, await status(h.sql, next)], ["pending", "pending"]);
+  });
+
+  it("pause of a continued run whose newest run was purged is AK005: the chain has ended", async () => {
+    const first = await startAndClaim(h.sql);
+    const next = await continueAsNew(h.sql, first, null);
+    await completeRun(h.sql, await claimOne(h.sql, { expect: next }));
+    // As a purge batch that took the newest run and left the continued one for the next batch.
+    await h.sql`delete from aiki.runs where id = ${next}::uuid`;
+    await expectSqlState(h.sql`select aiki.pause(${first.id}::uuid)`, "AK005", /is already continued and cannot be paused/);
+    assert.equal(await status(h.sql, first.id), "continued");
   });
 
   it("cancels the continued run's unfinished children: nothing can wait for them any more", async () => {

@@ -6,7 +6,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   backendPid, cancel, claim, completeRun, expectRejected, expectSqlState, harness, inFlight, jsonb, listen,
-  reset, setNow, startWorkflow, status, waitUntilBlocked, type Harness, type Sql,
+  reset, setNow, startChildren, startWorkflow, status, waitUntilBlocked, claimOne, type Harness, type Lease, type Sql,
 } from "./support.js";
 
 let h: Harness;
@@ -63,6 +63,12 @@ async function firedKeys(): Promise<string[]> {
 }
 
 const key = (name: string, iso: string) => `schedule:${name}:${iso}`;
+
+async function continueAsNew(r: Lease): Promise<string> {
+  const [row] = await h.sql<{ id: string }[]>`
+    select aiki.continue_as_new(${r.id}::uuid, ${r.lease_token}::uuid, 'null'::jsonb) as id`;
+  return row!.id;
+}
 
 describe("cron expressions (aiki.cron_fires)", () => {
   it("a year of `0 9 * * MON-FRI` in Europe/Berlin fires on exactly the 261 weekdays of 2027, each at 09:00 local", async () => {
@@ -427,6 +433,68 @@ describe("firing through claims", () => {
       assert.match(prev!.error.message, /cancelled by schedule tick/);
     });
 
+    describe("a previous run that continued as new: its chain is the previous run", () => {
+      it("skip: skips while the chain runs (get_schedule shows its newest status), fires again once it ended", async () => {
+        const first = await firstFire("skip");
+        await setNow(h.sql, "2027-01-04T01:30:00Z");
+        const next = await continueAsNew(first);
+        const leased = await claimOne(h.sql, { expect: next, leaseMs: 86400_000 });
+        await setNow(h.sql, "2027-01-04T02:00:00Z");
+        assert.deepEqual((await claim(h.sql)).runs, []);
+        assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z")]);
+        assert.deepEqual([(await schedule()).last_run_id, (await schedule()).last_run_status], [first.id, "running"]);
+        await completeRun(h.sql, leased);
+        await setNow(h.sql, "2027-01-04T03:00:00Z");
+        const c = await claim(h.sql);
+        assert.deepEqual(c.runs.map((r) => r.idempotency_key), [key("tick", "2027-01-04T03:00:00.000Z")]);
+      });
+
+      it("buffer_one: the fire buffered behind a chain starts when the chain's last run ends", async () => {
+        const first = await firstFire("buffer_one");
+        const next = await continueAsNew(first);
+        const c = await claim(h.sql, { leaseMs: 86400_000 });
+        assert.deepEqual(c.runs.map((r) => r.id), [next]);
+        assert.equal(new Date((await schedule()).buffered_at!).toISOString(), "2027-01-04T02:00:00.000Z");
+        await setNow(h.sql, "2027-01-04T02:10:00Z");
+        await completeRun(h.sql, c.runs[0]!);
+        const after = await claim(h.sql);
+        assert.deepEqual(after.runs.map((r) => r.idempotency_key), [key("tick", "2027-01-04T02:00:00.000Z")]);
+        assert.equal((await schedule()).buffered_at, null);
+      });
+
+      it("buffer_one: a chain that ended before the fire lets it start at once", async () => {
+        const first = await firstFire("buffer_one");
+        await setNow(h.sql, "2027-01-04T01:30:00Z");
+        const next = await continueAsNew(first);
+        await completeRun(h.sql, await claimOne(h.sql, { expect: next }));
+        await setNow(h.sql, "2027-01-04T02:00:00Z");
+        const c = await claim(h.sql);
+        assert.deepEqual(c.runs.map((r) => r.idempotency_key), [key("tick", "2027-01-04T02:00:00.000Z")]);
+      });
+
+      it("cancel_previous: cancels the chain's newest run; a chain that ended is left alone", async () => {
+        const first = await firstFire("cancel_previous");
+        await setNow(h.sql, "2027-01-04T01:30:00Z");
+        const ended = await continueAsNew(first);
+        await completeRun(h.sql, await claimOne(h.sql, { expect: ended }));
+        await setNow(h.sql, "2027-01-04T02:00:00Z");
+        const second = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+        assert.equal(second.idempotency_key, key("tick", "2027-01-04T02:00:00.000Z"));
+        assert.equal((await schedule()).last_error, null);
+        assert.equal(await status(h.sql, ended), "completed");
+
+        await setNow(h.sql, "2027-01-04T02:30:00Z");
+        const running = await continueAsNew(second);
+        await claimOne(h.sql, { expect: running, leaseMs: 86400_000 });
+        await setNow(h.sql, "2027-01-04T03:00:00Z");
+        const c = await claim(h.sql);
+        assert.deepEqual(c.runs.map((r) => r.idempotency_key), [key("tick", "2027-01-04T03:00:00.000Z")]);
+        const [prev] = await h.sql`select status::text, error from aiki.runs where id = ${running}::uuid`;
+        assert.equal(prev!.status, "cancelled");
+        assert.match(prev!.error.message, /cancelled by schedule tick/);
+      });
+    });
+
     it("every policy starts the fire when the previous run has ended", async () => {
       for (const overlap of ["skip", "buffer_one", "allow", "cancel_previous"]) {
         await reset(h.sql);
@@ -562,6 +630,76 @@ describe("firing through claims", () => {
       const c = await claim(b, { queues: ["other"] });
       assert.equal(c.skipped, false);
       assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
+    });
+
+    it("cancel_previous while another session holds the previous run's child: the claim neither waits nor fails, the schedule stays due; released, the next claim cancels and starts", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "cancel_previous" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      const [child] = await startChildren(h.sql, first, [{ key: "child#1", workflow: "wf", version: "1.0.0" }]);
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T02:00:00Z");
+      await a.begin(async (tx) => {
+        // A worker writing the child holds its lock.
+        await tx`select 1 from aiki.runs where id = ${child!}::uuid for update`;
+        // Bounded: a claim that waited would fail here rather than hang the test.
+        const c = await b.begin(async (btx) => {
+          await btx`set local lock_timeout = '5s'`;
+          return claim(btx as unknown as Sql, { queues: ["other"] });
+        });
+        assert.equal(c.skipped, true, "the fire is left due: a run it would cancel is busy");
+        const s = await schedule();
+        assert.deepEqual([s.last_run_id, s.last_error, new Date(s.next_fire_at!).toISOString()],
+                         [first.id, null, "2027-01-04T02:00:00.000Z"]);
+      });
+      const c = await claim(b, { queues: ["other"] });
+      assert.equal(c.skipped, false);
+      assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
+      assert.deepEqual([await status(h.sql, first.id), await status(h.sql, child!)], ["cancelled", "cancelled"]);
+    });
+
+    it("cancel_previous while a worker holds the newest run of the previous run's chain: the claim leaves the schedule due; released, the next claim cancels that run", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "cancel_previous" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      const next = await continueAsNew(first);
+      await claimOne(h.sql, { expect: next, leaseMs: 86400_000 });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T02:00:00Z");
+      await a.begin(async (tx) => {
+        await tx`select 1 from aiki.runs where id = ${next}::uuid for update`;
+        const c = await b.begin(async (btx) => {
+          await btx`set local lock_timeout = '5s'`;
+          return claim(btx as unknown as Sql, { queues: ["other"] });
+        });
+        assert.equal(c.skipped, true);
+        assert.deepEqual([(await schedule()).last_error, await status(h.sql, next)], [null, "running"]);
+      });
+      assert.equal((await claim(b, { queues: ["other"] })).skipped, false);
+      assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
+      assert.equal(await status(h.sql, next), "cancelled");
+    });
+
+    it("trigger_schedule (cancel_previous) waiting on a run that continues meanwhile cancels its successor", async () => {
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
+      await create({ cron: "@hourly", overlap: "cancel_previous" });
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
+      const first = (await claim(h.sql, { leaseMs: 86400_000 })).runs[0]!;
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:30:00Z");
+      const pidB = await backendPid(b);
+      let successor = "";
+      let trigger!: ReturnType<typeof inFlight<{ t: any }[]>>;
+      await a.begin(async (tx) => {
+        const [row] = await tx<{ id: string }[]>`
+          select aiki.continue_as_new(${first.id}::uuid, ${first.lease_token}::uuid, 'null'::jsonb) as id`;
+        successor = row!.id;
+        trigger = inFlight(b<{ t: any }[]>`select aiki.trigger_schedule('tick') as t`);
+        await waitUntilBlocked(h.db.sql, pidB);
+      });
+      const settled = await trigger.promise;
+      assert.equal(settled.error, undefined);
+      assert.equal(settled.value![0]!.t.action, "started");
+      assert.deepEqual([await status(h.sql, first.id), await status(h.sql, successor)], ["continued", "cancelled"]);
     });
 
     it("claims racing over 50 fire times start each fire exactly once", async () => {

@@ -119,6 +119,30 @@ describe("in a database on a test clock", () => {
     await wake.close();
   });
 
+  it("reaches a target the wall clock passed while the clock stood at a due time: it flows on from the target, behind the wall clock, never back", async () => {
+    // From the wall clock (earlier jumps put the clock days ahead of it).
+    await a`update aiki.test_clock set shift_us = 0, frozen_at = null`;
+    const id = await startRun(a, { delayMs: 10 });
+    const [t] = await a<{ to: string }[]>`select to_jsonb(aiki.now() + interval '50 milliseconds') #>> '{}' as to`;
+    const target = t!.to;
+    const stop = await a<{ step: any }[]>`select aiki.advance_clock(${target}::timestamptz) as step`;
+    assert.equal(stop[0]!.step.reached, false, "stopped at the run's due time");
+    const stood = ms(stop[0]!.step.now);
+    await a`select aiki.cancel(${id}::uuid)`;
+    // Bounded: poll until the wall clock has passed the target.
+    for (let i = 0; ; i++) {
+      const [w] = await a<{ past: boolean }[]>`select now() > ${target}::timestamptz + interval '100 milliseconds' as past`;
+      if (w!.past) break;
+      assert.ok(i < 500, "the wall clock passed the target");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const [reach] = await a<{ step: any }[]>`select aiki.advance_clock(${target}::timestamptz) as step`;
+    assert.deepEqual([reach!.step.moved, reach!.step.reached, ms(reach!.step.now)], [true, true, ms(target)]);
+    const [now] = await a<{ t: string; behind: boolean }[]>`select to_jsonb(aiki.now()) #>> '{}' as t, aiki.now() < now() as behind`;
+    assert.ok(ms(now!.t) >= ms(target) && ms(target) >= stood, "the clock never went back");
+    assert.equal(now!.behind, true);
+  });
+
   it("moves nothing while a run is running: its lease must not expire under its worker", async () => {
     const run = await startAndClaim(a, { leaseMs: 30_000 });
     const before = await ahead(a);
