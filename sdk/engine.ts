@@ -62,6 +62,8 @@ export interface RunRecord {
   continued_to?: string | null;
   /** The newest run of this run's continue-as-new chain: the run's own id outside a chain. */
   latest_id?: string;
+  /** The first run of this run's continue-as-new chain; absent while the run has not continued or been continued. */
+  chain_id?: string;
   journal?: StepRecord[];
 }
 

@@ -41,12 +41,27 @@ export class RunHandle<O = unknown, E extends EventMap = EventMap> {
       events[name] = {
         send: async (data, options) => {
           const valid = validate(definition.schema, data, `event ${name}`);
-          const stored = client.codec ? await encodePayload(client.codec, valid, { kind: "event.data", runId: id, event: name }, "event data") : valid;
+          const stored = client.codec
+            ? await encodePayload(client.codec, valid, { kind: "event.data", runId: await this.chainId(), event: name }, "event data")
+            : valid;
           await engine.sendEvent(client.sql, id, name, stored, options?.idempotencyKey);
         },
       };
     }
     this.events = events as HandleEvents<E>;
+  }
+
+  private chain: Promise<string> | undefined;
+
+  /**
+   * The first run of this run's continue-as-new chain (the run itself outside one), read once:
+   * a codec binds event data to it, as the event may reach another run of the chain (send_event
+   * forwards it to the newest run; continue_as_new moves unconsumed events on).
+   */
+  private chainId(): Promise<string> {
+    this.chain ??= engine.getRun(this.client.sql, this.id).then((run) => run.chain_id ?? run.id);
+    this.chain.catch(() => (this.chain = undefined));
+    return this.chain;
   }
 
   /** This run's own status: `continued` once it continued as new (see waitForStatus). */

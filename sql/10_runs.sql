@@ -50,6 +50,9 @@ begin
     'started_at', p_run.started_at,
     'finished_at', p_run.finished_at)
   || case when p_lease then jsonb_build_object('lease_token', p_run.lease_token) else '{}'::jsonb end
+  -- The chain's first run, once the run is in a continue-as-new chain; absent otherwise (the
+  -- chain is the run itself). A codec binds event data to it: an event moves along the chain.
+  || case when p_run.chain_id is not null then jsonb_build_object('chain_id', p_run.chain_id) else '{}'::jsonb end
   || case when p_journal then jsonb_build_object('journal', coalesce((
        select jsonb_agg(jsonb_build_object(
                 'key', s.step_key, 'kind', s.kind, 'name', s.name, 'status', s.status,
@@ -323,20 +326,35 @@ begin
 end
 $$;
 
+-- The outcome a wait for child p_child_id receives: {status, output, error}, and run_id, the run
+-- that ended, when the child continued as new (p_run_id, the chain's last run, is not
+-- p_child_id). A codec binds the output and error to the run that wrote them, so the SDK decodes
+-- them with run_id, falling back to the step's child_id.
+create or replace function aiki._child_outcome(
+  p_child_id uuid, p_run_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb)
+returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object('status', p_status, 'output', p_output, 'error', p_error)
+         || case when p_run_id <> p_child_id then jsonb_build_object('run_id', p_run_id) else '{}'::jsonb end
+$$;
+
 -- Hands a finished child's outcome to the parent's waits for it. The parent wakes once the
 -- last child it waits for has finished, so a fan-in over many children wakes it once. (The
 -- engine cannot see Promise.race: a parent racing two child waits sleeps until both finish,
 -- unless a timer or event it also waits for wakes it first.) Caller holds the parent's lock,
--- then the child's.
+-- then the child's. p_child_id is the run the waits name (a chain's first run); p_run_id the run
+-- that ended, named in the outcome as run_id when it differs (see _child_outcome).
+drop function if exists aiki._deliver_to_parent(uuid, uuid, aiki.run_status, jsonb, jsonb);
 create or replace function aiki._deliver_to_parent(
-  p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb)
+  p_parent_id uuid, p_child_id uuid, p_run_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb)
 returns void
 language plpgsql
 as $$
 begin
   update aiki.steps
      set status = 'completed', completed_at = aiki.now(), wake_at = null,
-         output = jsonb_build_object('status', p_status, 'output', p_output, 'error', p_error)
+         output = aiki._child_outcome(p_child_id, p_run_id, p_status, p_output, p_error)
    where run_id = p_parent_id and kind = 'wait_child' and status = 'waiting' and child_id = p_child_id;
   if found and not exists (
        select 1 from aiki.steps
@@ -403,7 +421,7 @@ begin
     perform aiki._notify_status(p_run.chain_id, p_status);
   end if;
   if p_run.parent_id is not null then
-    perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_status, p_output, p_error);
+    perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_run.id, p_status, p_output, p_error);
   elsif p_run.idempotency_key like 'schedule:%' or p_run.chain_id is not null then
     -- A schedule's run, or the last of a chain whose first run may be one: a buffer_one fire may
     -- wait for it (sql/72_schedules.sql). Other runs pay no query for it.

@@ -84,7 +84,7 @@ begin
     select * into v_child from aiki.runs where id = p_step.child_id;
     v_child := aiki._chain_latest(v_child);
     if v_child.status in ('completed', 'failed', 'cancelled') then
-      v_output := jsonb_build_object('status', v_child.status, 'output', v_child.output, 'error', v_child.error);
+      v_output := aiki._child_outcome(p_step.child_id, v_child.id, v_child.status, v_child.output, v_child.error);
     end if;
   end if;
   if v_output is null then

@@ -264,6 +264,9 @@ create function aiki._check_unique_keys(p_call text, p_items jsonb) returns void
 create function aiki._check_version(p_value text) returns text
   language plpgsql immutable;
 
+create function aiki._child_outcome(p_child_id uuid, p_run_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns jsonb
+  language sql immutable;
+
 create function aiki._claim_answer_by_run(p_ids uuid[], p_now timestamp with time zone) returns jsonb
   language plpgsql volatile;
 
@@ -291,7 +294,7 @@ create function aiki._cron_next(p_spec jsonb, p_tz text, p_after timestamp with 
 create function aiki._cron_parse(p_cron text) returns jsonb
   language plpgsql immutable;
 
-create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
+create function aiki._deliver_to_parent(p_parent_id uuid, p_child_id uuid, p_run_id uuid, p_status aiki.run_status, p_output jsonb, p_error jsonb) returns void
   language plpgsql volatile;
 
 create function aiki._finish(p_run aiki.runs, p_status aiki.run_status, p_output jsonb, p_error jsonb, p_journal_steps integer DEFAULT 0, p_journal_bytes bigint DEFAULT 0) returns void

@@ -98,10 +98,20 @@ export async function decodeError(codec: Codec | undefined, error: unknown, cont
   return code === undefined ? { name, ...rest } : { name, code, ...rest };
 }
 
+/**
+ * The run a journal belongs to, as the codec binds its payloads: event data to the chain's first
+ * run (`chain_id`; an event sent to a continued run, or unconsumed when its run continued, moves
+ * to the chain's newest run), everything else to the run itself.
+ */
+export type JournalOwner = Pick<RunRecord, "id" | "chain_id">;
+
+/** The outcome a child wait received; run_id names the run that ended when the child continued as new. */
+type ChildOutcome = { status: string; output: unknown; error: unknown; run_id?: string };
+
 /** Decodes a step's payloads in place: a task's result and error, event data, a child's end. */
-export async function decodeStep(codec: Codec | undefined, runId: string, step: StepRecord): Promise<void> {
+export async function decodeStep(codec: Codec | undefined, run: JournalOwner, step: StepRecord): Promise<void> {
   if (step.kind === "task") {
-    const context = { runId, stepKey: step.key };
+    const context = { runId: run.id, stepKey: step.key };
     // Until the task completes, its output holds the last heartbeat's details.
     const kind = step.status === "completed" ? "task.output" : "task.heartbeat";
     if (step.output != null) step.output = await decodePayload(codec, step.output, { kind, ...context });
@@ -109,15 +119,17 @@ export async function decodeStep(codec: Codec | undefined, runId: string, step: 
   } else if (step.kind === "event") {
     const output = step.output as { data?: unknown } | null;
     if (output && "data" in output) {
-      step.output = { ...output, data: await decodePayload(codec, output.data, { kind: "event.data", runId, event: step.name }) };
+      const context = { kind: "event.data", runId: run.chain_id ?? run.id, event: step.name } as const;
+      step.output = { ...output, data: await decodePayload(codec, output.data, context) };
     }
   } else if (step.kind === "wait_child" && step.child_id !== null) {
-    const output = step.output as { status: string; output: unknown; error: unknown } | null;
+    const output = step.output as ChildOutcome | null;
     if (output) {
+      const runId = output.run_id ?? step.child_id;
       step.output = {
         ...output,
-        output: await decodePayload(codec, output.output, { kind: "workflow.output", runId: step.child_id }),
-        error: await decodeError(codec, output.error, { kind: "workflow.error", runId: step.child_id }),
+        output: await decodePayload(codec, output.output, { kind: "workflow.output", runId }),
+        error: await decodeError(codec, output.error, { kind: "workflow.error", runId }),
       };
     }
   }
@@ -128,29 +140,32 @@ export async function decodeRun<R extends RunRecord>(codec: Codec | undefined, r
   run.input = await decodePayload(codec, run.input, { kind: "workflow.input", workflow: run.workflow });
   run.output = await decodePayload(codec, run.output, { kind: "workflow.output", runId: run.id });
   run.error = await decodeError(codec, run.error, { kind: "workflow.error", runId: run.id });
-  for (const step of run.journal ?? []) await decodeStep(codec, run.id, step);
+  for (const step of run.journal ?? []) await decodeStep(codec, run, step);
   return run;
 }
 
 /**
  * Without a codec, synchronously: CodecError codec_missing if anything a claimed run hands to its
  * code is encoded (its input, a task's result or error, event data, a child's output or error).
+ * Each payload is looked at first; the context for the message is made only for an envelope.
  */
 export function assertPlainRun(run: RunRecord): void {
-  plain(run.input, { kind: "workflow.input", workflow: run.workflow });
-  for (const step of run.journal ?? []) assertPlainStep(run.id, step);
+  if (isEnvelope(run.input)) plain(run.input, { kind: "workflow.input", workflow: run.workflow });
+  for (const step of run.journal ?? []) assertPlainStep(run, step);
 }
 
-export function assertPlainStep(runId: string, step: StepRecord): void {
-  const output = step.output as { data?: unknown; output?: unknown; error?: { data?: unknown } | null } | null;
+export function assertPlainStep(run: JournalOwner, step: StepRecord): void {
+  const output = step.output as { data?: unknown; output?: unknown; error?: { data?: unknown } | null; run_id?: string } | null;
   if (step.kind === "task") {
-    plain(output, { kind: step.status === "completed" ? "task.output" : "task.heartbeat", runId, stepKey: step.key });
-    plain((step.error as { data?: unknown } | null)?.data, { kind: "task.error", runId, stepKey: step.key });
+    const error = (step.error as { data?: unknown } | null)?.data;
+    if (isEnvelope(output)) plain(output, { kind: step.status === "completed" ? "task.output" : "task.heartbeat", runId: run.id, stepKey: step.key });
+    if (isEnvelope(error)) plain(error, { kind: "task.error", runId: run.id, stepKey: step.key });
   } else if (step.kind === "event") {
-    plain(output?.data, { kind: "event.data", runId, event: step.name });
+    if (isEnvelope(output?.data)) plain(output.data, { kind: "event.data", runId: run.chain_id ?? run.id, event: step.name });
   } else if (step.kind === "wait_child" && output) {
-    plain(output.output, { kind: "workflow.output", runId: step.child_id ?? "" });
-    plain(output.error?.data, { kind: "workflow.error", runId: step.child_id ?? "" });
+    const runId = () => output.run_id ?? step.child_id ?? "";
+    if (isEnvelope(output.output)) plain(output.output, { kind: "workflow.output", runId: runId() });
+    if (isEnvelope(output.error?.data)) plain(output.error.data, { kind: "workflow.error", runId: runId() });
   }
 }
 

@@ -7,7 +7,7 @@
 import type { Client } from "../client.js";
 import { toMilliseconds, type Duration } from "../duration.js";
 import * as engine from "../engine.js";
-import { IdempotencyConflictError, RunNotFoundError } from "../errors.js";
+import { CodecError, IdempotencyConflictError, RunNotFoundError } from "../errors.js";
 import { decodePayload, encodePayload, sameJson } from "../codec/payloads.js";
 import { check, scheduleRules } from "../options.js";
 import { validate } from "../schema.js";
@@ -76,8 +76,16 @@ export class Schedule<I = any> {
         if (error instanceof RunNotFoundError) return undefined;
         throw error;
       });
+      // Kept only for the same workflow (the input is bound to it) and when it still decodes: a
+      // key rotated out, or another codec, makes it a change to write anew, not a failed start-up.
       const plain = JSON.parse(JSON.stringify(definition.input ?? null));
-      definition.input = there && sameJson(await decodePayload(codec, there.input, context), plain)
+      const stored = there?.workflow === definition.workflow
+        ? await decodePayload(codec, there.input, context).then((value) => ({ value }), (error: unknown) => {
+          if (error instanceof CodecError) return undefined;
+          throw error;
+        })
+        : undefined;
+      definition.input = there && stored && sameJson(stored.value, plain)
         ? there.input
         : await encodePayload(codec, definition.input, context, `input of schedule ${this.name}`);
     }

@@ -131,10 +131,13 @@ export class WorkflowVersion<I = any, O = any, E extends EventMap = EventMap> {
   /**
    * With a codec, equal inputs encode differently (a fresh IV each time), so the engine sees a
    * repeated start as another input (AK004): the run the key started is read back, and it is the
-   * same start if its version and decoded input equal this one's. One more query, only on a repeat.
+   * same start if its version and decoded input equal this one's. One more query, only on a repeat
+   * (two once the run continued as new: findRun answers with the chain's newest run, whose input
+   * is the continueAsNew input; the key is the first run's, as is the start it is compared with).
    */
   private async sameStart(client: Client, idempotencyKey: string, input: unknown, conflict: IdempotencyConflictError) {
-    const run = await engine.findRun(client.sql, this.name, idempotencyKey);
+    const newest = await engine.findRun(client.sql, this.name, idempotencyKey);
+    const run = newest.chain_id === undefined || newest.chain_id === newest.id ? newest : await engine.getRun(client.sql, newest.chain_id);
     if (run.version !== this.version) throw conflict;
     const recorded = await decodePayload(client.codec, run.input, { kind: "workflow.input", workflow: this.name });
     if (!sameJson(recorded, JSON.parse(JSON.stringify(input ?? null)))) throw conflict;

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import {
   aesGcmCodec, CodecError, event, IdempotencyConflictError, InvalidInputError, NonRetryableError, PayloadTooLargeError,
-  task, workflow, type Client, type Codec,
+  schedule, task, workflow, type Client, type Codec, type WorkflowRun,
 } from "../index.js";
 import * as engine from "../engine.js";
 import { Counts, environment, gate, rejects, unique, until, untilStatus, type Env } from "./support.js";
@@ -385,5 +385,99 @@ describe("client({ codec })", () => {
     const error = await rejects(plainly.handle(env.aiki, handle.id).result(), CodecError);
     assert.equal(error.code, "codec_missing");
     assert.equal(error.keyId, "k1");
+  });
+});
+
+describe("client({ codec }) and continue-as-new chains", () => {
+  it("a parent waiting on a child that continued as new receives the chain's last output, decoded", async () => {
+    const countdown = workflow({ name: unique("countdown") }).v("1", {
+      async handler(run, n: number) {
+        return n > 0 ? run.continueAsNew(n - 1) : { secret: "launched" };
+      },
+    });
+    const launcher = workflow({ name: unique("launcher") }).v("1", {
+      async handler(run) {
+        return (await countdown.startAsChild(run, 2)).waitForStatus("completed");
+      },
+    });
+    await env.spawn({ workflows: [countdown, launcher] }, withK1);
+    const handle = await launcher.start(withK1, null);
+    assert.deepEqual(await handle.result({ timeout: 15_000 }),
+      { success: true, state: { status: "completed", output: { secret: "launched" } } });
+  });
+
+  /** A workflow whose first run continues (after `before`) and whose successor waits for `note`. */
+  function relay(before: (run: WorkflowRun<any>) => Promise<unknown>) {
+    return workflow({ name: unique("relay") }).v("1", {
+      events: { note: event<{ text: string }>() },
+      async handler(run, input: { successor: boolean }) {
+        if (!input.successor) {
+          await before(run);
+          return run.continueAsNew({ successor: true });
+        }
+        return run.events.note.wait();
+      },
+    });
+  }
+
+  it("an event sent to the first run's handle after it continued reaches the successor", async () => {
+    const relaying = relay(async () => {});
+    await env.spawn({ workflows: [relaying] }, withK1);
+    const handle = await relaying.start(withK1, { successor: false });
+    await until("the successor waits", async () => {
+      const first = await env.aiki.getRun(handle.id);
+      if (first.latest_id === undefined || first.latest_id === first.id) return undefined;
+      return (await env.aiki.getRun(first.latest_id)).status === "waiting" ? true : undefined;
+    });
+    await relaying.handle(withK1, handle.id).events.note.send({ text: "secret note" });
+    assert.deepEqual(await handle.result({ timeout: 15_000 }), { timeout: false, data: { text: "secret note" } });
+  });
+
+  it("an event sent while the first run did something else moves to the successor, which receives it", async () => {
+    const paused = gate();
+    const hold = task({ name: unique("hold"), handler: () => paused.wait() });
+    const relaying = relay(async (run) => hold.start(run, null));
+    await env.spawn({ workflows: [relaying] }, withK1);
+    const handle = await relaying.start(withK1, { successor: false });
+    await untilStatus(env.aiki, handle.id, "running");
+    await handle.events.note.send({ text: "early note" });
+    paused.open();
+    assert.deepEqual(await handle.result({ timeout: 15_000 }), { timeout: false, data: { text: "early note" } });
+  });
+
+  it("repeats an idempotent start after the run continued: compared with the first run's input, answered with its id", async () => {
+    const stepping = workflow({ name: unique("stepping") }).v("1", {
+      async handler(run, input: { n: number }) {
+        return input.n < 2 ? run.continueAsNew({ n: input.n + 1 }) : input.n;
+      },
+    });
+    await env.spawn({ workflows: [stepping] }, withK1);
+    const key = unique("key");
+    const first = await stepping.start(withK1, { n: 0 }, { idempotencyKey: key });
+    assert.equal(await first.result({ timeout: 15_000 }), 2);
+    const again = await stepping.start(withK1, { n: 0 }, { idempotencyKey: key });
+    assert.equal(again.id, first.id);
+    await rejects(stepping.start(withK1, { n: 2 }, { idempotencyKey: key }), IdempotencyConflictError);
+  });
+});
+
+describe("schedules with a codec", () => {
+  it("re-applies a schedule whose stored input is bound to another workflow, or to a key rotated out, by encoding it anew", async () => {
+    const name = unique("nightly");
+    const before = workflow({ name: unique("report") }).v("1", { async handler(_run, _input: { format: string }) {} });
+    const now = workflow({ name: unique("summary") }).v("1", { async handler(_run, _input: { format: string }) {} });
+    const input = { format: "pdf" };
+    await schedule({ name, workflow: before, cron: "0 2 * * *", input }).apply(withK1);
+
+    const moved = await schedule({ name, workflow: now, cron: "0 2 * * *", input }).apply(withK1);
+    assert.equal(moved.workflow, now.name);
+    const context = { kind: "workflow.input", workflow: now.name } as const;
+    assert.deepEqual(aesGcmCodec({ keys: { k1 }, current: "k1" }).decode(moved.input, context), input);
+
+    const onlyK2 = env.client({ codec: aesGcmCodec({ keys: { k2 }, current: "k2" }) });
+    await env.spawn({ workflows: [now], schedules: [schedule({ name, workflow: now, cron: "0 2 * * *", input })] }, onlyK2);
+    const there = await engine.getSchedule(env.sql, name);
+    assert.equal((there.input as { key: string }).key, "k2");
+    assert.deepEqual(aesGcmCodec({ keys: { k2 }, current: "k2" }).decode(there.input, context), input);
   });
 });

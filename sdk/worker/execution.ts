@@ -636,9 +636,9 @@ export class Execution implements DurableCalls {
       void this.failRun(error);
       return false;
     };
-    if (codec) return Promise.all(steps.map((step) => decodeStep(codec, this.id, step))).then(() => true, failed);
+    if (codec) return Promise.all(steps.map((step) => decodeStep(codec, this.record, step))).then(() => true, failed);
     try {
-      for (const step of steps) assertPlainStep(this.id, step);
+      for (const step of steps) assertPlainStep(this.record, step);
       return true;
     } catch (error) {
       return failed(error);

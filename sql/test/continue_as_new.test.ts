@@ -51,6 +51,16 @@ describe("continue_as_new", () => {
     assert.deepEqual([read.status, read.continued_to, read.latest_id], ["continued", next, next]);
   });
 
+  it("get_run and claim name the chain's first run as chain_id, and leave it out of a run that never continued", async () => {
+    const first = await startAndClaim(h.sql);
+    assert.equal("chain_id" in first, false);
+    assert.equal("chain_id" in (await getRun(h.sql, first.id) as object), false);
+    const next = await continueAsNew(h.sql, first, null);
+    assert.equal((await getRun(h.sql, first.id) as any).chain_id, first.id);
+    assert.equal((await claimOne(h.sql, { expect: next }) as any).chain_id, first.id);
+    assert.equal((await getRun(h.sql, next) as any).chain_id, first.id);
+  });
+
   it("hands the run's trace context to its successor, so a chain stays one trace", async () => {
     const traceContext = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" };
     const first = await startAndClaim(h.sql, { traceContext });
@@ -97,7 +107,7 @@ describe("continue_as_new", () => {
     assert.equal((await runRow(h.sql, second)).continued_to, third);
   });
 
-  it("a parent waiting on the chain wakes only when its last run ends, with that run's outcome", async () => {
+  it("a parent waiting on the chain wakes only when its last run ends, with that run's outcome and id (run_id)", async () => {
     const parent = await startAndClaim(h.sql, { workflow: "parent" });
     const [childId] = await startChildren(h.sql, parent, [{ key: "child#1", workflow: "wf", version: "1.0.0" }]);
     const waited = await suspend(h.sql, parent, [{ key: "wait#1", kind: "wait_child", name: "wf", child_id: childId }]);
@@ -111,10 +121,10 @@ describe("continue_as_new", () => {
     await completeRun(h.sql, await claimOne(h.sql, { expect: next }), { done: true });
     assert.equal(await status(h.sql, parent.id), "pending");
     assert.deepEqual((await step(h.sql, parent.id, "wait#1"))?.output,
-      { status: "completed", output: { done: true }, error: null });
+      { status: "completed", output: { done: true }, error: null, run_id: next });
   });
 
-  it("a parent that waits after the child continued waits on; after the chain ended it resolves at once", async () => {
+  it("a parent that waits after the child continued waits on; after the chain ended it resolves at once, naming the run that ended", async () => {
     const parent = await startAndClaim(h.sql, { workflow: "parent" });
     const [childId] = await startChildren(h.sql, parent, [{ key: "child#1", workflow: "wf", version: "1.0.0" }]);
     const next = await continueAsNew(h.sql, await claimOne(h.sql, { expect: childId! }), null);
@@ -125,7 +135,7 @@ describe("continue_as_new", () => {
     const later = await claimOne(h.sql, { expect: parent.id });
     const answer = await suspend(h.sql, later, [{ key: "wait#2", kind: "wait_child", name: "wf", child_id: childId }]);
     assert.equal(answer.suspended, false);
-    assert.equal(answer.resolved[0].output.output, 42);
+    assert.deepEqual(answer.resolved[0].output, { status: "completed", output: 42, error: null, run_id: next });
   });
 
   it("cancel of any run of the chain cancels the newest; events sent to the first run reach the newest", async () => {
