@@ -274,6 +274,17 @@ describe("replay of encoded runs and continue-as-new chains", () => {
     assert.match(late.message, /^non-determinism in run [0-9a-f-]+: the run completed after its last recorded step, the code now continues as new/);
   });
 
+  it("reports code that continues as another workflow: run.continueAsNew refuses it, as in a worker", async () => {
+    const elsewhere = workflow({ name: "replay-countdown" }).v("1", {
+      async handler(run, input: { n: number; total: number }) {
+        await double.start(run, input.n);
+        return run.continueAsNew({ n: 0, total: 0 }, { version: shipping as never });
+      },
+    });
+    const error = await rejects(replay(elsewhere, await exported(chain[0]!), { codec }), NonDeterminismError);
+    assert.match(error.message, /\(continued\): the code threw InvalidInputError: run [0-9a-f-]+ of workflow replay-countdown cannot continue as workflow replay-shipping after its last recorded step/);
+  });
+
   it("reports a call past the journal of a run that continued as new", async () => {
     const longer = workflow({ name: "replay-countdown" }).v("1", {
       async handler(run, input: { n: number; total: number }) {
