@@ -20,7 +20,7 @@ export { relay, type RelayOptions, type RelayHandle, type RelayStats } from "./r
 export type { Duration } from "./duration.js";
 export type { RetryPolicy } from "./retry.js";
 export type { Schema } from "./schema.js";
-export { replay, type ReplayResult, type ReplayEnd } from "./replayer/replay.js";
+export { replay, type ReplayOptions, type ReplayResult, type ReplayEnd } from "./replayer/replay.js";
 export type {
   RunStatus, RunRecord, RunSummary, RunTimeline, StepRecord, ScheduleInfo, TriggerResult, OverlapPolicy,
 } from "./engine.js";

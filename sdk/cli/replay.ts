@@ -2,24 +2,29 @@
 // one workflow version against that version's runs in the database (by default the ones still in
 // flight), each read as `aiki runs show --json` exports it and replayed without side effects
 // (sdk/replayer/). Exits 1 if any run diverged, so a deploy pipeline stops before the change
-// reaches the workers.
+// reaches the workers. Runs written by a client with a codec are decoded with the `codec` (or
+// default) export of --codec-module; without it they are reported as errors (CodecError), never
+// as divergences.
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import type { Codec } from "../codec/codec.js";
 import { WorkflowVersion } from "../definitions/workflow.js";
 import * as engine from "../engine.js";
-import { AikiError, NonDeterminismError, type Divergence } from "../errors.js";
+import { AikiError, CodecError, NonDeterminismError, type Divergence } from "../errors.js";
 import { replay, type ReplayEnd } from "../replayer/replay.js";
 import { EXIT, parse, printJson, withDatabase, type CliContext } from "./context.js";
 import { table } from "./table.js";
 
 const IN_FLIGHT: engine.RunStatus[] = ["scheduled", "pending", "running", "sleeping", "waiting", "retrying", "paused"];
-const STATUSES: readonly engine.RunStatus[] = [...IN_FLIGHT, "completed", "failed", "cancelled"];
+const STATUSES: readonly engine.RunStatus[] = [...IN_FLIGHT, "completed", "failed", "cancelled", "continued"];
 
 export const replayHelp = `aiki replay --module <file> --workflow <name@version> [options]
   Replay the runs of one workflow version against a module's code, without side effects, and
   report each run the code no longer follows (exit 1 if any).
     --module <file>          The deployable module (an ES module exporting the workflow version)
     --workflow <name@v>      The workflow version to check, as name@version
+    --codec-module <file>    An ES module whose \`codec\` export (or default export) is the codec the
+                             runs' payloads were encoded with (may be the --module file)
     --status <s>             Only runs in this status; repeat or comma-separate for several
                              (default: the statuses still in flight: ${IN_FLIGHT.join(", ")})
     --limit <n>              Replay at most this many runs, newest first, 1-100000 (default: 1000)
@@ -42,6 +47,7 @@ export async function replayCommand(ctx: CliContext, args: string[]): Promise<nu
   const command = "replay";
   const { values } = parse(ctx, command, args, {
     module: { type: "string" }, workflow: { type: "string" }, status: { type: "string", multiple: true }, limit: { type: "string" },
+    "codec-module": { type: "string" },
   }, 0);
   if (values.help) {
     process.stdout.write(`Usage: ${replayHelp}`);
@@ -59,6 +65,7 @@ export async function replayCommand(ctx: CliContext, args: string[]): Promise<nu
     throw ctx.fail(`${command}: --limit takes a whole number from 1 to 100000, not ${JSON.stringify(values.limit)}`, EXIT.usage);
   }
   const version = await workflowVersion(ctx, values.module, values.workflow);
+  const codec = values["codec-module"] === undefined ? undefined : await codecOf(ctx, values["codec-module"]);
 
   const reports = await withDatabase(ctx, command, values, async (sql) => {
     const out: RunReport[] = [];
@@ -77,7 +84,7 @@ export async function replayCommand(ctx: CliContext, args: string[]): Promise<nu
           if (error instanceof AikiError && error.code === "AK002") continue; // purged meanwhile
           throw error;
         }
-        out.push(await check(version, run));
+        out.push(await check(version, run, codec));
       }
       cursor = page.next_cursor;
     } while (cursor !== null && out.length < limit);
@@ -101,27 +108,46 @@ function summary(d: Divergence): string {
   return d.step === null || d.recorded === null ? `past the end: now ${now}` : `${d.step}: ${d.recorded.kind} ${d.recorded.name}, now ${now}`;
 }
 
-async function check(version: WorkflowVersion, run: engine.RunTimeline): Promise<RunReport> {
+async function check(version: WorkflowVersion, run: engine.RunTimeline, codec: Codec | undefined): Promise<RunReport> {
   try {
-    const result = await replay(version, run);
+    const result = await replay(version, run, { codec });
     return { id: run.id, status: run.status, result: "ok", end: result.end };
   } catch (error) {
     if (error instanceof NonDeterminismError) {
       return { id: run.id, status: run.status, result: "diverged", divergence: error.divergence, message: error.message };
     }
-    // The module's code failed outside the handler's flow (e.g. a schema refusing the input).
+    if (error instanceof CodecError && error.code === "codec_missing") {
+      // Short enough for the table's cell: what is missing and the option that supplies it.
+      const key = error.keyId === undefined ? "" : ` (key ${error.keyId})`;
+      return { id: run.id, status: run.status, result: "error", message: `CodecError: encoded${key}; pass --codec-module <file>` };
+    }
+    // The module's code failed outside the handler's flow (e.g. a schema refusing the input), or
+    // the codec could not decode the run's payloads (CodecError: a key it lacks).
     return { id: run.id, status: run.status, result: "error", message: `${(error as Error).name}: ${(error as Error).message}` };
   }
 }
 
-/** The workflow version `key` among the module's exports (top level, or inside an exported array or object). */
-async function workflowVersion(ctx: CliContext, file: string, key: string): Promise<WorkflowVersion> {
-  let module: Record<string, unknown>;
+async function importModule(ctx: CliContext, file: string): Promise<Record<string, unknown>> {
   try {
-    module = await import(pathToFileURL(resolve(file)).href) as Record<string, unknown>;
+    return await import(pathToFileURL(resolve(file)).href) as Record<string, unknown>;
   } catch (error) {
     throw ctx.fail(`replay: cannot import ${file}: ${(error as Error).message}`, EXIT.usage);
   }
+}
+
+/** The codec a --codec-module exports: its `codec` export, else its default export. */
+async function codecOf(ctx: CliContext, file: string): Promise<Codec> {
+  const module = await importModule(ctx, file);
+  const codec = (module.codec ?? module.default) as Partial<Codec> | null | undefined;
+  if (typeof codec?.encode !== "function" || typeof codec.decode !== "function") {
+    throw ctx.fail(`replay: ${file} exports no codec (a \`codec\` or default export with encode and decode)`, EXIT.usage);
+  }
+  return codec as Codec;
+}
+
+/** The workflow version `key` among the module's exports (top level, or inside an exported array or object). */
+async function workflowVersion(ctx: CliContext, file: string, key: string): Promise<WorkflowVersion> {
+  const module = await importModule(ctx, file);
   const found: WorkflowVersion[] = [];
   for (const value of Object.values(module)) {
     const candidates = Array.isArray(value) ? value : value instanceof WorkflowVersion ? [value]

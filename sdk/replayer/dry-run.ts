@@ -20,13 +20,16 @@
 //     when the handler is idle with a result held back, the code has skipped or postponed the
 //     entry recorded before it: that entry is the divergence. Without completion times (a
 //     journal from client.getRun) results are handed out at once and order is not judged.
-//   - for a run that completed: a call past its journal, or a throw.
+//   - for a run that completed or continued as new (its code returned): a call past its journal,
+//     a throw, or the other return (run.continueAsNew(…) for a completed run, a value for a
+//     continued one).
 // Reaching the end of the journal of a run in flight is success: the code would go on from there.
+import { ContinueAsNew } from "../definitions/continue.js";
 import type { ChildRunHandle, ChildStartOptions, WorkflowRun, WorkflowVersion } from "../definitions/workflow.js";
 import type { EventWaitResult } from "../definitions/event.js";
 import type { TaskOptions } from "../definitions/task.js";
 import type { RunStatus, StepKind, StepRecord } from "../engine.js";
-import { NonDeterminismError, serializeError, type Divergence } from "../errors.js";
+import { InvalidInputError, NonDeterminismError, serializeError, type Divergence } from "../errors.js";
 import { validate } from "../schema.js";
 import { Replay, type DurableCall } from "../worker/replay.js";
 import { EXECUTION, childWaitResult, eventWaitResult, taskFailed, type DurableCalls } from "../worker/execution.js";
@@ -34,8 +37,10 @@ import { microseconds, type RecordedRun, type RecordedStep } from "./recorded-ru
 
 /** How a replay that found no divergence ended. */
 export type ReplayEnd =
-  /** The handler returned. */
+  /** The handler returned a value. */
   | "returned"
+  /** The handler returned run.continueAsNew(…). */
+  | "continued"
   /** The handler threw (the run failed or is retrying, as recorded). */
   | "threw"
   /** The handler reached the end of the journal of a run in flight. */
@@ -67,7 +72,7 @@ export class DryRun implements DurableCalls {
   private turns: Turn[] = [];
   /** Calls the journal does not answer, in the order the code made them. */
   private readonly held: DurableCall[] = [];
-  private ended: { threw: false } | { threw: true; error: unknown } | undefined;
+  private ended: { threw: false; continued: boolean } | { threw: true; error: unknown } | undefined;
   private checkQueued = false;
 
   constructor(private readonly recorded: RecordedRun, private readonly definition: WorkflowVersion) {
@@ -88,7 +93,14 @@ export class DryRun implements DurableCalls {
     Promise.resolve()
       .then(() => this.definition.options.handler(run,
         validate(this.definition.options.schema?.input, this.recorded.input, `input of workflow ${this.definition.key} (run ${this.recorded.id})`)))
-      .then(() => this.onEnd({ threw: false }), (error: unknown) => this.onEnd({ threw: true, error }));
+      .then((output: unknown) => {
+        // A successor's input the schema refuses fails the run in a worker (execution.ts): a throw.
+        if (output instanceof ContinueAsNew) {
+          validate(this.definition.options.schema?.input, output.input, `input of workflow ${this.definition.key} (continued as new)`);
+        }
+        return output instanceof ContinueAsNew;
+      })
+      .then((continued) => this.onEnd({ threw: false, continued }), (error: unknown) => this.onEnd({ threw: true, error }));
     return this.done;
   }
 
@@ -209,10 +221,13 @@ export class DryRun implements DurableCalls {
         { step: missed.key, recorded: missed, call: call ?? null });
     }
     const status: RunStatus = this.recorded.status;
+    // The recorded run's code returned: a value (completed) or run.continueAsNew(…) (continued).
+    const returned = status === "completed" || status === "continued";
+    const how = status === "continued" ? "continued as new" : "completed";
     if (call) {
-      if (status === "completed") {
+      if (returned) {
         return this.diverge(
-          `non-determinism in run ${runId}: the run completed after its last recorded step, the code now calls ` +
+          `non-determinism in run ${runId}: the run ${how} after its last recorded step, the code now calls ` +
           `${call.kind} '${call.name}' (step '${call.key}'). Deploy changed workflow code as a new version.`,
           { step: null, recorded: null, call });
       }
@@ -231,7 +246,13 @@ export class DryRun implements DurableCalls {
         `non-determinism in run ${runId} (${status}): the code threw ${describe(this.ended.error)} after its last recorded step. ` +
         "Deploy changed workflow code as a new version.", { step: null, recorded: null, call: null });
     }
-    this.finish(this.ended.threw ? "threw" : "returned");
+    if (!this.ended.threw && returned && this.ended.continued !== (status === "continued")) {
+      return this.diverge(
+        `non-determinism in run ${runId}: the run ${how} after its last recorded step, the code now ` +
+        `${this.ended.continued ? "continues as new" : "returns a value"}. Deploy changed workflow code as a new version.`,
+        { step: null, recorded: null, call: null });
+    }
+    this.finish(this.ended.threw ? "threw" : this.ended.continued ? "continued" : "returned");
   }
 
   private stepOf(key: string): RecordedStep {
@@ -272,6 +293,13 @@ export class DryRun implements DurableCalls {
       now: async () => new Date(await this.value("now") as string),
       random: () => this.value("random"),
       uuid: () => this.value("uuid"),
+      continueAsNew: (input: unknown, options?: { version?: WorkflowVersion }) => {
+        if (options?.version !== undefined && options.version.name !== this.definition.name) {
+          throw new InvalidInputError("AK003",
+            `run ${this.recorded.id} of workflow ${this.definition.name} cannot continue as workflow ${options.version.name}`);
+        }
+        return new ContinueAsNew(input, options?.version?.version);
+      },
       [EXECUTION]: this,
     };
     return run as unknown as WorkflowRun<any>;

@@ -24,7 +24,7 @@ export interface RecordedRun {
 }
 
 const RUN_STATUSES: readonly RunStatus[] = ["scheduled", "pending", "running", "sleeping", "waiting", "retrying", "paused",
-  "completed", "failed", "cancelled"];
+  "completed", "failed", "cancelled", "continued"];
 const STEP_KINDS: readonly StepKind[] = ["task", "sleep", "event", "child", "wait_child", "value"];
 const STEP_STATUSES: readonly StepRecord["status"][] = ["waiting", "started", "retrying", "completed", "failed"];
 

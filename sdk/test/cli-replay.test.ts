@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { replay } from "../index.js";
 import { shipping } from "./fixtures/replay-shipping.js";
+import { codec, countdown } from "./fixtures/replay-countdown.js";
 import { environment, until, type Env } from "./support.js";
 
 const cli = fileURLToPath(new URL("../cli.ts", import.meta.url));
@@ -19,6 +20,7 @@ const root = fileURLToPath(new URL("../../", import.meta.url));
 const tsx = import.meta.resolve("tsx");
 const unchanged = "sdk/test/fixtures/replay-shipping.ts";
 const reordered = "sdk/test/fixtures/replay-shipping-reordered.ts";
+const countdownModule = "sdk/test/fixtures/replay-countdown.ts";
 
 interface Result {
   code: number;
@@ -29,6 +31,8 @@ interface Result {
 let env: Env;
 const inFlight: string[] = [];
 const completed: string[] = [];
+/** The runs of an encrypted replay-countdown chain: two continued, the last completed. */
+const chain: string[] = [];
 
 function aiki(args: string[]): Promise<Result> {
   return node([cli, ...args], root);
@@ -56,6 +60,13 @@ before(async () => {
   for (const handle of handles.slice(4)) await handle.events.shipped.send({ tracking: "t" });
   for (const handle of handles.slice(4)) await handle.waitForStatus("completed", { timeout: 15_000 });
   await worker.stop();
+  const encrypting = env.client({ codec });
+  const counting = await env.spawn({ workflows: [countdown] }, encrypting);
+  const loop = await countdown.start(encrypting, { n: 2, total: 0 });
+  assert.deepEqual(await loop.result({ timeout: 15_000 }), { total: 6 });
+  await counting.stop();
+  chain.push(...(await env.sql<{ id: string }[]>`
+    select id::text from aiki.runs where chain_id = ${loop.id}::uuid order by created_at, id`).map((r) => r.id));
   inFlight.push(...handles.slice(0, 4).map((h) => h.id));
   completed.push(...handles.slice(4).map((h) => h.id));
 });
@@ -98,6 +109,28 @@ describe("aiki replay", () => {
       recorded: { kind: "task", name: "reserve" }, call: { key: "pack#1", kind: "task", name: "pack" },
     });
     assert.match(report.runs[0]!.message, /^non-determinism at step 'reserve#1'/);
+  });
+
+  it("replays encrypted runs that continued as new with --codec-module, and refuses them without it", async () => {
+    const args = ["replay", "--module", countdownModule, "--workflow", "replay-countdown@1", "--status", "continued,completed", "--json"];
+    const clean = await aiki([...args, "--codec-module", countdownModule]);
+    assert.equal(clean.code, 0, clean.stderr);
+    const report = JSON.parse(clean.stdout) as { replayed: number; diverged: number; runs: { id: string; status: string; result: string; end: string }[] };
+    assert.deepEqual(report.runs.map((r) => [r.id, r.status, r.result, r.end]).sort(), [
+      [chain[0], "continued", "ok", "continued"], [chain[1], "continued", "ok", "continued"], [chain[2], "completed", "ok", "returned"],
+    ].sort());
+    const refused = await aiki(args.filter((a) => a !== "--json"));
+    assert.equal(refused.code, 1, refused.stderr);
+    for (const id of chain) {
+      assert.match(refused.stdout, new RegExp(`^${id}\\s+(continued|completed)\\s+error\\s+CodecError: encoded \\(key test\\); pass --codec-module <file>$`, "m"));
+    }
+    assert.match(refused.stdout, /replay-countdown@1: 3 run\(s\) replayed, 3 diverged/);
+  });
+
+  it("exits 2 for a codec module that exports no codec", async () => {
+    const result = await aiki(["replay", "--module", countdownModule, "--workflow", "replay-countdown@1", "--codec-module", unchanged]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /replay: sdk\/test\/fixtures\/replay-shipping\.ts exports no codec \(a `codec` or default export with encode and decode\)/);
   });
 
   it("exits 2 for a workflow the module does not export, a module it cannot import, or a bad option", async () => {

@@ -4,10 +4,11 @@
 // reported at the step where the code leaves the journal, naming the recorded call and the new one.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { InvalidInputError, NonDeterminismError, replay, task, workflow, type Divergence, type WorkflowVersion } from "../index.js";
+import { CodecError, InvalidInputError, NonDeterminismError, replay, task, workflow, type Divergence, type WorkflowVersion } from "../index.js";
 import * as engine from "../engine.js";
 import { charge, label, notify, pack, reserve, shipping, sideEffects, type Order } from "./fixtures/replay-shipping.js";
 import { shippingReordered } from "./fixtures/replay-shipping-reordered.js";
+import { codec, countdown, double } from "./fixtures/replay-countdown.js";
 import { environment, gate, rejects, unique, until, type Env } from "./support.js";
 
 let env: Env;
@@ -212,6 +213,89 @@ describe("replay of concurrent calls and children", () => {
     assert.deepEqual(await divergence(orphan, await exported(handle.id)), {
       runId: handle.id, step: `${child.name}#1`, recorded: { kind: "child", name: child.name }, call: null,
     });
+  });
+});
+
+describe("replay of encoded runs and continue-as-new chains", () => {
+  /** The runs of one replay-countdown chain from n = 2, encrypted: two continued, the last completed. */
+  let chain: string[];
+  before(async () => {
+    const encrypting = env.client({ codec });
+    const worker = await env.spawn({ workflows: [countdown] }, encrypting);
+    const handle = await countdown.start(encrypting, { n: 2, total: 0 });
+    assert.deepEqual(await handle.result({ timeout: 15_000 }), { total: 6 });
+    await worker.stop();
+    const rows = await env.sql<{ id: string }[]>`
+      select id::text from aiki.runs where chain_id = ${handle.id}::uuid order by created_at, id`;
+    chain = rows.map((r) => r.id);
+    assert.equal(chain.length, 3);
+  });
+
+  it("replays each run of an encrypted chain clean with the codec, its order checked", async () => {
+    const ends = [];
+    for (const id of chain) {
+      const run = await exported(id) as { input: unknown };
+      assert.ok(JSON.stringify(run.input).includes('"$aiki"'), "the export holds the envelope");
+      const result = await replay(countdown, run, { codec });
+      assert.equal(result.orderChecked, true);
+      ends.push([result.status, result.end]);
+    }
+    assert.deepEqual(ends, [["continued", "continued"], ["continued", "continued"], ["completed", "returned"]]);
+    assert.equal((await replay(countdown, await env.aiki.getRun(chain[0]!), { codec })).end, "continued");
+  });
+
+  it("refuses an encrypted run without the codec with CodecError codec_missing, not a divergence", async () => {
+    for (const id of chain) {
+      const error = await rejects(replay(countdown, await exported(id)), CodecError);
+      assert.equal(error.code, "codec_missing");
+      assert.equal(error.keyId, "test");
+      assert.match(error.message, new RegExp(`^replay of run ${id} needs the codec its payloads were encoded with \\(replay\\(version, run, \\{ codec \\}\\); aiki replay --codec-module <file>\\): `));
+      assert.match(error.message, /input of a run of workflow replay-countdown is encrypted \(key test\)/);
+    }
+  });
+
+  it("reports code that completes a run that continued as new, and code that continues a run that completed", async () => {
+    const stops = workflow({ name: "replay-countdown" }).v("1", {
+      async handler(run, input: { n: number; total: number }) {
+        await double.start(run, input.n);
+        return { total: input.total };
+      },
+    });
+    const error = await rejects(replay(stops, await exported(chain[0]!), { codec }), NonDeterminismError);
+    assert.match(error.message, /^non-determinism in run [0-9a-f-]+: the run continued as new after its last recorded step, the code now returns a value/);
+    assert.deepEqual(error.divergence, { runId: chain[0], step: null, recorded: null, call: null });
+    const goesOn = workflow({ name: "replay-countdown" }).v("1", {
+      async handler(run, input: { n: number; total: number }) {
+        await double.start(run, input.n);
+        return run.continueAsNew({ n: input.n, total: input.total });
+      },
+    });
+    const late = await rejects(replay(goesOn, await exported(chain[2]!), { codec }), NonDeterminismError);
+    assert.match(late.message, /^non-determinism in run [0-9a-f-]+: the run completed after its last recorded step, the code now continues as new/);
+  });
+
+  it("reports code that continues as another workflow: run.continueAsNew refuses it, as in a worker", async () => {
+    const elsewhere = workflow({ name: "replay-countdown" }).v("1", {
+      async handler(run, input: { n: number; total: number }) {
+        await double.start(run, input.n);
+        return run.continueAsNew({ n: 0, total: 0 }, { version: shipping as never });
+      },
+    });
+    const error = await rejects(replay(elsewhere, await exported(chain[0]!), { codec }), NonDeterminismError);
+    assert.match(error.message, /\(continued\): the code threw InvalidInputError: run [0-9a-f-]+ of workflow replay-countdown cannot continue as workflow replay-shipping after its last recorded step/);
+  });
+
+  it("reports a call past the journal of a run that continued as new", async () => {
+    const longer = workflow({ name: "replay-countdown" }).v("1", {
+      async handler(run, input: { n: number; total: number }) {
+        await double.start(run, input.n);
+        await double.start(run, input.n);
+        return run.continueAsNew({ n: input.n - 1, total: input.total });
+      },
+    });
+    const error = await rejects(replay(longer, await exported(chain[0]!), { codec }), NonDeterminismError);
+    assert.deepEqual(error.divergence, { runId: chain[0], step: null, recorded: null, call: { key: "double#2", kind: "task", name: "double" } });
+    assert.match(error.message, /the run continued as new after its last recorded step, the code now calls task 'double' \(step 'double#2'\)/);
   });
 });
 

@@ -66,6 +66,14 @@ const flakyV1 = workflow({ name: "flaky" }).v("1", {
     return flaky.start(run, {});
   },
 });
+// Ticks once a day for input.left days, continuing as new after each tick.
+const tickerV1 = workflow({ name: "ticker" }).v("1", {
+  async handler(run, input: { left: number; ticks: number }) {
+    await run.sleep("day", { days: 1 });
+    const ticks = input.ticks + 1;
+    return input.left > 1 ? run.continueAsNew({ left: input.left - 1, ticks }) : { ticks };
+  },
+});
 const failingV1 = workflow({ name: "failing" }).v("1", {
   async handler() {
     throw new Error("broken on purpose");
@@ -75,7 +83,7 @@ const failingV1 = workflow({ name: "failing" }).v("1", {
 let env: TestEnv;
 before(async () => {
   env = await testEnv({ url: adminUrl() });
-  await env.worker({ workflows: [reminderV1, slowV1, flakyV1, failingV1] });
+  await env.worker({ workflows: [reminderV1, slowV1, flakyV1, failingV1, tickerV1] });
 });
 after(() => env.close());
 
@@ -187,6 +195,20 @@ describe("advance", () => {
     await env.advance({ days: 2 }); // stops on day 1, where the sleep ends and the task fails once
     assert.equal(await env.result(run), 2);
     assert.equal((await env.journal(run)).find((s) => s.key === "flaky#1")?.attempts, 2);
+  });
+
+  it("result() follows a run that continued as new to the newest run of its chain", async () => {
+    const run = await tickerV1.start(env.client, { left: 3, ticks: 0 });
+    await env.advance({ days: 1 });
+    assert.equal(await run.status(), "continued");
+    const successor = (await run.get()).latest_id!;
+    assert.notEqual(successor, run.id);
+    await assert.rejects(env.result(run), (error: unknown) =>
+      error instanceof RunNotFinishedError && error.status === "sleeping" &&
+      error.message.startsWith(`run ${successor} (continued from run ${run.id}) is sleeping until `) &&
+      /\(waiting on day#1\)/.test(error.message));
+    await env.advance({ days: 2 });
+    assert.deepEqual(await env.result(run), { ticks: 3 });
   });
 
   it("result() throws RunFailedError for a failed run", async () => {

@@ -74,7 +74,8 @@ export interface TestEnv {
   ): Promise<void>;
   /**
    * Settles, then returns the run's output. Throws RunFailedError if the run failed or was
-   * cancelled, RunNotFinishedError if it waits for time or an event.
+   * cancelled, RunNotFinishedError if it waits for time or an event. A run that continued as new
+   * is followed to the newest run of its chain, as handle.result() does.
    */
   result<O>(run: RunHandle<O, any>): Promise<O>;
   /** The run's journal: one entry per durable step, in the order they were recorded. */
@@ -175,17 +176,22 @@ class Env implements TestEnv {
 
   async result<O>(run: RunHandle<O, any>): Promise<O> {
     await this.settle();
-    const record = await run.get();
+    let record = await run.get();
+    // A run that continued as new stands for its chain, as in handle.result(): its newest run.
+    if (record.status === "continued" && record.latest_id !== undefined && record.latest_id !== record.id) {
+      record = await this.client.getRun(record.latest_id);
+    }
+    const which = record.id === run.id ? `run ${run.id}` : `run ${record.id} (continued from run ${run.id})`;
     if (record.status === "completed") return record.output as O;
     if (engine.terminalStatuses.has(record.status)) {
       const error = record.error as SerializedError | null;
       const cause = error ? `: ${error.name}: ${error.message}` : "";
-      throw new RunFailedError(`run ${run.id} ended ${record.status}${cause}`, record.status, error);
+      throw new RunFailedError(`${which} ended ${record.status}${cause}`, record.status, error);
     }
     const waits = (record.journal ?? []).filter((s) => s.status === "waiting").map((s) => s.key);
     const until = record.available_at ? ` until ${record.available_at}` : "";
     throw new RunNotFinishedError(
-      `run ${run.id} is ${record.status}${until}${waits.length > 0 ? ` (waiting on ${waits.join(", ")})` : ""} ` +
+      `${which} is ${record.status}${until}${waits.length > 0 ? ` (waiting on ${waits.join(", ")})` : ""} ` +
         "with nothing left to do at the test clock's time: advance the clock (env.advance) or send the event it waits for",
       record.status, record.available_at);
   }
