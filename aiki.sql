@@ -11,8 +11,8 @@ create table if not exists aiki.migrations (
 -- Never backwards: a newer engine's functions are not replaced by this older script's.
 do $aiki_bundle$
 begin
-  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 11 then
-    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 11): use the aiki.sql of a newer release';
+  if (select coalesce(max(substring(name from '^[0-9]+')::integer), 0) from aiki.migrations) > 12 then
+    raise exception using message = 'the aiki engine in this database is newer than this aiki.sql (engine version 12): use the aiki.sql of a newer release';
   end if;
 end
 $aiki_bundle$;
@@ -548,6 +548,31 @@ begin
 alter table aiki.runs add column trace_context jsonb;
 $aiki_0011_trace_context$;
     insert into aiki.migrations (name) values ('0011_trace_context');
+  end if;
+end
+$aiki_bundle$;
+
+-- migration 0012_chain_events_clock
+do $aiki_bundle$
+begin
+  if not exists (select 1 from aiki.migrations where name = '0012_chain_events_clock') then
+    execute $aiki_0012_chain_events_clock$-- 0012_chain_events_clock: event keys across a continue-as-new chain; a test clock behind the wall.
+--
+-- runs_chain: every run of a continue-as-new chain by chain id. send_event looks an event's
+-- idempotency key up across the chain (sql/50_events.sql): continue_as_new moves only the events
+-- no wait took, so a key taken by an earlier run stays on that run. runs_chain_latest (0009)
+-- holds only each chain's newest run. Runs outside a chain (chain_id null) are not indexed.
+--
+-- test_clock: the shift may be negative. A clock that stood at a due time (frozen_at) while the
+-- wall clock went on past the target of the next advance flows on from that target, behind the
+-- wall clock. The clock itself still never goes back: advance_clock moves it to a time not
+-- before its own (sql/85_test_clock.sql).
+
+create index runs_chain on aiki.runs (chain_id) where chain_id is not null;
+
+alter table aiki.test_clock drop constraint test_clock_forward;
+$aiki_0012_chain_events_clock$;
+    insert into aiki.migrations (name) values ('0012_chain_events_clock');
   end if;
 end
 $aiki_bundle$;
@@ -1321,8 +1346,9 @@ begin
   end if;
   if p_run.parent_id is not null then
     perform aiki._deliver_to_parent(p_run.parent_id, coalesce(p_run.chain_id, p_run.id), p_run.id, p_status, p_output, p_error);
-  elsif p_run.idempotency_key like 'schedule:%' then
-    -- A schedule's run: a buffer_one fire may wait for it (sql/72_schedules.sql).
+  elsif p_run.idempotency_key like 'schedule:%' or p_run.chain_id is not null then
+    -- A schedule's run, or the last of a chain whose first run may be one: a buffer_one fire may
+    -- wait for it (sql/72_schedules.sql). Other runs pay no query for it.
     perform aiki._schedule_run_finished(p_run);
   end if;
 end
@@ -1440,7 +1466,8 @@ declare
   v_run aiki.runs;
 begin
   v_run := aiki._lock_run_latest(p_run_id);
-  if v_run.status in ('completed', 'failed', 'cancelled') then
+  -- Still `continued` after _lock_run_latest: the chain's newest run was purged, the chain ended.
+  if v_run.status in ('completed', 'failed', 'cancelled', 'continued') then
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be paused', v_run.id, v_run.status);
   end if;
@@ -3173,7 +3200,7 @@ $$;
 -- An event goes to the oldest open wait for its name (waits in creation order); with none open
 -- it is buffered and the next wait for that name takes it (per name, first sent, first
 -- received). A run buffers at most _max_inbox_events events. An idempotency key makes a resend
--- a no-op. Both send_event and every wait hold the run's lock, so an event sent
+-- a no-op, across a continue-as-new chain too (the key of an event any run of it received). Both send_event and every wait hold the run's lock, so an event sent
 -- while the run suspends is either buffered before the wait looks or delivered after it opens.
 
 -- Sends event p_event with p_data to run p_run_id; returns the event id (the first one's, for a
@@ -3212,12 +3239,18 @@ begin
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
   end if;
 
-  if p_idempotency_key is not null then
+  -- A key names one event of the chain: continue_as_new moves only the events no wait took, so
+  -- one taken by an earlier run of the chain is looked for there (runs_chain, every run of it).
+  if p_idempotency_key is not null and v_run.chain_id is null then
     select id into v_event_id from aiki.events
      where run_id = p_run_id and name = p_event and idempotency_key = p_idempotency_key;
-    if found then
-      return v_event_id;
-    end if;
+  elsif p_idempotency_key is not null then
+    select id into v_event_id from aiki.events
+     where run_id in (select id from aiki.runs where chain_id = v_run.chain_id)
+       and name = p_event and idempotency_key = p_idempotency_key;
+  end if;
+  if v_event_id is not null then
+    return v_event_id;
   end if;
 
   -- The oldest open wait for the name, in creation order (wait_seq; waits older than it have
@@ -3516,8 +3549,13 @@ $$;
 -- leaves the schedule due for the next claim when the run is busy. _finish, holding a run, takes
 -- its schedule's row SKIP LOCKED: it never waits while holding a run, so the two cannot deadlock,
 -- and a schedule it skips is one a claim (or trigger_schedule) holds, which re-reads the run
--- under its lock. cancel_previous cancels through aiki.cancel, which waits for the locks of the
--- previous run's unfinished descendants (held briefly by their workers' writes).
+-- under its lock. cancel_previous cancels through aiki.cancel, which locks the previous run's
+-- unfinished descendants: a claim takes those SKIP LOCKED first and leaves the schedule due when
+-- one is busy (held by its worker's write, or by another claim); trigger_schedule waits for them.
+--
+-- Continue-as-new: a schedule's run that continues as new hands the schedule to its successor.
+-- last_run_id keeps naming the chain's first run (which holds the fire's key); the previous run
+-- is the chain's newest (_chain_latest), and the chain's last run ending releases a buffered fire.
 
 -- The UTC offset of the zone at an instant.
 create or replace function aiki._tz_offset(p_tz text, p_at timestamptz) returns interval
@@ -3841,7 +3879,7 @@ as $$
     'paused', p_schedule.paused,
     'next_fire_at', case when not p_schedule.paused then p_schedule.next_fire_at end,
     'last_fire_at', p_schedule.last_fire_at, 'last_run_id', p_schedule.last_run_id,
-    'last_run_status', (select r.status from aiki.runs r where r.id = p_schedule.last_run_id),
+    'last_run_status', (select (aiki._chain_latest(r)).status from aiki.runs r where r.id = p_schedule.last_run_id),
     'buffered_at', p_schedule.buffered_at, 'last_error', p_schedule.last_error,
     'created_at', p_schedule.created_at, 'updated_at', p_schedule.updated_at)
 $$;
@@ -3909,8 +3947,9 @@ $$;
 -- with p_manual_at, that one fire alone (trigger_schedule; the cursor stays). Applies the
 -- overlap policy to each fire and writes the schedule's row. Returns {"run_id": the latest run
 -- started or null, "action": started | skipped | buffered of the last fire, or null when only a
--- buffered run was due}; null when the previous run was locked and p_manual_at is null (a claim
--- must not wait): the schedule stays due for the next claim.
+-- buffered run was due}; null when the previous run (the newest of its continue-as-new chain),
+-- or for cancel_previous one of its unfinished descendants, was locked and p_manual_at is null (a
+-- claim must not wait): the schedule stays due for the next claim.
 create or replace function aiki._fire_schedule(p_schedule aiki.schedules, p_now timestamptz, p_manual_at timestamptz)
 returns jsonb
 language plpgsql
@@ -3923,6 +3962,9 @@ declare
   v_latest timestamptz;
   v_cursor timestamptz := p_schedule.next_fire_at;
   v_open boolean := false;
+  v_prev aiki.runs;
+  v_locked boolean := false;
+  v_descendants uuid[];
   v_action text;
   v_run_id uuid;
 begin
@@ -3952,22 +3994,60 @@ begin
     end if;
   end if;
 
+  -- The previous run is the newest of its continue-as-new chain (last_run_id names the chain's
+  -- first run); a `continued` run whose successor is gone (purged) has ended.
   if v_s.last_run_id is not null then
-    v_open := exists (select 1 from aiki.runs where id = v_s.last_run_id
-                       and status not in ('completed', 'failed', 'cancelled'));
-    -- A run that is open now may end before this transaction commits; deciding to buffer or to
-    -- cancel needs its lock (header). Ended is final: no lock needed.
-    if v_open and (v_s.overlap = 'cancel_previous' or v_s.overlap = 'buffer_one') then
+    select * into v_prev from aiki.runs where id = v_s.last_run_id;
+    if found then
+      v_prev := aiki._chain_latest(v_prev);
+      v_open := v_prev.status not in ('completed', 'failed', 'cancelled', 'continued');
+    end if;
+    -- A run that is open now may end (or continue) before this transaction commits; deciding to
+    -- buffer or to cancel needs its lock (header). Ended is final: no lock needed. Locked, it may
+    -- turn out to have continued meanwhile: then its successor is the previous run, locked next
+    -- (a chain's runs oldest first, the engine's order).
+    while v_open and (v_s.overlap = 'cancel_previous' or v_s.overlap = 'buffer_one') and not v_locked loop
       if p_manual_at is not null then
-        perform 1 from aiki.runs where id = v_s.last_run_id for update;
+        select * into v_prev from aiki.runs where id = v_prev.id for update;
       else
-        perform 1 from aiki.runs where id = v_s.last_run_id for update skip locked;
+        select * into v_prev from aiki.runs where id = v_prev.id for update skip locked;
         if not found then
           return null;
         end if;
       end if;
-      v_open := exists (select 1 from aiki.runs where id = v_s.last_run_id
-                         and status not in ('completed', 'failed', 'cancelled'));
+      v_locked := v_prev.status is distinct from 'continued';
+      if not v_locked then
+        v_prev := aiki._chain_latest(v_prev);
+      end if;
+      v_open := coalesce(v_prev.status not in ('completed', 'failed', 'cancelled', 'continued'), false);
+    end loop;
+    -- cancel_previous cancels the run's unfinished descendants too, through aiki.cancel, which
+    -- waits for their locks. A claim must neither wait nor deadlock with another claim holding
+    -- runs it promoted: it takes them first, parent before child (the engine's order), SKIP
+    -- LOCKED, and leaves the schedule due when one is busy. Under the locks it holds, no
+    -- descendant can appear meanwhile.
+    if v_open and v_s.overlap = 'cancel_previous' and p_manual_at is null then
+      select coalesce(array_agg(q.id), '{}') into v_descendants from (
+        with recursive tree (id, depth) as (
+          select r.id, 1 from aiki.runs r where r.parent_id = v_prev.id
+          union all
+          select r.id, t.depth + 1 from aiki.runs r join tree t on r.parent_id = t.id
+        )
+        select r.id from aiki.runs r join tree t on t.id = r.id
+         where r.status not in ('completed', 'failed', 'cancelled', 'continued')
+         order by t.depth
+         for update of r skip locked) q;
+      if exists (
+        with recursive tree (id) as (
+          select r.id from aiki.runs r where r.parent_id = v_prev.id
+          union all
+          select r.id from aiki.runs r join tree t on r.parent_id = t.id
+        )
+        select 1 from aiki.runs r join tree t on t.id = r.id
+         where r.status not in ('completed', 'failed', 'cancelled', 'continued')
+           and r.id <> all (v_descendants)) then
+        return null;
+      end if;
     end if;
   end if;
 
@@ -3976,6 +4056,7 @@ begin
       from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_s.buffered_at),
                             v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
     v_run_id := v_s.last_run_id;
+    v_prev.id := v_run_id;
     v_s.buffered_at := null;
     v_open := true;
   end if;
@@ -3988,12 +4069,13 @@ begin
       v_s.buffered_at := coalesce(v_s.buffered_at, v_fire);
     else
       if v_open and v_s.overlap = 'cancel_previous' then
-        perform aiki.cancel(v_s.last_run_id, format('cancelled by schedule %s, firing at %s', v_s.name, v_fire));
+        perform aiki.cancel(v_prev.id, format('cancelled by schedule %s, firing at %s', v_s.name, v_fire));
       end if;
       select r.run_id into v_s.last_run_id
         from aiki._insert_run(v_s.workflow, v_s.version, v_s.input, aiki._fire_key(v_s.name, v_fire),
                               v_s.queue, v_s.priority, null, null, null, null, v_s.retry, 5, null, null) r;
       v_run_id := v_s.last_run_id;
+      v_prev.id := v_run_id;
       v_action := 'started';
       v_open := true;
     end if;
@@ -4048,23 +4130,29 @@ begin
 end
 $$;
 
--- Called by _finish for a run a schedule started (a top-level run with a `schedule:` key): when
--- the schedule buffered a fire behind this run (buffer_one), marks it due now and wakes its
+-- Called by _finish for a run a schedule started (a top-level run with a `schedule:` key) or the
+-- last run of a top-level continue-as-new chain (whose first run may hold such a key): when the
+-- schedule buffered a fire behind this run (buffer_one), marks it due now and wakes its
 -- queue's workers, whose next claim starts the buffered run. Holding the run, it takes the
 -- schedule SKIP LOCKED (header: a claim holding it re-reads the run under its lock).
 create or replace function aiki._schedule_run_finished(p_run aiki.runs) returns void
 language plpgsql
 as $$
 declare
-  -- Any start may use such a key; only one a fire wrote names a schedule.
-  v_name text := substring(p_run.idempotency_key from '^schedule:(.+):\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$');
+  v_key text := p_run.idempotency_key;
+  v_name text;
   v_queue text;
 begin
+  if p_run.chain_id is not null and p_run.chain_id <> p_run.id then
+    select idempotency_key into v_key from aiki.runs where id = p_run.chain_id;
+  end if;
+  -- Any start may use such a key; only one a fire wrote names a schedule.
+  v_name := substring(v_key from '^schedule:(.+):\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$');
   if v_name is null then
     return;
   end if;
   select queue into v_queue from aiki.schedules
-   where name = v_name and last_run_id = p_run.id and buffered_at is not null
+   where name = v_name and last_run_id = coalesce(p_run.chain_id, p_run.id) and buffered_at is not null
      for update skip locked;
   if found then
     update aiki.schedules set due_at = least(due_at, aiki.now()), updated_at = aiki.now() where name = v_name;
@@ -4800,7 +4888,9 @@ $$;
 -- (`alter database … set aiki.test_clock = on`, done by the test kit before anyone connects):
 -- then aiki.now() is aiki.test_clock_now() in every session — the client's pool, the workers'
 -- pools, their LISTEN connection — so one row moves the clock for all of them. The clock
--- flows at the wall clock's pace, `shift_us` ahead of it, and advance_clock makes it jump. The
+-- flows at the wall clock's pace, `shift_us` from it, and advance_clock makes it jump. The shift
+-- is negative when the clock stood at a due time while the wall clock passed the next target
+-- (migration 0012: the clock flows on from that target, behind the wall clock). The
 -- production path of aiki.now() never reads the table.
 --
 -- A jump must look to the engine as if the time had passed with everyone idle:

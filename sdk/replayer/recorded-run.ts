@@ -15,6 +15,8 @@ export interface RecordedStep extends StepRecord {
 
 export interface RecordedRun {
   id: string;
+  /** The first run of its continue-as-new chain, when it is in one (event data is bound to it). */
+  chain_id?: string;
   workflow: string;
   version: string;
   status: RunStatus;
@@ -97,6 +99,7 @@ export function recordedRun(value: unknown): RecordedRun {
   if (typeof attempt !== "number") throw bad("attempt", "a number", attempt);
   return {
     id: text(value, "id", ""),
+    chain_id: orNull(value, "chain_id", "") ?? undefined,
     workflow: text(value, "workflow", ""),
     version: text(value, "version", ""),
     status: oneOf(value, "status", "", RUN_STATUSES),

@@ -72,12 +72,12 @@ export async function replay(
 async function decode(recorded: RecordedRun, codec: Codec | undefined): Promise<void> {
   if (codec) {
     recorded.input = await decodePayload(codec, recorded.input, { kind: "workflow.input", workflow: recorded.workflow });
-    for (const step of recorded.journal) await decodeStep(codec, recorded.id, step);
+    for (const step of recorded.journal) await decodeStep(codec, recorded, step);
     return;
   }
   try {
     plain(recorded.input, { kind: "workflow.input", workflow: recorded.workflow });
-    for (const step of recorded.journal) assertPlainStep(recorded.id, step);
+    for (const step of recorded.journal) assertPlainStep(recorded, step);
   } catch (error) {
     if (!(error instanceof CodecError)) throw error;
     throw new CodecError("codec_missing",
