@@ -4213,6 +4213,23 @@ begin
 end
 $$;
 
+-- The schedule named p_name, locked for update. AK003 on a malformed name, AK002 when there is
+-- no such schedule.
+create or replace function aiki._lock_schedule(p_name text) returns aiki.schedules
+language plpgsql volatile
+as $$
+declare
+  v_s aiki.schedules;
+begin
+  perform aiki._check_name('schedule name', p_name);
+  select * into v_s from aiki.schedules where name = p_name for update;
+  if not found then
+    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
+  end if;
+  return v_s;
+end
+$$;
+
 -- Changes the given fields of a schedule (null keeps one; p_input 'null'::jsonb sets JSON null,
 -- p_retry '{"type": "never"}' removes a retry policy).
 -- A new cron or zone moves the next fire to the first after now. AK002 when there is no such
@@ -4239,11 +4256,7 @@ declare
   v_spec jsonb;
   v_next timestamptz;
 begin
-  perform aiki._check_name('schedule name', p_name);
-  select * into v_s from aiki.schedules where name = p_name for update;
-  if not found then
-    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
-  end if;
+  v_s := aiki._lock_schedule(p_name);
   v_spec := aiki._check_schedule(p_name, coalesce(p_workflow, v_s.workflow), coalesce(p_version, v_s.version),
     coalesce(p_cron, v_s.cron), coalesce(p_input, v_s.input), coalesce(p_timezone, v_s.timezone),
     coalesce(p_overlap, v_s.overlap), coalesce(p_catchup_ms, v_s.catchup_ms), coalesce(p_queue, v_s.queue),
@@ -4292,11 +4305,8 @@ as $$
 declare
   v_s aiki.schedules;
 begin
-  perform aiki._check_name('schedule name', p_name);
+  perform aiki._lock_schedule(p_name);
   update aiki.schedules set paused = true, updated_at = aiki.now() where name = p_name returning * into v_s;
-  if not found then
-    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
-  end if;
   return aiki._schedule_json(v_s);
 end
 $$;
@@ -4313,11 +4323,7 @@ declare
   v_s aiki.schedules;
   v_next timestamptz;
 begin
-  perform aiki._check_name('schedule name', p_name);
-  select * into v_s from aiki.schedules where name = p_name for update;
-  if not found then
-    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
-  end if;
+  v_s := aiki._lock_schedule(p_name);
   if v_s.paused then
     v_next := coalesce(aiki._cron_next(aiki._cron_parse(v_s.cron), v_s.timezone, v_now), 'infinity');
     update aiki.schedules
@@ -4346,11 +4352,7 @@ declare
   v_s aiki.schedules;
   v_result jsonb;
 begin
-  perform aiki._check_name('schedule name', p_name);
-  select * into v_s from aiki.schedules where name = p_name for update;
-  if not found then
-    raise exception using errcode = 'AK002', message = format('schedule %s not found', p_name);
-  end if;
+  v_s := aiki._lock_schedule(p_name);
   v_result := aiki._fire_schedule(v_s, v_now, v_fire);
   select * into v_s from aiki.schedules where name = p_name;
   return jsonb_build_object('fired_at', v_fire, 'action', v_result->'action',

@@ -330,6 +330,9 @@ create function aiki._lock_run(p_run_id uuid) returns aiki.runs
 create function aiki._lock_run_latest(p_run_id uuid) returns aiki.runs
   language plpgsql volatile;
 
+create function aiki._lock_schedule(p_name text) returns aiki.schedules
+  language plpgsql volatile;
+
 create function aiki._lock_step(p_run_id uuid, p_step_key text, p_kind aiki.step_kind, p_name text) returns aiki.steps
   language plpgsql volatile;
 
