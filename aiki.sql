@@ -1427,7 +1427,7 @@ $$;
 -- learns it on its next write (AK001). A parent waiting for the run is woken with status
 -- `cancelled`. Every cancelled run that was running frees its slot (_slot_freed), so runs its
 -- concurrency key or queue limit kept back are claimable at once. Idempotent on a cancelled run;
--- AK005 on a completed or failed one.
+-- AK005 on a completed or failed one, and on a chain whose newest run was purged.
 create or replace function aiki.cancel(p_run_id uuid, p_reason text default null)
 returns aiki.run_status
 language plpgsql volatile security definer
@@ -1441,7 +1441,8 @@ begin
   if v_run.status = 'cancelled' then
     return v_run.status;
   end if;
-  if v_run.status in ('completed', 'failed') then
+  -- Still `continued` after _lock_run_latest: the chain's newest run was purged, the chain ended.
+  if v_run.status in ('completed', 'failed', 'continued') then
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be cancelled', v_run.id, v_run.status);
   end if;
@@ -3234,7 +3235,8 @@ begin
     select * into v_run from aiki.runs where id = (aiki._chain_latest(v_run)).id for update;
   end loop;
   p_run_id := v_run.id;
-  if v_run.status in ('completed', 'failed', 'cancelled') then
+  -- Still `continued` here: the chain's newest run was purged, the chain ended.
+  if v_run.status in ('completed', 'failed', 'cancelled', 'continued') then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
   end if;
@@ -4024,8 +4026,9 @@ begin
     -- cancel_previous cancels the run's unfinished descendants too, through aiki.cancel, which
     -- waits for their locks. A claim must neither wait nor deadlock with another claim holding
     -- runs it promoted: it takes them first, parent before child (the engine's order), SKIP
-    -- LOCKED, and leaves the schedule due when one is busy. Under the locks it holds, no
-    -- descendant can appear meanwhile.
+    -- LOCKED, and when one is busy looks again a second later (due_at), rather than have every
+    -- claim of the fleet retry at once against a fan-out that keeps some child busy. Under the
+    -- locks it holds, no descendant can appear meanwhile.
     if v_open and v_s.overlap = 'cancel_previous' and p_manual_at is null then
       select coalesce(array_agg(q.id), '{}') into v_descendants from (
         with recursive tree (id, depth) as (
@@ -4046,6 +4049,7 @@ begin
         select 1 from aiki.runs r join tree t on t.id = r.id
          where r.status not in ('completed', 'failed', 'cancelled', 'continued')
            and r.id <> all (v_descendants)) then
+        update aiki.schedules set due_at = p_now + interval '1 second' where name = v_s.name;
         return null;
       end if;
     end if;
@@ -4978,7 +4982,13 @@ begin
     select queue from aiki.runs
      where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to
     union
-    select queue from aiki.schedules where not paused and due_at <= v_to) q;
+    select queue from aiki.schedules where not paused and due_at <= v_to
+    -- Any claim fires every due schedule (72_schedules.sql), so a due one wakes every live
+    -- worker's queues too: a worker of another queue sleeps on timers the jump made stale.
+    union
+    select unnest(w.queues) from aiki.workers w
+     where w.last_seen + w.stale_after_ms * interval '1 millisecond' > v_to
+       and exists (select 1 from aiki.schedules s where not s.paused and s.due_at <= v_to)) q;
   return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
 end
 $$;

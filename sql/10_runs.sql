@@ -503,7 +503,7 @@ $$;
 -- learns it on its next write (AK001). A parent waiting for the run is woken with status
 -- `cancelled`. Every cancelled run that was running frees its slot (_slot_freed), so runs its
 -- concurrency key or queue limit kept back are claimable at once. Idempotent on a cancelled run;
--- AK005 on a completed or failed one.
+-- AK005 on a completed or failed one, and on a chain whose newest run was purged.
 create or replace function aiki.cancel(p_run_id uuid, p_reason text default null)
 returns aiki.run_status
 language plpgsql volatile security definer
@@ -517,7 +517,8 @@ begin
   if v_run.status = 'cancelled' then
     return v_run.status;
   end if;
-  if v_run.status in ('completed', 'failed') then
+  -- Still `continued` after _lock_run_latest: the chain's newest run was purged, the chain ended.
+  if v_run.status in ('completed', 'failed', 'continued') then
     raise exception using errcode = 'AK005',
       message = format('run %s is already %s and cannot be cancelled', v_run.id, v_run.status);
   end if;

@@ -39,7 +39,8 @@ begin
     select * into v_run from aiki.runs where id = (aiki._chain_latest(v_run)).id for update;
   end loop;
   p_run_id := v_run.id;
-  if v_run.status in ('completed', 'failed', 'cancelled') then
+  -- Still `continued` here: the chain's newest run was purged, the chain ended.
+  if v_run.status in ('completed', 'failed', 'cancelled', 'continued') then
     raise exception using errcode = 'AK005',
       message = format('run %s is %s and takes no more events', p_run_id, v_run.status);
   end if;

@@ -523,8 +523,9 @@ begin
     -- cancel_previous cancels the run's unfinished descendants too, through aiki.cancel, which
     -- waits for their locks. A claim must neither wait nor deadlock with another claim holding
     -- runs it promoted: it takes them first, parent before child (the engine's order), SKIP
-    -- LOCKED, and leaves the schedule due when one is busy. Under the locks it holds, no
-    -- descendant can appear meanwhile.
+    -- LOCKED, and when one is busy looks again a second later (due_at), rather than have every
+    -- claim of the fleet retry at once against a fan-out that keeps some child busy. Under the
+    -- locks it holds, no descendant can appear meanwhile.
     if v_open and v_s.overlap = 'cancel_previous' and p_manual_at is null then
       select coalesce(array_agg(q.id), '{}') into v_descendants from (
         with recursive tree (id, depth) as (
@@ -545,6 +546,7 @@ begin
         select 1 from aiki.runs r join tree t on t.id = r.id
          where r.status not in ('completed', 'failed', 'cancelled', 'continued')
            and r.id <> all (v_descendants)) then
+        update aiki.schedules set due_at = p_now + interval '1 second' where name = v_s.name;
         return null;
       end if;
     end if;

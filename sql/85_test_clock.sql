@@ -96,7 +96,13 @@ begin
     select queue from aiki.runs
      where status in ('pending', 'scheduled', 'sleeping', 'waiting', 'retrying') and available_at <= v_to
     union
-    select queue from aiki.schedules where not paused and due_at <= v_to) q;
+    select queue from aiki.schedules where not paused and due_at <= v_to
+    -- Any claim fires every due schedule (72_schedules.sql), so a due one wakes every live
+    -- worker's queues too: a worker of another queue sleeps on timers the jump made stale.
+    union
+    select unnest(w.queues) from aiki.workers w
+     where w.last_seen + w.stale_after_ms * interval '1 millisecond' > v_to
+       and exists (select 1 from aiki.schedules s where not s.paused and s.due_at <= v_to)) q;
   return jsonb_build_object('moved', true, 'now', v_to, 'reached', v_to >= p_to);
 end
 $$;

@@ -184,4 +184,21 @@ describe("schedules under the test kit, with a codec", () => {
     const again = await daily.apply(kit.client);
     assert.equal(again.updated_at, before.updated_at);
   });
+
+  it("advance() wakes a worker of another queue for a due schedule: any claim fires it", async () => {
+    const kit2 = await testEnv({ url: process.env.AIKI_TEST_ADMIN_URL, settleTimeout: { seconds: 5 } });
+    try {
+      const report = workflow({ name: "report" }).v("1", { async handler() { return "done"; } });
+      const other = workflow({ name: "other" }).v("1", { async handler() { return "other"; } });
+      // The only worker serves `default`; the schedule's runs go to `reports`, which nobody serves.
+      await kit2.worker({ workflows: [other] });
+      await schedule({ name: "hourly-report", workflow: report, cron: "0 * * * *", queue: "reports", overlap: "allow" }).apply(kit2.client);
+      await kit2.advance({ hours: 3 });
+      const runs = await kit2.client.sql<{ queue: string; status: string }[]>`
+        select queue, status::text from aiki.runs where workflow = 'report'`;
+      assert.deepEqual([...runs], Array.from({ length: 3 }, () => ({ queue: "reports", status: "pending" })));
+    } finally {
+      await kit2.close();
+    }
+  });
 });

@@ -176,14 +176,18 @@ describe("continue_as_new", () => {
     assert.deepEqual([r!.s, await status(h.sql, next)], ["pending", "pending"]);
   });
 
-  it("pause of a continued run whose newest run was purged is AK005: the chain has ended", async () => {
+  it("pause, cancel and send_event to a continued run whose newest run was purged are AK005: the chain has ended", async () => {
     const first = await startAndClaim(h.sql);
     const next = await continueAsNew(h.sql, first, null);
     await completeRun(h.sql, await claimOne(h.sql, { expect: next }));
     // As a purge batch that took the newest run and left the continued one for the next batch.
     await h.sql`delete from aiki.runs where id = ${next}::uuid`;
     await expectSqlState(h.sql`select aiki.pause(${first.id}::uuid)`, "AK005", /is already continued and cannot be paused/);
+    await expectSqlState(h.sql`select aiki.cancel(${first.id}::uuid)`, "AK005", /is already continued and cannot be cancelled/);
+    await expectSqlState(sendEvent(h.sql, first.id, "go", 1), "AK005", /is continued and takes no more events/);
     assert.equal(await status(h.sql, first.id), "continued");
+    const [events] = await h.sql`select count(*)::int as n from aiki.events`;
+    assert.equal(events!.n, 0);
   });
 
   it("cancels the continued run's unfinished children: nothing can wait for them any more", async () => {

@@ -632,7 +632,7 @@ describe("firing through claims", () => {
       assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
     });
 
-    it("cancel_previous while another session holds the previous run's child: the claim neither waits nor fails, the schedule stays due; released, the next claim cancels and starts", async () => {
+    it("cancel_previous while another session holds the previous run's child: the claim neither waits nor fails, and looks again a second later; released, that claim cancels and starts", async () => {
       for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T00:00:00Z");
       await create({ cron: "@hourly", overlap: "cancel_previous" });
       for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T01:00:00Z");
@@ -647,11 +647,16 @@ describe("firing through claims", () => {
           await btx`set local lock_timeout = '5s'`;
           return claim(btx as unknown as Sql, { queues: ["other"] });
         });
-        assert.equal(c.skipped, true, "the fire is left due: a run it would cancel is busy");
+        // Not `skipped` (which has every worker claim again at once): the fire is due again in a
+        // second, and the claim's next_due_at says so.
+        assert.equal(c.skipped, false);
+        assert.equal(new Date(c.next_due_at!).toISOString(), "2027-01-04T02:00:01.000Z");
         const s = await schedule();
         assert.deepEqual([s.last_run_id, s.last_error, new Date(s.next_fire_at!).toISOString()],
                          [first.id, null, "2027-01-04T02:00:00.000Z"]);
       });
+      assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z")], "nothing fires before the second is up");
+      for (const s of [h.sql, a, b]) await setNow(s, "2027-01-04T02:00:01Z");
       const c = await claim(b, { queues: ["other"] });
       assert.equal(c.skipped, false);
       assert.deepEqual(await firedKeys(), [key("tick", "2027-01-04T01:00:00.000Z"), key("tick", "2027-01-04T02:00:00.000Z")]);
