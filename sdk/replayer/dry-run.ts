@@ -29,10 +29,11 @@ import type { ChildRunHandle, ChildStartOptions, WorkflowRun, WorkflowVersion } 
 import type { EventWaitResult } from "../definitions/event.js";
 import type { TaskOptions } from "../definitions/task.js";
 import type { RunStatus, StepKind, StepRecord } from "../engine.js";
-import { InvalidInputError, NonDeterminismError, serializeError, type Divergence } from "../errors.js";
+import { InvalidInputError, NonDeterminismError, type Divergence } from "../errors.js";
 import { validate } from "../schema.js";
 import { Replay, type DurableCall } from "../worker/replay.js";
-import { EXECUTION, childWaitResult, eventWaitResult, taskFailed, type DurableCalls } from "../worker/execution.js";
+import { EXECUTION, type DurableCalls } from "../worker/execution.js";
+import { childWaitResult, describe, eventWaitResult, never, taskFailed } from "../worker/results.js";
 import { microseconds, type RecordedRun, type RecordedStep } from "./recorded-run.js";
 
 /** How a replay that found no divergence ended. */
@@ -52,8 +53,6 @@ interface Turn {
   at: number;
   deliver(): void;
 }
-
-const never = <T>(): Promise<T> => new Promise<T>(() => {});
 
 const callOf = (key: string, kind: StepKind, name: string): DurableCall => ({ key, kind, name });
 
@@ -309,9 +308,4 @@ export class DryRun implements DurableCalls {
 /** A journal entry whose outcome the code may receive: completed, or (a task) failed for good. */
 function resolved(step: StepRecord): boolean {
   return step.status === "completed" || step.status === "failed";
-}
-
-function describe(error: unknown): string {
-  const { name, message } = serializeError(error);
-  return `${name}: ${message}`;
 }
