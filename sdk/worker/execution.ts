@@ -47,7 +47,7 @@ import type { TaskOptions } from "../definitions/task.js";
 import { toMilliseconds, type Duration } from "../duration.js";
 import * as engine from "../engine.js";
 import {
-  AikiError, CodecError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError,
+  AikiError, CodecError, LeaseLostError, NonDeterminismError, NonRetryableError,
   serializeError, type SerializedError,
 } from "../errors.js";
 import type { Codec } from "../codec/codec.js";
@@ -58,6 +58,7 @@ import type { Recorder, StepWrite } from "./recorder.js";
 import { Replay, type DurableCall } from "./replay.js";
 import { AttemptClock } from "./attempt.js";
 import { ExecutionCodec, plainSteps } from "./execution-codec.js";
+import { runLogger, workflowRun, type RunCalls } from "./run.js";
 import { attemptTiming, childWaitResult, describe, eventWaitResult, never, taskFailed } from "./results.js";
 import { ContinueAsNew } from "../definitions/continue.js";
 import { ExecutionTrace } from "../tracing/execution.js";
@@ -105,21 +106,7 @@ function asJsonb(value: unknown): unknown {
 /** Names the engine accepts (aiki._check_name); others take the undeferred path and its error. */
 const STEP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:\/-]{0,127}$/;
 
-/** Where a workflow's `run` object keeps what serves its durable calls (an Execution, or the replayer's DryRun). */
-export const EXECUTION = Symbol("aiki.execution");
 const MISMATCH = Symbol("aiki.mismatch");
-
-/** The durable calls definitions make through a `run` (task.ts, workflow.ts). */
-export interface DurableCalls {
-  task<I, O>(options: TaskOptions<I, O>, input: I): Promise<O>;
-  startChild<O>(child: WorkflowVersion<any, O, any>, input: unknown, options: ChildStartOptions): Promise<ChildRunHandle<O>>;
-}
-
-export function executionOf(run: WorkflowRun<any>): DurableCalls {
-  const execution = (run as unknown as { [EXECUTION]?: DurableCalls })[EXECUTION];
-  if (!execution) throw new InvalidInputError("AK003", "durable calls need the `run` passed to a workflow handler");
-  return execution;
-}
 
 /** The abort reason of every ended execution: one object, as a DOMException per run is costly. */
 const ENDED = new DOMException("the run's execution ended", "AbortError");
@@ -136,7 +123,7 @@ interface QueuedChild {
   reject(error: unknown): void;
 }
 
-export class Execution implements DurableCalls {
+export class Execution implements RunCalls {
   readonly done: Promise<ExecutionEnd>;
   readonly abort = new AbortController();
   readonly run: WorkflowRun<any>;
@@ -167,7 +154,7 @@ export class Execution implements DurableCalls {
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.replay = new Replay(record.id, record.journal);
-    this.run = this.makeRun();
+    this.run = workflowRun(record, definition, runLogger(settings.logger, `[${definition.key} ${record.id}]`, this.replay), this);
     this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
     this.trace = settings.tracing ? ExecutionTrace.open(record) : undefined;
     this.codec = settings.codec ? new ExecutionCodec(settings.codec, record, (error) => void this.failRun(error)) : undefined;
@@ -700,40 +687,5 @@ export class Execution implements DurableCalls {
     else this.settings.logger.warn(`${what}; the run will be retried`);
     if (outcome.status === "retrying") this.settings.onDue?.(outcome.retry_at);
     this.end(outcome.status === "failed" ? "failed" : "retrying");
-  }
-
-  private makeRun(): WorkflowRun<any> {
-    const prefix = `[${this.definition.key} ${this.id}]`;
-    const line = (level: keyof Logger) => (message: string, fields?: Record<string, unknown>) => {
-      if (this.replay.replaying) return;
-      if (fields === undefined) this.settings.logger[level](`${prefix} ${message}`);
-      else this.settings.logger[level](`${prefix} ${message}`, fields);
-    };
-    const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
-    const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
-    for (const name of Object.keys(this.definition.events)) {
-      events[name] = { wait: (options) => this.waitEvent(name, options?.timeout) };
-    }
-    const run = {
-      id: this.record.id,
-      workflow: this.record.workflow,
-      version: this.record.version,
-      attempt: this.record.attempt,
-      events,
-      logger,
-      sleep: (name: string, duration: Duration) => this.sleep(name, duration),
-      now: async () => new Date(await this.value("now", () => null) as unknown as string),
-      random: () => this.value("random", () => Math.random()),
-      uuid: () => this.value("uuid", () => crypto.randomUUID()),
-      continueAsNew: (input: unknown, options?: { version?: WorkflowVersion }) => {
-        if (options?.version !== undefined && options.version.name !== this.definition.name) {
-          throw new InvalidInputError("AK003",
-            `run ${this.id} of workflow ${this.definition.name} cannot continue as workflow ${options.version.name}`);
-        }
-        return new ContinueAsNew(input, options?.version?.version);
-      },
-      [EXECUTION]: this,
-    };
-    return run as unknown as WorkflowRun<any>;
   }
 }
