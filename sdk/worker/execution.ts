@@ -1,5 +1,6 @@
 // One execution of a claimed run: replays the handler against the run's journal and performs
-// the durable calls the journal does not answer yet.
+// the durable calls the journal does not answer yet. The handler's `run` object is built by
+// run.ts; what journal entries hand the code, by results.ts (both shared with the replayer).
 //
 // Replay. Every durable call gets a step key, and its journal entry, from the run's Replay
 // (replay.ts: keys, journal look-ups, what is unreached, divergence). A completed key answers
@@ -31,8 +32,9 @@
 // value: its deferred steps are recorded, then aiki.continue_as_new ends the run as `continued`
 // and starts its successor with an empty journal (no replay of this run ever happens again).
 //
-// Codec. With the client's codec (sdk/codec), payloads are decoded as they arrive and encoded
-// just before their write (execution-codec.ts).
+// Codec. With the client's codec (sdk/codec), `codec` decodes payloads as they arrive and encodes
+// them just before their write; a payload it cannot decode fails the run for good
+// (execution-codec.ts). Without one it is undefined and nothing is awaited for it.
 //
 // End states: completed, continued, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
