@@ -4,7 +4,7 @@ import type { Schema } from "../schema.js";
 import type { RetryPolicy } from "../retry.js";
 import type { WorkflowRun } from "./workflow.js";
 import { check, taskRules } from "../options.js";
-import { executionOf } from "../worker/execution.js";
+import { executionOf } from "../worker/run.js";
 
 export interface TaskContext {
   /** 1 on the first attempt, 2 on the first retry, … */

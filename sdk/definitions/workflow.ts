@@ -10,7 +10,7 @@ import type { Logger } from "../logger.js";
 export type { Logger } from "../logger.js";
 import { check, childStartRules, startRules, versionRules, workflowRules } from "../options.js";
 import { validate, type Schema } from "../schema.js";
-import { executionOf } from "../worker/execution.js";
+import { executionOf } from "../worker/run.js";
 import { ContinueAsNew } from "./continue.js";
 import { traceStart } from "../tracing/start.js";
 export { ContinueAsNew } from "./continue.js";

@@ -1,6 +1,6 @@
 // One side-effect-free replay of a recorded run: the workflow's handler runs against the run's
 // journal the way a worker replays it — the same step keys and judgements (worker/replay.ts),
-// the same results handed to the code (worker/execution.ts) — but nothing is executed and nothing
+// the same `run` object and results handed to the code (worker/run.ts, worker/results.ts) — but nothing is executed and nothing
 // is written. A call the journal answers gets its recorded result; any other call (a task to
 // run, a value to draw, a wait still open, a child to start) is where the journal ends: it
 // stays pending, and once the handler is idle the replay is judged.
@@ -25,14 +25,16 @@
 //     continued one).
 // Reaching the end of the journal of a run in flight is success: the code would go on from there.
 import { ContinueAsNew } from "../definitions/continue.js";
-import type { ChildRunHandle, ChildStartOptions, WorkflowRun, WorkflowVersion } from "../definitions/workflow.js";
+import type { ChildRunHandle, ChildStartOptions, Logger, WorkflowVersion } from "../definitions/workflow.js";
 import type { EventWaitResult } from "../definitions/event.js";
 import type { TaskOptions } from "../definitions/task.js";
+import type { Duration } from "../duration.js";
 import type { RunStatus, StepKind, StepRecord } from "../engine.js";
-import { InvalidInputError, NonDeterminismError, serializeError, type Divergence } from "../errors.js";
+import { NonDeterminismError, type Divergence } from "../errors.js";
 import { validate } from "../schema.js";
 import { Replay, type DurableCall } from "../worker/replay.js";
-import { EXECUTION, childWaitResult, eventWaitResult, taskFailed, type DurableCalls } from "../worker/execution.js";
+import { workflowRun, type RunCalls } from "../worker/run.js";
+import { childWaitResult, describe, eventWaitResult, never, taskFailed } from "../worker/results.js";
 import { microseconds, type RecordedRun, type RecordedStep } from "./recorded-run.js";
 
 /** How a replay that found no divergence ended. */
@@ -53,11 +55,12 @@ interface Turn {
   deliver(): void;
 }
 
-const never = <T>(): Promise<T> => new Promise<T>(() => {});
+/** The logger of a replayed run: a replay logs nothing. */
+const SILENT: Logger = { info: () => {}, warn: () => {}, error: () => {} };
 
 const callOf = (key: string, kind: StepKind, name: string): DurableCall => ({ key, kind, name });
 
-export class DryRun implements DurableCalls {
+export class DryRun implements RunCalls {
   readonly done: Promise<ReplayEnd>;
   private resolveDone!: (end: ReplayEnd) => void;
   private rejectDone!: (error: NonDeterminismError) => void;
@@ -89,7 +92,7 @@ export class DryRun implements DurableCalls {
 
   /** Runs the handler against the journal; `done` resolves with how it ended or rejects with the divergence. */
   start(): Promise<ReplayEnd> {
-    const run = this.makeRun();
+    const run = workflowRun(this.recorded, this.definition, SILENT, this);
     Promise.resolve()
       .then(() => this.definition.options.handler(run,
         validate(this.definition.options.schema?.input, this.recorded.input, `input of workflow ${this.definition.key} (run ${this.recorded.id})`)))
@@ -125,17 +128,17 @@ export class DryRun implements DurableCalls {
     };
   }
 
-  private async sleep(name: string): Promise<void> {
+  async sleep(name: string, _duration: Duration): Promise<void> {
     await this.answer(this.replay.nextKey(name), "sleep", name);
   }
 
-  private async waitEvent<T>(name: string): Promise<EventWaitResult<T>> {
+  async waitEvent<T>(name: string, _timeout: Duration | undefined): Promise<EventWaitResult<T>> {
     const step = await this.answer(this.replay.nextKey(name), "event", name);
     return eventWaitResult<T>(step, this.definition, this.recorded.id);
   }
 
-  private async value(name: "now" | "random" | "uuid"): Promise<unknown> {
-    return (await this.answer(this.replay.nextKey(name), "value", name)).output;
+  async value<T>(name: "now" | "random" | "uuid", _produce: () => T): Promise<T> {
+    return (await this.answer(this.replay.nextKey(name), "value", name)).output as T;
   }
 
   /**
@@ -276,42 +279,9 @@ export class DryRun implements DurableCalls {
     this.finished = true;
     this.resolveDone(end);
   }
-
-  /** The `run` a handler gets, as a worker builds it (execution.ts), its logger silent. */
-  private makeRun(): WorkflowRun<any> {
-    const quiet = () => {};
-    const events: Record<string, { wait(): Promise<EventWaitResult<unknown>> }> = {};
-    for (const name of Object.keys(this.definition.events)) events[name] = { wait: () => this.waitEvent(name) };
-    const run = {
-      id: this.recorded.id,
-      workflow: this.recorded.workflow,
-      version: this.recorded.version,
-      attempt: this.recorded.attempt,
-      events,
-      logger: { info: quiet, warn: quiet, error: quiet },
-      sleep: (name: string) => this.sleep(name),
-      now: async () => new Date(await this.value("now") as string),
-      random: () => this.value("random"),
-      uuid: () => this.value("uuid"),
-      continueAsNew: (input: unknown, options?: { version?: WorkflowVersion }) => {
-        if (options?.version !== undefined && options.version.name !== this.definition.name) {
-          throw new InvalidInputError("AK003",
-            `run ${this.recorded.id} of workflow ${this.definition.name} cannot continue as workflow ${options.version.name}`);
-        }
-        return new ContinueAsNew(input, options?.version?.version);
-      },
-      [EXECUTION]: this,
-    };
-    return run as unknown as WorkflowRun<any>;
-  }
 }
 
 /** A journal entry whose outcome the code may receive: completed, or (a task) failed for good. */
 function resolved(step: StepRecord): boolean {
   return step.status === "completed" || step.status === "failed";
-}
-
-function describe(error: unknown): string {
-  const { name, message } = serializeError(error);
-  return `${name}: ${message}`;
 }

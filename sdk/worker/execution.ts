@@ -1,5 +1,6 @@
 // One execution of a claimed run: replays the handler against the run's journal and performs
-// the durable calls the journal does not answer yet.
+// the durable calls the journal does not answer yet. The handler's `run` object is built by
+// run.ts; what journal entries hand the code, by results.ts (both shared with the replayer).
 //
 // Replay. Every durable call gets a step key, and its journal entry, from the run's Replay
 // (replay.ts: keys, journal look-ups, what is unreached, divergence). A completed key answers
@@ -31,11 +32,9 @@
 // value: its deferred steps are recorded, then aiki.continue_as_new ends the run as `continued`
 // and starts its successor with an empty journal (no replay of this run ever happens again).
 //
-// Codec. With the client's codec (sdk/codec), the claimed run's payloads are decoded once before
-// the handler starts, and steps the engine resolves later as they arrive; payloads are encoded
-// just before their write. A payload the worker cannot decode fails the run for good with a
-// CodecError (codec/payloads.ts). Without a codec nothing is awaited for it: a synchronous check
-// refuses encoded payloads the same way.
+// Codec. With the client's codec (sdk/codec), `codec` decodes payloads as they arrive and encodes
+// them just before their write; a payload it cannot decode fails the run for good
+// (execution-codec.ts). Without one it is undefined and nothing is awaited for it.
 //
 // End states: completed, continued, failed, retrying (the engine scheduled another attempt), suspended,
 // lost (the lease is gone: reclaimed, cancelled or paused), abandoned (the database stayed
@@ -50,16 +49,19 @@ import type { TaskOptions } from "../definitions/task.js";
 import { toMilliseconds, type Duration } from "../duration.js";
 import * as engine from "../engine.js";
 import {
-  AikiError, CodecError, InvalidInputError, LeaseLostError, NonDeterminismError, NonRetryableError, TaskFailedError,
+  AikiError, CodecError, LeaseLostError, NonDeterminismError, NonRetryableError,
   serializeError, type SerializedError,
 } from "../errors.js";
-import type { Codec, PayloadContext } from "../codec/codec.js";
-import { assertPlainRun, assertPlainStep, decodePayload, decodeRun, decodeStep, encodeError, encodePayload } from "../codec/payloads.js";
+import type { Codec } from "../codec/codec.js";
+import { assertPlainRun } from "../codec/payloads.js";
 import { validate, type Schema } from "../schema.js";
 import { sleep } from "../sleep.js";
 import type { Recorder, StepWrite } from "./recorder.js";
 import { Replay, type DurableCall } from "./replay.js";
-import { AttemptClock, type AttemptTiming } from "./attempt.js";
+import { AttemptClock } from "./attempt.js";
+import { ExecutionCodec, plainSteps } from "./execution-codec.js";
+import { runLogger, workflowRun, type RunCalls } from "./run.js";
+import { attemptTiming, childWaitResult, describe, eventWaitResult, never, taskFailed } from "./results.js";
 import { ContinueAsNew } from "../definitions/continue.js";
 import { ExecutionTrace } from "../tracing/execution.js";
 
@@ -106,23 +108,7 @@ function asJsonb(value: unknown): unknown {
 /** Names the engine accepts (aiki._check_name); others take the undeferred path and its error. */
 const STEP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:\/-]{0,127}$/;
 
-/** Where a workflow's `run` object keeps what serves its durable calls (an Execution, or the replayer's DryRun). */
-export const EXECUTION = Symbol("aiki.execution");
 const MISMATCH = Symbol("aiki.mismatch");
-
-/** The durable calls definitions make through a `run` (task.ts, workflow.ts). */
-export interface DurableCalls {
-  task<I, O>(options: TaskOptions<I, O>, input: I): Promise<O>;
-  startChild<O>(child: WorkflowVersion<any, O, any>, input: unknown, options: ChildStartOptions): Promise<ChildRunHandle<O>>;
-}
-
-export function executionOf(run: WorkflowRun<any>): DurableCalls {
-  const execution = (run as unknown as { [EXECUTION]?: DurableCalls })[EXECUTION];
-  if (!execution) throw new InvalidInputError("AK003", "durable calls need the `run` passed to a workflow handler");
-  return execution;
-}
-
-const never = <T>(): Promise<T> => new Promise<T>(() => {});
 
 /** The abort reason of every ended execution: one object, as a DOMException per run is costly. */
 const ENDED = new DOMException("the run's execution ended", "AbortError");
@@ -139,7 +125,7 @@ interface QueuedChild {
   reject(error: unknown): void;
 }
 
-export class Execution implements DurableCalls {
+export class Execution implements RunCalls {
   readonly done: Promise<ExecutionEnd>;
   readonly abort = new AbortController();
   readonly run: WorkflowRun<any>;
@@ -160,6 +146,8 @@ export class Execution implements DurableCalls {
   /** The run's input failed its schema: no retry can mend it. */
   private invalidInput = false;
   private readonly trace: ExecutionTrace | undefined;
+  /** The codec plumbing, with the client's codec only (see "Codec"). */
+  private readonly codec: ExecutionCodec | undefined;
 
   constructor(
     readonly record: engine.ClaimedRun,
@@ -168,9 +156,10 @@ export class Execution implements DurableCalls {
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.replay = new Replay(record.id, record.journal);
-    this.run = this.makeRun();
+    this.run = workflowRun(record, definition, runLogger(settings.logger, `[${definition.key} ${record.id}]`, this.replay), this);
     this.leaseExpiresAtMs = Date.parse(record.lease_expires_at ?? "");
     this.trace = settings.tracing ? ExecutionTrace.open(record) : undefined;
+    this.codec = settings.codec ? new ExecutionCodec(settings.codec, record, (error) => void this.failRun(error)) : undefined;
   }
 
   /** A heartbeat renewed this execution's lease until `expiresAt` (database clock). */
@@ -202,11 +191,11 @@ export class Execution implements DurableCalls {
 
   /** Runs the handler to its end or its next suspension; `done` tells which. */
   start(): Promise<ExecutionEnd> {
-    const codec = this.settings.codec;
+    const codec = this.codec;
     const handler = () => this.definition.options.handler(this.run, this.receivedInput());
     const traced = () => this.trace ? this.trace.call(handler) : handler();
     Promise.resolve()
-      .then(() => codec ? decodeRun(codec, this.record).then(traced) : (assertPlainRun(this.record), traced()))
+      .then(() => codec ? codec.decodeRun().then(traced) : (assertPlainRun(this.record), traced()))
       .then((output) => this.onReturn(output), (error) => this.onThrow(error))
       .catch((error) => {
         // The engine refused even the run's failure: leave the run to lease expiry.
@@ -293,13 +282,10 @@ export class Execution implements DurableCalls {
             if (!(await afterFailure(started, started.error))) return never();
             continue;
           }
-          const detailsContext: PayloadContext = { kind: "task.heartbeat", runId: this.id, stepKey: key };
-          heartbeatDetails = (this.settings.codec && started.details != null
-            ? await this.decoded(() => decodePayload(this.settings.codec, started.details, detailsContext))
-            : started.details) ?? undefined;
+          const codec = this.codec;
+          heartbeatDetails = (codec && started.details != null ? await codec.heartbeatDetails(key, started.details) : started.details) ?? undefined;
           clock = new AttemptClock(`task ${options.name} (step ${key})`, timing, this.abort.signal, (ms, details) => {
-            const codec = this.settings.codec;
-            (codec && details !== undefined ? encodePayload(codec, details, detailsContext, "heartbeat details") : Promise.resolve(details))
+            (codec && details !== undefined ? codec.storedDetails(key, details) : Promise.resolve(details))
               .then((stored) => engine.startAttempt(this.settings.sql, this.id, this.leaseToken, key, options.name, ms, options.retry,
                 this.settings.inlineRetryMaxMs, stored))
               .catch((error) => this.settings.logger.warn(`run ${this.id}: task heartbeat not journalled: ${String(error)}`));
@@ -326,8 +312,8 @@ export class Execution implements DurableCalls {
         } catch (error) {
           span?.fail(error);
           if (this.ended) return never();
-          const stored = this.settings.codec
-            ? await this.storedError(error, { kind: "task.error", runId: this.id, stepKey: key })
+          const stored = this.codec
+            ? await this.codec.storedError(error, { kind: "task.error", runId: this.id, stepKey: key })
             : serializeError(error);
           const outcome = await this.write(() => engine.failStep(
             this.settings.sql, this.id, this.leaseToken, key, options.name, stored,
@@ -341,7 +327,9 @@ export class Execution implements DurableCalls {
         if (this.ended) return never();
         const deferred = this.defer(key, options.name, output);
         if (deferred) return deferred.output as O;
-        if (this.settings.codec) return await this.completeEncoded(key, options.name, output) as O;
+        if (this.codec) {
+          return await this.codec.completeEncoded(key, options.name, output, (stored) => this.write(() => this.completeStep(key, "task", options.name, stored))) as O;
+        }
         const recorded = await this.write(() => this.completeStep(key, "task", options.name, output));
         return recorded.output as O;
       }
@@ -486,11 +474,11 @@ export class Execution implements DurableCalls {
     if (this.diverged({ key: first.key, kind: "child", name: first.workflow })) return;
     if (!(await this.recordDeferred())) return;
     try {
-      const codec = this.settings.codec;
+      const codec = this.codec;
       const starts = codec
         ? await Promise.all(batch.map(async ({ start }) => ({
             ...start,
-            input: await encodePayload(codec, start.input, { kind: "workflow.input", workflow: start.workflow }, `input of child workflow ${start.workflow}`),
+            input: await codec.storedInput(start.workflow, start.input, `input of child workflow ${start.workflow}`),
           })))
         : batch.map((c) => c.start);
       const ids = await this.write(() => engine.startChildren(this.settings.sql, this.id, this.leaseToken, starts));
@@ -525,8 +513,10 @@ export class Execution implements DurableCalls {
         this.end("suspended");
         return;
       }
-      const decoded = this.decodeSteps(result.resolved);
-      if (!(typeof decoded === "boolean" ? decoded : await decoded)) return;
+      const decoded = this.codec
+        ? await this.codec.decodeSteps(result.resolved)
+        : plainSteps(this.record, result.resolved, (error) => void this.failRun(error));
+      if (!decoded) return;
       for (const step of result.resolved) {
         this.replay.learn(step);
         const wait = this.waits.get(step.key);
@@ -575,74 +565,11 @@ export class Execution implements DurableCalls {
       const steps = this.deferred.splice(0);
       const write = (stored: StepWrite[]) => this.write(() => this.settings.recorder!.completeSteps(this.id, this.leaseToken, stored));
       this.deferredWrite = this.deferredWrite
-        .then(() => this.settings.codec ? this.storedSteps(steps).then(write) : write(steps))
+        .then(() => this.codec ? this.codec.storedSteps(steps).then(write) : write(steps))
         .catch((error) => void this.failRun(error));
     }
     await this.deferredWrite;
     return !this.ended && !this.settled;
-  }
-
-  /** Task results as the journal stores them: encoded with the codec. */
-  private storedSteps(steps: StepWrite[]): Promise<StepWrite[]> {
-    const codec = this.settings.codec!;
-    return Promise.all(steps.map(async (s) => ({
-      ...s,
-      output: await encodePayload(codec, s.output, { kind: "task.output", runId: this.id, stepKey: s.key }, `output of task ${s.name} (step ${s.key})`),
-    })));
-  }
-
-  /**
-   * Records a task result encoded, and returns what the code gets: the result as JSON, as a
-   * replay decodes it, or the journal's first record of the step (decoded) if it differs.
-   */
-  private async completeEncoded(key: string, name: string, output: unknown): Promise<unknown> {
-    const context: PayloadContext = { kind: "task.output", runId: this.id, stepKey: key };
-    const stored = await encodePayload(this.settings.codec!, output, context, `output of task ${name} (step ${key})`);
-    const recorded = await this.write(() => this.completeStep(key, "task", name, stored));
-    const envelope = recorded.output as { iv?: unknown } | null;
-    if (envelope?.iv !== undefined && envelope.iv === (stored as { iv?: unknown }).iv) return JSON.parse(JSON.stringify(output ?? null));
-    return this.decoded(() => decodePayload(this.settings.codec, recorded.output, context));
-  }
-
-  /**
-   * An error as the journal stores it (codec/payloads.ts, "Errors"). A codec that fails to
-   * encode it leaves the CodecError to be stored instead: it names no user data.
-   */
-  private async storedError(error: unknown, context: PayloadContext & { kind: "workflow.error" | "task.error" }): Promise<SerializedError> {
-    try {
-      return await encodeError(this.settings.codec!, serializeError(error), error, context);
-    } catch (failure) {
-      return serializeError(failure);
-    }
-  }
-
-  /** A decode whose CodecError fails the run (for good) instead of reaching the handler. */
-  private async decoded<T>(decode: () => Promise<T>): Promise<T> {
-    try {
-      return await decode();
-    } catch (error) {
-      void this.failRun(error);
-      return never();
-    }
-  }
-
-  /**
-   * Decodes steps the engine resolved, or without a codec checks them synchronously; false if
-   * the run failed on one.
-   */
-  private decodeSteps(steps: engine.StepRecord[]): boolean | Promise<boolean> {
-    const codec = this.settings.codec;
-    const failed = (error: unknown) => {
-      void this.failRun(error);
-      return false;
-    };
-    if (codec) return Promise.all(steps.map((step) => decodeStep(codec, this.record, step))).then(() => true, failed);
-    try {
-      for (const step of steps) assertPlainStep(this.record, step);
-      return true;
-    } catch (error) {
-      return failed(error);
-    }
   }
 
   private completeStep(key: string, kind: "task" | "value", name: string, output: unknown): Promise<engine.StepRecord> {
@@ -702,13 +629,8 @@ export class Execution implements DurableCalls {
     if (this.ended) return;
     let steps = this.deferred.splice(0);
     try {
-      const codec = this.settings.codec;
-      if (codec) {
-        [valid, steps] = await Promise.all([
-          encodePayload(codec, valid, { kind: "workflow.output", runId: this.id }, `output of workflow ${this.definition.key}`),
-          this.storedSteps(steps),
-        ]);
-      }
+      const codec = this.codec;
+      if (codec) [valid, steps] = await Promise.all([codec.storedOutput(valid, this.definition.key), codec.storedSteps(steps)]);
       const output = valid;
       await this.write(() => this.settings.recorder
         ? this.settings.recorder.completeRun(this.id, this.leaseToken, output, steps)
@@ -733,9 +655,8 @@ export class Execution implements DurableCalls {
     this.settled = true;
     this.settings.onSettled?.();
     try {
-      const codec = this.settings.codec;
-      const stored = codec
-        ? await encodePayload(codec, input, { kind: "workflow.input", workflow: this.definition.name }, `input of workflow ${this.definition.key} (continued as new)`)
+      const stored = this.codec
+        ? await this.codec.storedInput(this.definition.name, input, `input of workflow ${this.definition.key} (continued as new)`)
         : input;
       await this.write(() => engine.continueAsNew(this.settings.sql, this.id, this.leaseToken, stored, next.version));
     } catch (error) {
@@ -760,7 +681,7 @@ export class Execution implements DurableCalls {
     if (this.ended) return;
     const nonRetryable = error instanceof NonRetryableError || error instanceof NonDeterminismError || error instanceof CodecError ||
       this.invalidInput;
-    const stored = this.settings.codec ? await this.storedError(error, { kind: "workflow.error", runId: this.id }) : serializeError(error);
+    const stored = this.codec ? await this.codec.storedError(error, { kind: "workflow.error", runId: this.id }) : serializeError(error);
     if (this.ended) return;
     const outcome = await this.write(() => engine.failRun(this.settings.sql, this.id, this.leaseToken, stored, nonRetryable));
     const what = `run ${this.id} (${this.definition.key}) failed: ${describe(error)}`;
@@ -769,81 +690,4 @@ export class Execution implements DurableCalls {
     if (outcome.status === "retrying") this.settings.onDue?.(outcome.retry_at);
     this.end(outcome.status === "failed" ? "failed" : "retrying");
   }
-
-  private makeRun(): WorkflowRun<any> {
-    const prefix = `[${this.definition.key} ${this.id}]`;
-    const line = (level: keyof Logger) => (message: string, fields?: Record<string, unknown>) => {
-      if (this.replay.replaying) return;
-      if (fields === undefined) this.settings.logger[level](`${prefix} ${message}`);
-      else this.settings.logger[level](`${prefix} ${message}`, fields);
-    };
-    const logger: Logger = { info: line("info"), warn: line("warn"), error: line("error") };
-    const events: Record<string, { wait(options?: { timeout?: Duration }): Promise<EventWaitResult<unknown>> }> = {};
-    for (const name of Object.keys(this.definition.events)) {
-      events[name] = { wait: (options) => this.waitEvent(name, options?.timeout) };
-    }
-    const run = {
-      id: this.record.id,
-      workflow: this.record.workflow,
-      version: this.record.version,
-      attempt: this.record.attempt,
-      events,
-      logger,
-      sleep: (name: string, duration: Duration) => this.sleep(name, duration),
-      now: async () => new Date(await this.value("now", () => null) as unknown as string),
-      random: () => this.value("random", () => Math.random()),
-      uuid: () => this.value("uuid", () => crypto.randomUUID()),
-      continueAsNew: (input: unknown, options?: { version?: WorkflowVersion }) => {
-        if (options?.version !== undefined && options.version.name !== this.definition.name) {
-          throw new InvalidInputError("AK003",
-            `run ${this.id} of workflow ${this.definition.name} cannot continue as workflow ${options.version.name}`);
-        }
-        return new ContinueAsNew(input, options?.version?.version);
-      },
-      [EXECUTION]: this,
-    };
-    return run as unknown as WorkflowRun<any>;
-  }
-}
-
-/** The timing of a task's attempts, or undefined for an untimed task (which journals no start). */
-function attemptTiming(options: TaskOptions<any, any>): AttemptTiming | undefined {
-  if (options.timeout === undefined && options.heartbeatTimeout === undefined) return undefined;
-  return {
-    timeoutMs: options.timeout === undefined ? undefined : toMilliseconds(options.timeout),
-    heartbeatTimeoutMs: options.heartbeatTimeout === undefined ? undefined : toMilliseconds(options.heartbeatTimeout),
-  };
-}
-
-/**
- * What an event wait's journal entry hands the code. Event data is checked on receipt too
- * (aiki.send_event from SQL bypasses the SDK's check): data that does not fit fails the wait,
- * and the handler never sees it.
- */
-export function eventWaitResult<T>(step: engine.StepRecord, definition: WorkflowVersion, runId: string): EventWaitResult<T> {
-  const output = step.output as { timeout?: boolean; data?: T } | null;
-  if (output?.timeout) return { timeout: true };
-  const schema = definition.events[step.name]?.schema;
-  return { timeout: false, data: validate(schema, output?.data, `event ${step.name} received by run ${runId}`) as T };
-}
-
-/** What a child wait's journal entry hands the code; a typed child's result is checked on receipt (a run completed from SQL may hold anything). */
-export function childWaitResult<O>(step: engine.StepRecord, childId: string, name: string, expected: engine.RunStatus, schema: Schema<O> | undefined) {
-  const outcome = step.output as { status: engine.RunStatus; output: O; error: unknown };
-  const output = outcome.status === "completed"
-    ? validate(schema, outcome.output, `output of child run ${childId} (workflow ${name})`)
-    : outcome.output;
-  return outcome.status === expected
-    ? { success: true as const, state: { status: outcome.status, output } }
-    : { success: false as const, cause: "run_terminated" as const, state: { status: outcome.status, error: outcome.error } };
-}
-
-/** `Name: message` of an error, for log lines. */
-function describe(error: unknown): string {
-  const { name, message } = serializeError(error);
-  return `${name}: ${message}`;
-}
-
-export function taskFailed(name: string, error: SerializedError | null): TaskFailedError {
-  return new TaskFailedError(`task ${name} failed: ${error?.message ?? "unknown error"}`, error ?? { name: "Error", message: "unknown" });
 }
