@@ -17,7 +17,8 @@ export interface ScaleResult {
   children: number;
 }
 
-async function claimLatency(aiki: AikiSystem, samples: number): Promise<Percentiles> {
+/** Claim latency of one run: started, claimed with limit 1, completed, `samples` times after 20 warm-ups. */
+export async function claimLatency(aiki: AikiSystem, samples: number): Promise<Percentiles> {
   const sql = aiki.client.sql;
   const times: number[] = [];
   for (let k = 0; k < samples + 20; k++) {

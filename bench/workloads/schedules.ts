@@ -6,9 +6,9 @@
 // pg_timezone_names, which reads the zone directory: fine for a deploy, slow for 10,000).
 import type { Section } from "../report.js";
 import { AikiSystem } from "../systems/aiki.js";
-import * as engine from "../../sdk/engine.js";
-import { now, percentiles, type Percentiles } from "../support.js";
+import type { Percentiles } from "../support.js";
 import { withSystem, type Context } from "./context.js";
+import { claimLatency } from "./scale.js";
 
 export interface SchedulesResult {
   schedules: number;
@@ -17,22 +17,6 @@ export interface SchedulesResult {
 }
 
 const SCHEDULES = 10_000;
-
-async function claimLatency(aiki: AikiSystem, samples: number): Promise<Percentiles> {
-  const sql = aiki.client.sql;
-  const times: number[] = [];
-  for (let k = 0; k < samples + 20; k++) {
-    await aiki.add("one", { i: k });
-    const t0 = now();
-    const claimed = await engine.claim(sql, "bench-claimer", null, ["default"], 1, 30_000);
-    const ms = now() - t0;
-    const run = claimed.runs[0];
-    if (!run) throw new Error("claim found no run");
-    await engine.completeRun(sql, run.id, run.lease_token, null);
-    if (k >= 20) times.push(ms); // the first twenty warm up
-  }
-  return percentiles(times);
-}
 
 /** 10,000 daily schedules spread over the day, each first firing tomorrow or later. */
 async function fillSchedules(aiki: AikiSystem, count: number): Promise<void> {
