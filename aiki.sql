@@ -686,6 +686,20 @@ create or replace function aiki._max_inbox_events() returns integer
 language sql immutable parallel safe
 as $$ select 10000 $$;
 
+-- Raises AK003 unless p_priority is an integer in -1,000,000..1,000,000 (higher runs first).
+create or replace function aiki._check_priority(p_priority integer) returns integer
+language plpgsql immutable
+as $$
+begin
+  if p_priority is null or p_priority not between -1000000 and 1000000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
+      hint = 'use an integer between -1000000 and 1000000; higher runs first';
+  end if;
+  return p_priority;
+end
+$$;
+
 -- Raises AK003 for a null run id: `run  not found` named no run and hid the caller's mistake.
 create or replace function aiki._check_run_id(p_run_id uuid) returns uuid
 language plpgsql immutable
@@ -1017,11 +1031,7 @@ begin
   if p_concurrency_key is not null then
     perform aiki._check_key('concurrency key', p_concurrency_key);
   end if;
-  if p_priority is null or p_priority not between -1000000 and 1000000 then
-    raise exception using errcode = 'AK003',
-      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
-      hint = 'use an integer between -1000000 and 1000000; higher runs first';
-  end if;
+  perform aiki._check_priority(p_priority);
   if p_max_lease_expiries is null or p_max_lease_expiries not between 1 and 1000 then
     raise exception using errcode = 'AK003',
       message = format('invalid max lease expiries %s', coalesce(p_max_lease_expiries::text, 'null'));
@@ -3929,11 +3939,7 @@ begin
       message = format('invalid catch-up window %s ms', coalesce(p_catchup_ms::text, 'null')),
       hint = 'use 0 (only the most recent missed fire) to 366 days, in milliseconds';
   end if;
-  if p_priority is null or p_priority not between -1000000 and 1000000 then
-    raise exception using errcode = 'AK003',
-      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
-      hint = 'use an integer between -1000000 and 1000000; higher runs first';
-  end if;
+  perform aiki._check_priority(p_priority);
   v_spec := aiki._cron_parse(p_cron);
   if aiki._cron_next(v_spec, p_timezone, p_now) is null then
     raise exception using errcode = 'AK003',

@@ -23,7 +23,7 @@ type Rules = Record<string, Rule>;
 const rule = (expect: string, test: (value: unknown) => boolean, more: Partial<Rule> = {}): Rule => ({ expect, test, ...more });
 const required = (r: Rule): Rule => ({ ...r, required: true });
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const string = rule("a string", (v) => typeof v === "string");
 const number = rule("a number", (v) => typeof v === "number");
 const boolean = rule("a boolean", (v) => typeof v === "boolean");

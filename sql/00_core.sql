@@ -106,6 +106,20 @@ create or replace function aiki._max_inbox_events() returns integer
 language sql immutable parallel safe
 as $$ select 10000 $$;
 
+-- Raises AK003 unless p_priority is an integer in -1,000,000..1,000,000 (higher runs first).
+create or replace function aiki._check_priority(p_priority integer) returns integer
+language plpgsql immutable
+as $$
+begin
+  if p_priority is null or p_priority not between -1000000 and 1000000 then
+    raise exception using errcode = 'AK003',
+      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
+      hint = 'use an integer between -1000000 and 1000000; higher runs first';
+  end if;
+  return p_priority;
+end
+$$;
+
 -- Raises AK003 for a null run id: `run  not found` named no run and hid the caller's mistake.
 create or replace function aiki._check_run_id(p_run_id uuid) returns uuid
 language plpgsql immutable

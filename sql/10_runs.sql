@@ -93,11 +93,7 @@ begin
   if p_concurrency_key is not null then
     perform aiki._check_key('concurrency key', p_concurrency_key);
   end if;
-  if p_priority is null or p_priority not between -1000000 and 1000000 then
-    raise exception using errcode = 'AK003',
-      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
-      hint = 'use an integer between -1000000 and 1000000; higher runs first';
-  end if;
+  perform aiki._check_priority(p_priority);
   if p_max_lease_expiries is null or p_max_lease_expiries not between 1 and 1000 then
     raise exception using errcode = 'AK003',
       message = format('invalid max lease expiries %s', coalesce(p_max_lease_expiries::text, 'null'));

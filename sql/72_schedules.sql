@@ -426,11 +426,7 @@ begin
       message = format('invalid catch-up window %s ms', coalesce(p_catchup_ms::text, 'null')),
       hint = 'use 0 (only the most recent missed fire) to 366 days, in milliseconds';
   end if;
-  if p_priority is null or p_priority not between -1000000 and 1000000 then
-    raise exception using errcode = 'AK003',
-      message = format('invalid priority %s', coalesce(p_priority::text, 'null')),
-      hint = 'use an integer between -1000000 and 1000000; higher runs first';
-  end if;
+  perform aiki._check_priority(p_priority);
   v_spec := aiki._cron_parse(p_cron);
   if aiki._cron_next(v_spec, p_timezone, p_now) is null then
     raise exception using errcode = 'AK003',

@@ -243,6 +243,9 @@ create function aiki._check_name(p_what text, p_value text) returns text
 create function aiki._check_payload(p_what text, p_value jsonb) returns jsonb
   language plpgsql immutable;
 
+create function aiki._check_priority(p_priority integer) returns integer
+  language plpgsql immutable;
+
 create function aiki._check_retry(p_policy jsonb) returns jsonb
   language plpgsql immutable;
 

@@ -7,6 +7,7 @@
 // a wrong one is an InvalidInputError (AK003) naming the field and what it holds.
 import type { RunStatus, StepKind, StepRecord } from "../engine.js";
 import { InvalidInputError } from "../errors.js";
+import { isObject } from "../options.js";
 
 /** A journal entry, with its completion time when the export carries it. */
 export interface RecordedStep extends StepRecord {
@@ -57,10 +58,6 @@ function orNull(record: Record<string, unknown>, field: string, path: string): s
   const value = record[field] ?? null;
   if (value !== null && typeof value !== "string") throw bad(`${path}${field}`, "a string or null", value);
   return value;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**
